@@ -105,7 +105,8 @@ class Args:
     """evaluation episodes after training with --save-model"""
 
 
-# Reference protocol (REFERENCE.md): training budget per env. Ids not listed fall back to Args' defaults.
+# Reference protocol (REFERENCE.md): training budget per env. Fields a user leaves unset come from here,
+# or from DEFAULT_PRESET for an env the paper did not use.
 ENV_PRESETS = {
     "LunarLanderContinuous-v3": dict(total_timesteps=500_000),
     "Pendulum-v1": dict(total_timesteps=100_000),
@@ -114,7 +115,7 @@ ENV_PRESETS = {
     "Hopper-v5": dict(total_timesteps=1_000_000),
     "Walker2d-v5": dict(total_timesteps=1_000_000),
 }
-DEFAULT_TOTAL_TIMESTEPS = 1_000_000
+DEFAULT_PRESET = dict(total_timesteps=1_000_000)
 # The paper's ids that Gymnasium 1.x no longer has, mapped to the same task.
 PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
@@ -137,11 +138,13 @@ def resolve_args(args: Args) -> Args:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
         if name in MUST_BE_POSITIVE and value is not None and value <= 0:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
-    for name, value in ENV_PRESETS.get(args.env_id, {}).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if args.total_timesteps is None:
-        args.total_timesteps = DEFAULT_TOTAL_TIMESTEPS
+    source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
+    preset = {**DEFAULT_PRESET, **ENV_PRESETS.get(args.env_id, {})}
+    unset = {name: value for name, value in preset.items() if getattr(args, name) is None}
+    for name, value in unset.items():
+        setattr(args, name, value)
+    if unset:
+        print(f"{source}: " + ", ".join(f"{name}={value}" for name, value in unset.items()))
     return args
 
 
@@ -265,13 +268,12 @@ def log_geometry(writer, qf, rb, args, generator, step):
 
 if __name__ == "__main__":
     args = resolve_args(tyro.cli(Args))
-    env = make_env(args.env_id, args.seed)()
-    if not isinstance(env.action_space, gym.spaces.Box):
-        sys.exit(f"{os.path.basename(__file__)}: error: {args.env_id} has a {type(env.action_space).__name__} action space; TD3 needs continuous (Box) actions")
-    env.close()
-
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = f"runs/{run_name}"
+    env = make_env(args.env_id, args.seed, args.capture_video, run_dir)()
+    if not isinstance(env.action_space, gym.spaces.Box):
+        sys.exit(f"{os.path.basename(__file__)}: error: {args.env_id} has a {type(env.action_space).__name__} action space; "
+                 "this algorithm needs continuous (Box) actions")
     print(f"{args.exp_name} configuration:\n" + "\n".join(f"  {k} = {v}" for k, v in asdict(args).items()))
     if args.track:
         try:
@@ -290,7 +292,6 @@ if __name__ == "__main__":
     sample_rng = torch.Generator().manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    env = make_env(args.env_id, args.seed, args.capture_video, run_dir)()
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     action_low, action_high = env.action_space.low, env.action_space.high
 
