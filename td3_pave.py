@@ -160,6 +160,8 @@ def make_env(env_id, seed, capture_video=False, run_dir="."):
     """A thunk that builds one env (CleanRL style, so vector envs can reuse it); the caller seeds reset()."""
 
     def thunk():
+        if capture_video and not os.environ.get("DISPLAY"):
+            os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo renders offscreen on a headless machine
         env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
         if capture_video:
             env = gym.wrappers.RecordVideo(env, f"{run_dir}/videos", episode_trigger=lambda ep: ep % 50 == 0)

@@ -219,3 +219,20 @@ def test_discrete_action_space_is_refused(tmp_path):
 @pytest.mark.parametrize("flag", ["--lambda1", "--lambda2", "--lambda3", "--mpr-sigma"])
 def test_negative_coefficient_is_refused(flag, tmp_path):
     assert_one_line_error(run_script("td3_pave.py", flag, "-0.5", cwd=tmp_path), flag)
+
+
+def test_capture_video_records_an_episode(tmp_path):
+    result = run_script("td3.py", "--env-id", "Pendulum-v1", "--total-timesteps", "250", "--learning-starts", "100",
+                        "--capture-video", "--no-progress-bar", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    videos = list(tmp_path.glob("runs/*/videos/*.mp4"))
+    assert videos and videos[0].stat().st_size > 1000
+
+
+def test_track_without_wandb_says_how_to_install(tmp_path):
+    try:
+        import wandb  # noqa: F401
+        pytest.skip("wandb is installed: --track would really log")
+    except ImportError:
+        pass
+    assert_one_line_error(run_script("td3.py", "--env-id", "Pendulum-v1", "--track", cwd=tmp_path), "pip install wandb")
