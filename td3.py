@@ -125,7 +125,7 @@ MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq"
 
 def resolve_args(args: Args) -> Args:
     """Validate the flags and fill every field the user left unset from the env's presets; exit with one line on bad input."""
-    prog = os.path.basename(sys.argv[0]) or "td3.py"
+    prog = os.path.basename(__file__)
     if args.env_id in PAPER_ENV_IDS:
         print(f"note: {args.env_id} (the paper's id) is not in Gymnasium 1.x; running {PAPER_ENV_IDS[args.env_id]}, the same task")
         args.env_id = PAPER_ENV_IDS[args.env_id]
