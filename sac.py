@@ -21,7 +21,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -51,7 +51,7 @@ class Args:
     """log to Weights & Biases (needs `pip install wandb`)"""
     wandb_project_name: str = "pave"
     """the wandb project name"""
-    wandb_entity: str | None = None
+    wandb_entity: Optional[str] = None
     """the wandb entity (team)"""
     capture_video: bool = False
     """record videos of episodes into the run directory's `videos/`"""
@@ -62,7 +62,7 @@ class Args:
 
     env_id: str = "Hopper-v5"
     """the Gymnasium id of the environment (continuous actions)"""
-    total_timesteps: int | None = None
+    total_timesteps: Optional[int] = None
     """env steps to train for (default: the reference budget of the env, see ENV_PRESETS)"""
     learning_rate: float = 1e-3
     """Adam learning rate of actor and critics"""
@@ -131,7 +131,7 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 def resolve_args(args: Args) -> Args:
     """Validate the flags and fill every field the user left unset from the env's presets; exit with one line on bad input."""
-    prog = os.path.basename(sys.argv[0]) or "sac.py"
+    prog = os.path.basename(__file__)
     if args.env_id in PAPER_ENV_IDS:
         print(f"note: {args.env_id} (the paper's id) is not in Gymnasium 1.x; running {PAPER_ENV_IDS[args.env_id]}, the same task")
         args.env_id = PAPER_ENV_IDS[args.env_id]

@@ -19,7 +19,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -49,7 +49,7 @@ class Args:
     """log to Weights & Biases (needs `pip install wandb`)"""
     wandb_project_name: str = "pave"
     """the wandb project name"""
-    wandb_entity: str | None = None
+    wandb_entity: Optional[str] = None
     """the wandb entity (team)"""
     capture_video: bool = False
     """record videos of episodes into the run directory's `videos/`"""
@@ -60,7 +60,7 @@ class Args:
 
     env_id: str = "Hopper-v5"
     """the Gymnasium id of the environment (continuous actions)"""
-    total_timesteps: int | None = None
+    total_timesteps: Optional[int] = None
     """env steps to train for (default: the reference budget of the env, see ENV_PRESETS)"""
     learning_rate: float = 1e-3
     """Adam learning rate of actor and critics"""
@@ -93,11 +93,11 @@ class Args:
     critic_activation: Literal["relu", "silu"] = "silu"
     """activation of the critics' hidden layers (SiLU: ReLU critics have a zero action Hessian almost everywhere)"""
 
-    lambda1: float | None = None
+    lambda1: Optional[float] = None
     """weight of MPR, mixed-partial regularization (default: paper Table 8 for the env, see ENV_PRESETS)"""
-    lambda2: float | None = None
+    lambda2: Optional[float] = None
     """weight of VFC, vector field consistency (default: paper Table 8 for the env)"""
-    lambda3: float | None = None
+    lambda3: Optional[float] = None
     """weight of Curv, curvature preservation (default: paper Table 8 for the env)"""
     mpr_sigma: float = 0.1
     """std of the observation noise eps of MPR (our choice; the paper gives none)"""
@@ -136,7 +136,7 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 def resolve_args(args: Args) -> Args:
     """Validate the flags and fill every field the user left unset from the env's presets; exit with one line on bad input."""
-    prog = os.path.basename(sys.argv[0]) or "sac.py"
+    prog = os.path.basename(__file__)
     if args.env_id in PAPER_ENV_IDS:
         print(f"note: {args.env_id} (the paper's id) is not in Gymnasium 1.x; running {PAPER_ENV_IDS[args.env_id]}, the same task")
         args.env_id = PAPER_ENV_IDS[args.env_id]
