@@ -137,7 +137,7 @@ MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq"
 
 def resolve_args(args: Args) -> Args:
     """Validate the flags and fill every field the user left unset from the env's presets; exit with one line on bad input."""
-    prog = os.path.basename(sys.argv[0]) or "td3.py"
+    prog = os.path.basename(__file__)
     if args.env_id in PAPER_ENV_IDS:
         print(f"note: {args.env_id} (the paper's id) is not in Gymnasium 1.x; running {PAPER_ENV_IDS[args.env_id]}, the same task")
         args.env_id = PAPER_ENV_IDS[args.env_id]
@@ -166,6 +166,8 @@ def make_env(env_id, seed, capture_video=False, run_dir="."):
     """A thunk that builds one env (CleanRL style, so vector envs can reuse it); the caller seeds reset()."""
 
     def thunk():
+        if capture_video and not os.environ.get("DISPLAY"):
+            os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo renders offscreen on a headless machine
         env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
         if capture_video:
             env = gym.wrappers.RecordVideo(env, f"{run_dir}/videos", episode_trigger=lambda ep: ep % 50 == 0)
