@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tyro  # noqa: E402
-from torch.func import hessian, jacrev, vmap  # noqa: E402
+from torch.func import jacrev, vmap  # noqa: E402
 
 CHECKPOINT_FORMAT = "pave-checkpoint/1"
 BASE_SCRIPTS = ("td3.py", "sac.py")  # the reference checkpoint is a plain one, as in the paper
@@ -175,12 +175,11 @@ def qfield_surface(qf, obs, action, i, j, args):
 def critic_geometry(qf, obs, actions):
     """Exact derivatives per state: grad_a Q, H_sa = grad2_sa Q (act_dim, obs_dim), H_aa = grad2_aa Q (act, act)."""
 
-    def q(s, a):
-        return qf(s[None], a[None])[0, 0]
+    def action_grad(s, a):
+        grad = jacrev(lambda a: qf(s[None], a[None])[0, 0])(a)
+        return grad, grad  # the second copy comes back as aux: one pass gives the gradient and both Jacobians of it
 
-    grad = vmap(jacrev(q, argnums=1))(obs, actions)
-    h_sa = vmap(jacrev(jacrev(q, argnums=1), argnums=0))(obs, actions)
-    h_aa = vmap(hessian(q, argnums=1))(obs, actions)
+    (h_sa, h_aa), grad = vmap(jacrev(action_grad, argnums=(0, 1), has_aux=True))(obs, actions)
     return grad, h_sa, h_aa
 
 
