@@ -47,9 +47,9 @@ class Args:
     out: str = "qfield.png"
     """the figure: one 3D surface per checkpoint, side by side"""
     csv: str | None = None
-    """the geometry table as CSV (default: --out with the suffix .csv)"""
+    """the geometry table as CSV (None: --out with the suffix .csv)"""
     reference: str | None = None
-    """checkpoint that picks the dominant axes and the reference transition (default: the first td3.py/sac.py one)"""
+    """checkpoint that picks the dominant axes and the reference transition (None: the first td3.py/sac.py one)"""
     critic: Literal["qf1", "qf2"] = "qf1"
     """which twin critic to analyze"""
     epsilon: float = 1e-3
@@ -63,9 +63,9 @@ class Args:
     grid: int = 51
     """grid points per swept axis"""
     state_dim: int | None = None
-    """force the swept state dim i (default: the dominant one)"""
+    """force the swept state dim i (None: the dominant one)"""
     action_dim: int | None = None
-    """force the swept action dim j (default: the dominant one)"""
+    """force the swept action dim j (None: the dominant one)"""
     rollout_steps: int = 300
     """env steps of each policy's deterministic rollout (reference transitions and geometry states)"""
     seed: int = 1
@@ -259,6 +259,8 @@ def print_and_save_table(rows, path):
 
 def main(argv=None):
     args = tyro.cli(Args, args=argv, description=__doc__)
+    if not args.checkpoints:
+        fail("give at least one checkpoint file (.pt), e.g. runs/<run>/td3.pt")
     if args.epsilon <= 0 or args.state_range <= 0 or args.action_range <= 0 or args.clip <= 0:
         fail("--epsilon, --state-range, --action-range and --clip must be positive")
     if args.grid < 2 or args.rollout_steps < 1:
