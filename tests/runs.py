@@ -21,7 +21,8 @@ TINY = ["--total-timesteps", "400", "--learning-starts", "200", "--buffer-size",
 
 def run_script(script, *args, cwd, timeout=600):
     """Run a top-level script of the repository as a user would, in `cwd`; return the CompletedProcess."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    # one thread: tiny batches gain nothing from more, and it keeps runs steady on a busy 2-core machine
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
