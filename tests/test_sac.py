@@ -17,13 +17,6 @@ from eval_smoothness import evaluate
 OBS_DIM, ACT_DIM = 5, 3
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch):
-    """The scripts this file runs use one intra-op thread: for 256-wide MLPs a second one buys little, and on a shared
-    CPU its spin-waits made a tiny run 10x slower here (OMP_NUM_THREADS is read by torch at import, in the subprocess)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
 def _actor(dtype=torch.float32, seed=0):
     torch.manual_seed(seed)
     return sac.Actor(OBS_DIM, ACT_DIM, 64).to(dtype), torch.randn(256, OBS_DIM, dtype=dtype)
