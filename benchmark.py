@@ -1,0 +1,673 @@
+"""benchmark.py: run a study (training scripts x envs x seeds) on this machine or a Ray cluster, then tabulate and plot it.
+
+A study is a grid of runs. One run is one real invocation of a training script in its own process,
+    python <script> --env-id E --seed S --exp-name <variant> --save-model --no-progress-bar <variant flags> <--extra>
+with the study folder (--out) as working directory, so it writes <out>/runs/<E>__<variant>__<S>__<unix time>/<variant>.pt,
+and its stdout and stderr go to <out>/logs/<E>__<variant>__<S>.log. The variant name (its --exp-name) says what differs
+between runs of one script (td3_pave-lambda3_0.5), so a run is found again by globbing runs/<E>__<variant>__<S>__*/<variant>.pt.
+
+Studies (--env-ids, --seeds and --extra override any suite's grid; seeds default to 1-5):
+    --suite paper-td3     Table 1: td3 td3_caps td3_gradcaps td3_asap td3_pave on the paper's six envs
+    --suite paper-sac     Table 2: the same with sac*
+    --suite noise         Table 3: paper-td3's variants on LunarLander and Walker (the paper's two), evaluated under
+                          observation noise 0.01 0.05 0.1 (--noise-levels); same run names, so in the same --out it reuses
+                          paper-td3's runs
+    --suite ablation      Table 4: td3 with SiLU, then td3_pave with MPR only, MPR + VFC, all three (lambdas zeroed)
+    --suite sensitivity   Figure 4: td3_pave on Pendulum, one lambda at a time over SENSITIVITY_GRID, the others at presets
+    --scripts td3.py td3_pave.py --env-ids Pendulum-v1 --seeds 1 2 --extra "--total-timesteps 20000"   (any scripts)
+Scripts a suite names that are not in the repository are left out with a note; scripts given by --scripts must exist.
+
+Nothing is lost:
+- Resuming is the default (--resume): a run whose checkpoint exists is skipped, whatever flags made it (--force reruns
+  it; use a new --out to keep both). A run that is (re)started first loses its old folder, log and cached evaluations.
+- A failed run is reported with its log's last lines and the others go on; the exit status is then 1.
+- Runs start in their own session, so Ctrl-C reaches benchmark.py alone, which stops them with SIGTERM. That leaves no
+  checkpoint (a script that sees Ctrl-C saves a half-trained one, which would pass for finished), so a finished run is
+  exactly a run with a checkpoint.
+
+Backends:
+- local (--workers N): N runs at once on this machine, each with OMP_NUM_THREADS=--cpus-per-run.
+- ray (--address auto): each run is a Ray task declaring num_cpus=--cpus-per-run and num_gpus=--gpus-per-run. The task
+  runs the same command in a scratch folder on its node and returns the run folder and log, which this process writes
+  into --out: no shared filesystem is needed. The code travels with the tasks as Ray's runtime_env working_dir (this
+  repository without SHIP_EXCLUDES); --no-ray-ship-code instead runs the repository at this same path on every node.
+  Every node needs the same Python environment. Ray is imported only by this backend.
+
+Report (<out>/report/, after the runs, or alone with --report-only): every finished run is evaluated with
+eval_smoothness.evaluate (--episodes deterministic episodes per run, cached in <out>/eval/); tables pool the episodes
+of all seeds and show mean (std) per env, best in bold and second underlined (re higher, sm lower is better):
+table1.md (return and sm), table3_noise.md (noise suite), table5_throughput.md (mean over seeds of the last logged
+charts/SPS_train), learning_curves.png (charts/episodic_return, mean and std band over seeds), sensitivity_<env>.png
+(sensitivity suite), and index.md linking them.
+
+Throughput (issue 8, the paper's Table 5): `python benchmark.py throughput --env-id Hopper-v5 --steps 2000` runs each
+script for --learning-starts + --steps steps, one after another, and prints each one's charts/SPS_train and its ratio to
+its base script (td3_* against td3.py, sac_* against sac.py). The scripts use a GPU when there is one (--no-cuda: not).
+"""
+
+import argparse
+import difflib
+import glob
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent
+PROG = "benchmark.py"
+SIX_ENVS = ("LunarLanderContinuous-v3", "Pendulum-v1", "Reacher-v5", "Ant-v5", "Hopper-v5", "Walker2d-v5")
+TABLE3_ENVS = ("LunarLanderContinuous-v3", "Walker2d-v5")  # the paper's noise and ablation tables use these two
+PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
+# file suffix -> the method's name in the paper's tables
+METHODS = {"": "Base", "_caps": "CAPS", "_gradcaps": "Grad-CAPS", "_asap": "ASAP", "_pave": "PAVE"}
+SENSITIVITY_GRID = (0.0, 0.001, 0.01, 0.1, 1.0, 10.0)
+NOISE_LEVELS = (0.01, 0.05, 0.1)
+SHIP_EXCLUDES = [".git", ".venv", ".ci-venv", "runs", "studies", "reports", "__pycache__", ".pytest_cache", ".ruff_cache"]
+LOG_TAIL_LINES = 15
+
+
+def fail(message):
+    sys.exit(f"{PROG}: error: {message}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What a study is: variants (a script plus the flags that make it differ) x envs x seeds
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    script: str  # relative to the repository, or an absolute path
+    name: str  # its --exp-name
+    label: str  # its row in the tables
+    flags: tuple = ()
+    sweep: Optional[tuple] = None  # (lambda name, value) for the sensitivity plot
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: Variant
+    env_id: str
+    seed: int
+
+    @property
+    def name(self):
+        return f"{self.env_id}__{self.variant.name}__{self.seed}"
+
+    def arguments(self, extra):
+        """The training script's command-line arguments (the interpreter and script path depend on the node)."""
+        return ["--env-id", self.env_id, "--seed", str(self.seed), "--exp-name", self.variant.name, "--save-model",
+                "--no-progress-bar", *self.variant.flags, *extra]
+
+    def folders(self, out):
+        return sorted(glob.glob(f"{out}/runs/{self.name}__*"))
+
+    def checkpoint(self, out):
+        """The newest checkpoint of this run in the study folder, or None while it has not finished."""
+        found = sorted(glob.glob(f"{out}/runs/{self.name}__*/{self.variant.name}.pt"))
+        return Path(found[-1]) if found else None
+
+
+@dataclass
+class Study:
+    name: str
+    title: str  # of the return/sm table
+    variants: list
+    env_ids: list
+    seeds: list
+    noise_levels: tuple = ()
+
+    @property
+    def runs(self):
+        return [Run(v, env_id, seed) for env_id in self.env_ids for v in self.variants for seed in self.seeds]
+
+
+def method_variants(algo):
+    return [Variant(f"{algo}{suffix}.py", f"{algo}{suffix}", f"{algo.upper()} {method}") for suffix, method in METHODS.items()]
+
+
+def ablation_variants():
+    return [
+        Variant("td3.py", "td3-silu", "Base (SiLU)", ("--actor-activation", "silu", "--critic-activation", "silu")),
+        Variant("td3_pave.py", "td3_pave-mpr", "+ MPR", ("--lambda2", "0", "--lambda3", "0")),
+        Variant("td3_pave.py", "td3_pave-mpr_vfc", "+ MPR + VFC", ("--lambda3", "0")),
+        Variant("td3_pave.py", "td3_pave", "+ MPR + VFC + Curv"),
+    ]
+
+
+def sensitivity_variants():
+    return [Variant("td3_pave.py", f"td3_pave-{lam}_{value:g}", f"{lam}={value:g}", (f"--{lam}", f"{value:g}"), (lam, value))
+            for lam in ("lambda1", "lambda2", "lambda3") for value in SENSITIVITY_GRID]
+
+
+SUITES = {
+    "paper-td3": lambda: Study("paper-td3", "Table 1: return (re) and smoothness (sm), TD3", method_variants("td3"), SIX_ENVS, []),
+    "paper-sac": lambda: Study("paper-sac", "Table 2: return (re) and smoothness (sm), SAC", method_variants("sac"), SIX_ENVS, []),
+    "noise": lambda: Study("noise", "Return (re) and smoothness (sm) without noise, TD3", method_variants("td3"), TABLE3_ENVS, [],
+                           NOISE_LEVELS),
+    "ablation": lambda: Study("ablation", "Table 4: component analysis (TD3)", ablation_variants(), TABLE3_ENVS, []),
+    "sensitivity": lambda: Study("sensitivity", "Figure 4 as a table: TD3 + PAVE, one lambda varied", sensitivity_variants(),
+                                 ("Pendulum-v1",), []),
+}
+
+
+def script_path(script):
+    path = Path(script)
+    return path if path.is_absolute() else REPO / path
+
+
+def build_study(args):
+    """The study the flags describe; one clear line and exit on bad input."""
+    if args.suite:
+        if args.suite not in SUITES:
+            close = difflib.get_close_matches(args.suite, SUITES, n=1)
+            fail(f"unknown suite '{args.suite}'" + (f"; did you mean {close[0]}?" if close else f"; choose from {', '.join(SUITES)}"))
+        study = SUITES[args.suite]()
+        missing = sorted({v.script for v in study.variants if not script_path(v.script).is_file()})
+        if missing:
+            print(f"note: {', '.join(missing)} not in {REPO}; left out of the study")
+            study.variants = [v for v in study.variants if v.script not in missing]
+    else:
+        for script in args.scripts:
+            if not script_path(script).is_file():
+                fail(f"unknown script '{script}' (no such file in {REPO} or as given)")
+        if not args.env_ids:
+            fail("--scripts needs --env-ids")
+        variants = [Variant(s, Path(s).stem, Path(s).stem) for s in args.scripts]
+        study = Study("custom", "Return (re) and smoothness (sm)", variants, [], [])
+    env_ids = args.env_ids or study.env_ids
+    for env_id in env_ids:
+        if env_id in PAPER_ENV_IDS:
+            print(f"note: {env_id} (the paper's id) is not in Gymnasium 1.x; using {PAPER_ENV_IDS[env_id]}, the same task")
+    study.env_ids = list(dict.fromkeys(PAPER_ENV_IDS.get(e, e) for e in env_ids))
+    study.seeds = args.seeds
+    if args.noise_levels is not None:
+        study.noise_levels = tuple(args.noise_levels)
+    return study
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Running: one subprocess per run, on this machine or as a Ray task
+# ----------------------------------------------------------------------------------------------------------------------
+def run_process(command, cwd, log_path, env, on_start=None):
+    """Run one command with its output in log_path, in its own session (Ctrl-C in the terminal does not reach it)."""
+    with open(log_path, "w") as log:
+        log.write(f"$ cd {cwd} && {shlex.join(command)}\n")
+        log.flush()
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        if on_start:
+            on_start(process)
+        return process.wait()
+
+
+def train_in_scratch(script, arguments, env_vars):
+    """Ray task: run one training command in a scratch folder on this node; return (exit status, log, files, seconds).
+
+    `script` is relative to the task's working directory (the shipped repository) or absolute.
+    """
+    script, start = os.path.abspath(script), time.time()
+    with tempfile.TemporaryDirectory() as scratch:
+        log_path = Path(scratch) / "log"
+        returncode = run_process([sys.executable, script, *arguments], scratch, log_path, {**os.environ, **env_vars})
+        files = {str(p.relative_to(scratch)): p.read_bytes() for p in Path(scratch, "runs").rglob("*") if p.is_file()}
+        return returncode, log_path.read_text(errors="replace"), files, time.time() - start
+
+
+class Progress:
+    """Runs done, running and failed, with tqdm's estimate of the time left; failures print their log's last lines."""
+
+    def __init__(self, total, out):
+        self.out, self.running, self.failed = out, 0, []
+        self.bar = tqdm(total=total, unit="run", dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n}/{total} done [{elapsed}<{remaining}]{postfix}")
+        self.lock = threading.Lock()
+        self.show()
+
+    def show(self):
+        self.bar.set_postfix_str(f"running {self.running}, failed {len(self.failed)}")
+
+    def started(self):
+        with self.lock:
+            self.running += 1
+            self.show()
+
+    def finished(self, run, returncode, seconds):
+        with self.lock:
+            self.running -= 1
+            if returncode == 0:
+                self.bar.write(f"done    {run.name} ({seconds:.0f} s)")
+            else:
+                self.failed.append(run)
+                log = Path(self.out, "logs", f"{run.name}.log")
+                tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:] if log.exists() else []
+                self.bar.write(f"FAILED  {run.name} (exit {returncode}, {seconds:.0f} s); last lines of {log}:\n"
+                               + "\n".join(f"    {line}" for line in tail))
+            self.bar.update(1)
+            self.show()
+
+    def close(self):
+        self.bar.close()
+
+
+def run_local(todo, out, extra, args, progress):
+    """--workers runs at once as subprocesses; on Ctrl-C, queued runs are dropped and running ones terminated."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.cpus_per_run), "PYTHONUNBUFFERED": "1"}
+    processes, lock, stopping = {}, threading.Lock(), threading.Event()
+
+    def register(run, process):
+        with lock:
+            processes[run.name] = process
+            if stopping.is_set():  # Ctrl-C came while this one was starting
+                process.terminate()
+
+    def one(run):
+        start = time.time()
+        progress.started()
+        command = [sys.executable, str(script_path(run.variant.script)), *run.arguments(extra)]
+        returncode = run_process(command, out, out / "logs" / f"{run.name}.log", env, lambda p: register(run, p))
+        if not stopping.is_set():
+            progress.finished(run, returncode, time.time() - start)
+
+    pool = ThreadPoolExecutor(max_workers=args.workers)
+    futures = [pool.submit(one, run) for run in todo]
+    try:
+        for future in as_completed(futures):
+            future.result()
+    except KeyboardInterrupt:
+        stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        with lock:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.terminate()
+        raise
+    pool.shutdown()
+
+
+def run_ray(todo, out, extra, args, progress):
+    """One Ray task per run; each returns its run folder and log, written here into the study folder."""
+    try:
+        import ray
+    except ImportError:
+        fail("--backend ray needs Ray: pip install 'ray[default]'")
+    runtime_env = {"working_dir": str(REPO), "excludes": SHIP_EXCLUDES} if args.ray_ship_code else None
+    ray.init(address=args.address, runtime_env=runtime_env, log_to_driver=False)
+    task = ray.remote(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=0)(train_in_scratch)
+    env_vars = {"OMP_NUM_THREADS": str(args.cpus_per_run), "PYTHONUNBUFFERED": "1"}
+    pending = {}
+    for run in todo:
+        shipped = args.ray_ship_code and not Path(run.variant.script).is_absolute()
+        script = run.variant.script if shipped else str(script_path(run.variant.script))
+        pending[task.remote(script, run.arguments(extra), env_vars)] = (run, time.time())
+        progress.started()  # on Ray, "running" also counts tasks still queued on the cluster
+    try:
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            run, submitted = pending.pop(ref)
+            try:
+                returncode, log_text, files, seconds = ray.get(ref)
+            except ray.exceptions.RayError as error:
+                returncode, log_text, files, seconds = -1, f"Ray task failed: {error}\n", {}, time.time() - submitted
+            for relative, data in files.items():
+                (out / relative).parent.mkdir(parents=True, exist_ok=True)
+                (out / relative).write_bytes(data)
+            (out / "logs" / f"{run.name}.log").write_text(log_text)
+            progress.finished(run, returncode, seconds)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        ray.shutdown()
+
+
+def forget(run, out):
+    """Remove what an unfinished (or --force'd) run left: its folders, log and cached evaluations."""
+    for folder in run.folders(out):
+        shutil.rmtree(folder)
+    for path in [out / "logs" / f"{run.name}.log", *glob.glob(f"{out}/eval/{run.name}__*.json")]:
+        Path(path).unlink(missing_ok=True)
+
+
+def run_study(study, out, args):
+    """Start every run without a checkpoint (every run with --force); return the failed runs."""
+    extra = shlex.split(args.extra)
+    runs = study.runs
+    todo = [run for run in runs if args.force or run.checkpoint(out) is None]
+    if args.dry_run:
+        for run in runs:
+            command = shlex.join(["python", str(script_path(run.variant.script)), *run.arguments(extra)])
+            skip = "# skip, finished: " if run not in todo else ""
+            print(f"{skip}cd {out} && {command} > logs/{run.name}.log 2>&1")
+        return []
+    print(f"study {study.name}: {len(runs)} runs in {out}; {len(runs) - len(todo)} finished (skipped), {len(todo)} to run "
+          f"on the {args.backend} backend")
+    if not todo:
+        return []
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    for run in todo:
+        forget(run, out)
+    progress = Progress(len(todo), out)
+    try:
+        (run_local if args.backend == "local" else run_ray)(todo, out, extra, args, progress)
+    except KeyboardInterrupt:
+        progress.close()
+        finished = sum(run.checkpoint(out) is not None for run in runs)
+        sys.exit(f"\ninterrupted: {finished} of {len(runs)} runs finished and kept in {out}; run the same command to resume")
+    progress.close()
+    return progress.failed
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reporting: evaluation, Markdown tables, figures
+# ----------------------------------------------------------------------------------------------------------------------
+def evaluation(run, checkpoint, out, episodes, obs_noise):
+    """{"return": [...], "sm": [...]} per episode, from eval_smoothness.evaluate, cached in <out>/eval/."""
+    cache = out / "eval" / f"{run.name}__noise{obs_noise:g}__{episodes}ep.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    from eval_smoothness import evaluate
+
+    result = evaluate(str(checkpoint), episodes=episodes, obs_noise=obs_noise)
+    cache.parent.mkdir(exist_ok=True)
+    cache.write_text(json.dumps({key: [float(x) for x in values] for key, values in result.items()}))
+    return result
+
+
+def format_mean_std(values):
+    mean, std = float(np.mean(values)), float(np.std(values))
+    digits = 0 if abs(mean) >= 1000 else 1 if abs(mean) >= 100 else 2 if abs(mean) >= 1 else 3
+    return f"{mean:.{digits}f} ({std:.{digits}f})"
+
+
+def markdown_table(title, row_labels, columns, cells):
+    """A paper-style table: columns = [(header, higher_is_better)], cells[row][column] = pooled values or None.
+
+    Cells show mean (std); per column the best mean is bold and the second underlined.
+    """
+    lines = [f"**{title}**", "", "| " + " | ".join(["", *(header for header, _ in columns)]) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    text = [[format_mean_std(values) if values else "-" for values in row] for row in cells]
+    for c, (_, higher_is_better) in enumerate(columns):
+        ranked = sorted((r for r in range(len(cells)) if cells[r][c]), key=lambda r: np.mean(cells[r][c]), reverse=higher_is_better)
+        if len(ranked) >= 2:
+            text[ranked[0]][c] = f"**{text[ranked[0]][c]}**"
+            text[ranked[1]][c] = f"<u>{text[ranked[1]][c]}</u>"
+    lines += ["| " + " | ".join([label, *row]) + " |" for label, row in zip(row_labels, text)]
+    return "\n".join(lines) + "\n"
+
+
+def short_env(env_id):
+    return env_id.split("-v")[0]
+
+
+def scalars(run_dir, tag):
+    """(steps, values) of one TensorBoard scalar of a run, empty arrays if it was never logged."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        return np.array([]), np.array([])
+    points = events.Scalars(tag)
+    return np.array([p.step for p in points]), np.array([p.value for p in points])
+
+
+def plot_learning_curves(study, run_dirs, path):
+    """Per env, charts/episodic_return per variant: mean and std band over seeds on a common step grid."""
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(study.env_ids))
+    rows = -(-len(study.env_ids) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, env_id in zip(axes.flat, study.env_ids):
+        for variant in study.variants:
+            curves = [scalars(run_dirs[r], "charts/episodic_return") for r in study.runs
+                      if r.variant == variant and r.env_id == env_id and r in run_dirs]
+            curves = [(steps, values) for steps, values in curves if len(steps)]
+            if not curves:
+                continue
+            points = min(100, max(len(steps) for steps, _ in curves))  # no finer than the data
+            grid = np.linspace(max(c[0][0] for c in curves), min(c[0][-1] for c in curves), points)
+            values = np.array([np.interp(grid, steps, v) for steps, v in curves])
+            mean, std = values.mean(0), values.std(0)
+            ax.plot(grid, mean, marker="o" if points == 1 else None, label=variant.label)
+            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+        ax.set(title=short_env(env_id), xlabel="environment steps", ylabel="episodic return")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(study.env_ids):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sensitivity(study, env_id, pooled, path):
+    """Figure 4: per lambda, return (solid) and sm (dashed, right axis) against its value, mean and std of pooled episodes."""
+    import matplotlib.pyplot as plt
+
+    lambdas = list(dict.fromkeys(v.sweep[0] for v in study.variants if v.sweep))
+    fig, axes = plt.subplots(1, len(lambdas), figsize=(5 * len(lambdas), 3.6), squeeze=False)
+    for ax, lam in zip(axes.flat, lambdas):
+        points = sorted((v.sweep[1], pooled[v, env_id, 0.0]) for v in study.variants
+                        if v.sweep and v.sweep[0] == lam and pooled.get((v, env_id, 0.0)))
+        if not points:
+            continue
+        x = [value for value, _ in points]
+        for axis, key, style, color in ((ax, "return", "-o", "tab:blue"), (ax.twinx(), "sm", "--s", "tab:orange")):
+            mean = np.array([np.mean(result[key]) for _, result in points])
+            std = np.array([np.std(result[key]) for _, result in points])
+            axis.plot(x, mean, style, color=color)
+            axis.fill_between(x, mean - std, mean + std, color=color, alpha=0.15)
+            axis.set_ylabel("average return" if key == "return" else "smoothness sm", color=color)
+        ax.set_xscale("symlog", linthresh=min(v for v in x if v > 0) if any(v > 0 for v in x) else 1.0)
+        ax.set(title=f"{short_env(env_id)}: {lam}", xlabel=lam)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(study, out, args):
+    """Evaluate every finished run, then write the tables, figures and index.md into <out>/report/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    report = out / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    checkpoints = {run: run.checkpoint(out) for run in study.runs}
+    finished = [run for run, checkpoint in checkpoints.items() if checkpoint]
+    missing = [run for run in study.runs if run not in finished]
+    noise_levels = (0.0, *study.noise_levels)
+
+    # pooled[(variant, env, noise)] = {"return": [...], "sm": [...]} over the episodes of every finished seed
+    pooled, unreadable = {}, []
+    for run, obs_noise in tqdm([(r, n) for r in finished for n in noise_levels], desc="evaluating", unit="eval", leave=False):
+        try:
+            result = evaluation(run, checkpoints[run], out, args.episodes, obs_noise)
+        except Exception as error:  # a damaged checkpoint must not take the whole report down
+            unreadable.append(f"{run.name}: {type(error).__name__}: {error}")
+            continue
+        entry = pooled.setdefault((run.variant, run.env_id, obs_noise), {"return": [], "sm": []})
+        entry["return"] += result["return"]
+        entry["sm"] += result["sm"]
+
+    def cell(variant, env_id, noise, key):
+        return pooled.get((variant, env_id, noise), {}).get(key)
+
+    labels = [v.label for v in study.variants]
+    tables = {}
+    columns = [(f"{short_env(e)} {key}", key == "re") for e in study.env_ids for key in ("re", "sm")]
+    cells = [[cell(v, e, 0.0, key) for e in study.env_ids for key in ("return", "sm")] for v in study.variants]
+    tables["table1.md"] = markdown_table(study.title, labels, columns, cells)
+    if study.noise_levels:
+        columns = [(f"{short_env(e)} σ={n:g} {key}", key == "re")
+                   for e in study.env_ids for n in study.noise_levels for key in ("re", "sm")]
+        cells = [[cell(v, e, n, key) for e in study.env_ids for n in study.noise_levels for key in ("return", "sm")]
+                 for v in study.variants]
+        tables["table3_noise.md"] = markdown_table("Table 3: return and smoothness under observation noise σ", labels, columns, cells)
+
+    run_dirs = {run: checkpoints[run].parent for run in finished}
+    sps = {}  # (variant, env) -> last logged SPS after learning starts, per seed
+    for run in finished:
+        steps, values = scalars(run_dirs[run], "charts/SPS_train")
+        if len(values):
+            sps.setdefault((run.variant, run.env_id), []).append(float(values[-1]))
+    sps_rows = [[f"{np.mean(sps[v, e]):.1f}" if (v, e) in sps else "-" for v in study.variants] for e in study.env_ids]
+    tables["table5_throughput.md"] = "\n".join([
+        "**Table 5: training throughput, env steps per second after learning starts (mean over seeds of charts/SPS_train)**", "",
+        "| | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1),
+        *("| " + " | ".join([short_env(e), *row]) + " |" for e, row in zip(study.env_ids, sps_rows))]) + "\n"
+    for name, text in tables.items():
+        (report / name).write_text(text)
+
+    figures = ["learning_curves.png"]
+    plot_learning_curves(study, run_dirs, report / "learning_curves.png")
+    if any(v.sweep for v in study.variants):
+        for env_id in study.env_ids:
+            figures.append(f"sensitivity_{short_env(env_id)}.png")
+            plot_sensitivity(study, env_id, pooled, report / figures[-1])
+
+    index = [f"# Study {study.name}", "",
+             f"{len(study.runs)} runs ({len(study.variants)} variants x {len(study.env_ids)} envs x {len(study.seeds)} seeds): "
+             f"{len(finished)} finished, {len(missing)} missing. Evaluation: {args.episodes} deterministic episodes per run, "
+             "pooled over seeds; mean (std); best **bold**, second <u>underlined</u>.", ""]
+    if missing:
+        index += ["Missing (no checkpoint): " + ", ".join(run.name for run in missing), ""]
+    if unreadable:
+        index += ["Not evaluated: " + "; ".join(unreadable), ""]
+    index += ["## Tables", ""]
+    for name, text in tables.items():
+        index += [f"[{name}]({name})", "", text]
+    index += ["## Figures", ""] + [f"[{name}]({name})\n\n![{name}]({name})\n" for name in figures]
+    (report / "index.md").write_text("\n".join(index))
+    print(f"report: {report / 'index.md'}")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Throughput (issue 8): each script for a fixed number of training steps, one after another
+# ----------------------------------------------------------------------------------------------------------------------
+def throughput(argv):
+    parser = argparse.ArgumentParser(prog=f"{PROG} throughput",
+                                     description="SPS after learning starts per script, and the ratio to its base script")
+    parser.add_argument("--env-id", default="Hopper-v5")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps measured, after --learning-starts random ones")
+    parser.add_argument("--learning-starts", type=int, default=1000)
+    parser.add_argument("--scripts", nargs="+", default=[f"{algo}{suffix}.py" for algo in ("td3", "sac") for suffix in METHODS])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=True, help="let the scripts use a GPU when there is one")
+    parser.add_argument("--out", type=Path, default=None, help="keep runs and logs here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    if args.steps <= 0 or args.learning_starts < 0:
+        fail("--steps must be positive and --learning-starts non-negative")
+    out = args.out or Path(tempfile.mkdtemp(prefix="throughput-"))
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    sps = {}
+    for script in args.scripts:
+        path = script_path(script)
+        if not path.is_file():
+            print(f"note: {script} not found; skipped")
+            continue
+        stem = path.stem
+        # log every train burst (50 steps) so that the last SPS_train covers the run to its final step
+        command = [sys.executable, str(path), "--env-id", args.env_id, "--seed", str(args.seed), "--exp-name", stem,
+                   "--total-timesteps", str(args.learning_starts + args.steps), "--learning-starts", str(args.learning_starts),
+                   "--log-freq", "50", "--no-progress-bar", "--cuda" if args.cuda else "--no-cuda"]
+        print(f"{stem}: {args.steps} steps on {args.env_id} ...", end=" ", flush=True)
+        log = out / "logs" / f"{stem}.log"
+        returncode = run_process(command, out, log, {**os.environ, "PYTHONUNBUFFERED": "1"})
+        folders = sorted(glob.glob(f"{out}/runs/{args.env_id}__{stem}__{args.seed}__*"))
+        values = scalars(folders[-1], "charts/SPS_train")[1] if folders else []
+        if returncode != 0 or not len(values):
+            tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            print(f"FAILED (exit {returncode}); last lines of {log}:\n" + "\n".join(f"    {line}" for line in tail))
+            continue
+        sps[stem] = float(values[-1])
+        print(f"{sps[stem]:.1f} SPS")
+    if args.out is None:
+        shutil.rmtree(out)
+
+    algos = list(dict.fromkeys(stem.split("_")[0] for stem in sps))
+    suffixes = list(dict.fromkeys(stem[len(stem.split("_")[0]):] for stem in sps))
+    device = "GPU if present" if args.cuda else "CPU"
+    lines = [f"SPS after learning starts, {args.env_id}, {args.steps} steps ({device}); in parentheses: ratio to the base script", "",
+             "| | " + " | ".join(METHODS.get(s, s.lstrip("_")) for s in suffixes) + " |", "|" + "---|" * (len(suffixes) + 1)]
+    for algo in algos:
+        base = sps.get(algo)
+        row = [f"{sps[algo + s]:.1f}" + (f" ({sps[algo + s] / base:.2f})" if base else "") if algo + s in sps else "-" for s in suffixes]
+        lines.append("| " + " | ".join([algo.upper(), *row]) + " |")
+    print("\n" + "\n".join(lines))
+    return 0 if sps else 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+def parse_study_args(argv):
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
+                                     epilog="Throughput instead: python benchmark.py throughput --help")
+    study = parser.add_mutually_exclusive_group(required=True)
+    study.add_argument("--suite", help=f"a named study: {', '.join(SUITES)}")
+    study.add_argument("--scripts", nargs="+", help="training scripts of an explicit study (relative to the repository, or paths)")
+    parser.add_argument("--env-ids", nargs="+", help="override the suite's envs")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--extra", default="", help='flags for every run, one string: --extra "--total-timesteps 20000"')
+    parser.add_argument("--noise-levels", nargs="+", type=float,
+                        help="observation noise levels evaluated for Table 3 (noise suite: 0.01 0.05 0.1)")
+    parser.add_argument("--out", type=Path, help="the study folder (default: studies/<suite>)")
+    parser.add_argument("--backend", default="local", choices=["local", "ray"])
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2), help="local backend: runs at once")
+    parser.add_argument("--address", default="auto", help="ray backend: the cluster to join (auto: the one started on this node)")
+    parser.add_argument("--ray-ship-code", action=argparse.BooleanOptionalAction, default=True,
+                        help="ray backend: send this repository with the tasks (no: it is at the same path on every node)")
+    parser.add_argument("--cpus-per-run", type=int, default=1, help="CPUs a run declares to Ray and its OMP_NUM_THREADS")
+    parser.add_argument("--gpus-per-run", type=float, default=0, help="GPUs a run declares to Ray (fractions share a GPU)")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="skip runs whose checkpoint exists (the default)")
+    again.add_argument("--force", action="store_true", help="rerun every run, replacing what it wrote before")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    parser.add_argument("--report-only", action="store_true", help="no training: report on the runs already in --out")
+    parser.add_argument("--no-report", action="store_true", help="train only")
+    parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per run for the tables (the paper's 10)")
+    args = parser.parse_args(argv)
+    for name in ("workers", "cpus_per_run", "episodes"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive")
+    if args.gpus_per_run < 0:
+        fail("--gpus-per-run must be non-negative")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["throughput"]:
+        return throughput(argv[1:])
+    args = parse_study_args(argv)
+    study = build_study(args)
+    out = (args.out or Path("studies") / study.name).resolve()
+    if args.report_only:
+        if not (out / "runs").is_dir():
+            fail(f"--report-only: no runs folder in {out}")
+        write_report(study, out, args)
+        return 0
+    failed = run_study(study, out, args)
+    if not args.dry_run and not args.no_report:
+        write_report(study, out, args)
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(run.name for run in failed)} (logs in {out / 'logs'})")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
