@@ -1,9 +1,44 @@
-"""Smoothness of a trained policy: the paper's FFT score `sm` and the mean absolute action change.
+"""Return, smoothness and observation-noise robustness of trained policies, as the PAVE paper reports them (Tables 1-3).
 
-(Skeleton: the evaluation CLI, observation-noise sweep and tables are issue 3.)
+Every checkpoint written by a training script with --save-model is rebuilt with that script's own `Actor` and run for
+deterministic episodes (TD3: the actor's output; SAC: tanh of the mean), all episodes of a checkpoint in parallel in one
+vector env with one batched policy call per step. Per episode: return, length, the FFT smoothness score `sm` and the
+mean absolute action change, both on actions in ENV units. Evaluation seeds are EVAL_SEED + episode index (10 000 on),
+far from the training seeds. Checkpoints are grouped by (method, env) across training seeds and, as the reference
+code does, every table entry is mean (std) over the pooled episodes of all seeds (numpy's std, ddof = 0).
+
+Observation noise (Table 3): the policy sees o + u * sigma_base, u ~ U(-sigma, sigma) per dimension and step; the env's
+own state is never touched. sigma_base is the per-dimension std of all observations of the clean (sigma = 0) episodes
+of every checkpoint of that env in the same call, so all methods of an env get the same noise; the outputs say how many.
+
+    python eval_smoothness.py runs/*/*.pt --episodes 10 --noise 0 0.01 0.05 0.1 --plot
 """
 
+import csv
+import difflib
+import importlib
+import json
+import re
+import sys
+import time
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
 import numpy as np
+import torch
+import tyro
+from tqdm import tqdm
+
+CHECKPOINT_FORMAT = "pave-checkpoint/1"
+CHECKPOINT_KEYS = ("script", "env_id", "args", "obs_dim", "act_dim", "actor")
+EVAL_SEED = 10_000  # episode i of an evaluation resets its env with EVAL_SEED + i
+PROG = Path(__file__).name
+REPO = Path(__file__).resolve().parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # the training scripts whose classes rebuild the policies sit next to this file
 
 
 def smoothness_score(actions) -> float:
@@ -33,38 +68,393 @@ def action_change(actions) -> float:
     return float(np.abs(np.diff(a, axis=0)).mean())
 
 
-def evaluate(checkpoint_path, episodes=10, obs_noise=0.0, seed=10_000, device="cpu"):
-    """Deterministic episodes of a checkpoint's policy; per-episode return, length, sm and action change.
+class CheckpointError(Exception):
+    """A checkpoint that cannot be evaluated; the message is one line that names the problem."""
 
-    (First version: one env, episodes in sequence. Issue 3 replaces it with the vectorized, noise-aware one.)
+
+def reason(e):
+    """An exception as one short line, for error messages."""
+    first_line = str(e).splitlines()[0][:160] if str(e) else ""
+    return f"{type(e).__name__}: {first_line}"
+
+
+@dataclass
+class Policy:
+    path: str
+    script: str
+    method: str  # the run's exp_name (the script's stem unless the user renamed it): the grouping key
+    env_id: str
+    train_seed: int
+    obs_dim: int
+    actor: torch.nn.Module
+    make_env: object
+    device: str
+
+
+def load_policy(checkpoint_path, device="cpu"):
+    """Rebuild a checkpoint's actor with the training script that wrote it; CheckpointError on anything unusable.
+
+    Loads with weights_only=True: a checkpoint holds only tensors and plain Python values, so no code in it runs.
     """
-    import importlib
-    from pathlib import Path
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise CheckpointError("no such file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError("not a torch checkpoint (torch.save writes a zip archive; this file is not one)")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"not a readable torch checkpoint ({reason(e)})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"not a checkpoint of this project (expected format {CHECKPOINT_FORMAT!r})")
+    missing = [key for key in CHECKPOINT_KEYS if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {', '.join(missing)}")
+    script, env_id, args = str(ckpt["script"]), str(ckpt["env_id"]), ckpt["args"]
+    if not re.fullmatch(r"[A-Za-z_]\w*\.py", script) or not (REPO / script).is_file():
+        raise CheckpointError(f"written by {script!r}, which is not a training script in {REPO}")
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        raise CheckpointError(f"unknown env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    try:
+        module = importlib.import_module(Path(script).stem)
+        actor = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_dim"], args["actor_activation"])
+        actor.load_state_dict(ckpt["actor"])
+    except Exception as e:
+        raise CheckpointError(f"cannot rebuild its actor with {script} ({reason(e)})") from None
+    return Policy(str(checkpoint_path), script, args.get("exp_name") or Path(script).stem, env_id, args.get("seed"),
+                  ckpt["obs_dim"], actor.to(device).eval(), module.make_env, device)
 
-    import torch
 
-    ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
-    module = importlib.import_module(Path(ckpt["script"]).stem)
-    args = ckpt["args"]
-    actor = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_dim"], args["actor_activation"]).to(device)
-    actor.load_state_dict(ckpt["actor"])
-    env = module.make_env(ckpt["env_id"], seed)()
-    low, high = env.action_space.low, env.action_space.high
-    result = {"return": [], "length": [], "sm": [], "action_change": []}
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        done, total, actions = False, 0.0, []
-        while not done:
-            with torch.no_grad():
-                a = actor.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            env_action = low + (a + 1.0) * 0.5 * (high - low)
-            obs, reward, terminated, truncated, _ = env.step(env_action)
-            total += float(reward)
-            actions.append(env_action)
-            done = terminated or truncated
-        result["return"].append(total)
-        result["length"].append(len(actions))
-        result["sm"].append(smoothness_score(actions))
-        result["action_change"].append(action_change(actions))
-    env.close()
-    return result
+def control_period(env):
+    """Seconds per env step, or None: MuJoCo and classic control envs say `dt`; Box2D ones step once per frame."""
+    dt = getattr(env.unwrapped, "dt", None)
+    if dt:
+        return float(dt)
+    fps = env.metadata.get("render_fps")
+    return 1.0 / fps if fps and "box2d" in type(env.unwrapped).__module__ else None
+
+
+def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noise_seed=0):
+    """Deterministic episodes in parallel, episode i on env seed `seed + i`; each sub-env's first episode only.
+
+    With obs_noise = sigma > 0 the policy sees obs + U(-sigma, sigma) * obs_scale (per dimension, drawn with
+    `noise_seed`); the env steps unperturbed. Returns per-episode lists under "return", "length", "sm",
+    "action_change", the episodes' ENV-unit "actions" and clean "observations" (arrays (length, dim)), and "dt".
+    """
+    try:
+        envs = gym.vector.SyncVectorEnv([policy.make_env(policy.env_id, seed + i) for i in range(episodes)])
+    except Exception as e:
+        raise CheckpointError(f"cannot make env {policy.env_id} ({reason(e)})") from None
+    if envs.single_observation_space.shape != (policy.obs_dim,):
+        raise CheckpointError(f"policy takes {policy.obs_dim} observation dims, {policy.env_id} gives "
+                              f"{envs.single_observation_space.shape}")
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    noise_rng = np.random.default_rng(noise_seed)
+    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
+    running = np.ones(episodes, dtype=bool)
+    returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=int)
+    observations, actions = [], []
+    while running.any():
+        seen = obs
+        if obs_noise > 0:
+            seen = obs + noise_rng.uniform(-obs_noise, obs_noise, obs.shape) * obs_scale
+        with torch.no_grad():
+            action = policy.actor.act(torch.as_tensor(seen, dtype=torch.float32, device=policy.device)).cpu().numpy()
+        env_action = low + (action + 1.0) * 0.5 * (high - low)
+        observations.append(obs)
+        actions.append(env_action)
+        # sub-envs whose episode ended keep stepping (the vector env resets them) but are no longer recorded
+        obs, rewards, terminated, truncated, _ = envs.step(env_action)
+        returns += np.where(running, rewards, 0.0)
+        lengths += running
+        running &= ~(terminated | truncated)
+    dt = control_period(envs.envs[0])
+    envs.close()
+    actions, observations = np.stack(actions, axis=1), np.stack(observations, axis=1)  # (episodes, steps, dim)
+    episode_actions = [actions[i, : lengths[i]] for i in range(episodes)]
+    return {
+        "return": returns.tolist(),
+        "length": lengths.tolist(),
+        "sm": [smoothness_score(a) for a in episode_actions],
+        "action_change": [action_change(a) for a in episode_actions],
+        "actions": episode_actions,
+        "observations": [observations[i, : lengths[i]] for i in range(episodes)],
+        "dt": dt,
+    }
+
+
+def observation_scale(clean_results):
+    """sigma_base: per-dimension std of every observation of the given clean rollouts; also (samples, episodes)."""
+    episodes = [obs for result in clean_results for obs in result["observations"]]
+    pooled = np.concatenate(episodes)
+    return pooled.std(axis=0), len(pooled), len(episodes)
+
+
+def evaluate(checkpoint_path, episodes=10, obs_noise=0.0, seed=EVAL_SEED, device="cpu", obs_scale=None, noise_seed=0):
+    """Deterministic evaluation of one checkpoint: per-episode "return", "length", "sm", "action_change" (lists).
+
+    With obs_noise > 0 and no obs_scale given, sigma_base comes from this checkpoint's own clean episodes on the same
+    seeds (the CLI instead pools the clean episodes of all checkpoints of an env). Also returns "actions",
+    "observations", "dt", "eval_seeds", "obs_noise", "obs_scale" and "obs_scale_note". Raises CheckpointError.
+    """
+    policy = load_policy(checkpoint_path, device)
+    note = None
+    if obs_noise > 0 and obs_scale is None:
+        obs_scale, samples, n_episodes = observation_scale([rollout(policy, episodes, seed)])
+        note = f"std per dimension of {samples} observations of {n_episodes} clean episodes of this checkpoint"
+    result = rollout(policy, episodes, seed, obs_noise, obs_scale, noise_seed)
+    scale = None if obs_scale is None else np.asarray(obs_scale).tolist()
+    return {**result, "eval_seeds": [seed + i for i in range(episodes)], "obs_noise": obs_noise,
+            "obs_scale": scale, "obs_scale_note": note or ("given by the caller" if scale is not None else None)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Command line: evaluate many checkpoints, group them by (method, env) across seeds, write tables and figures.
+
+
+@dataclass
+class Args:
+    checkpoints: tyro.conf.Positional[list[str]]
+    """checkpoint files (.pt) written by the training scripts with --save-model (any methods, envs and seeds)"""
+    episodes: int = 10
+    """deterministic evaluation episodes per checkpoint and noise level"""
+    noise: tuple[float, ...] = (0.0,)
+    """observation-noise levels sigma (paper Table 3: 0.01 0.05 0.1); 0 is the clean evaluation of Tables 1-2"""
+    seed: int = EVAL_SEED
+    """episode i resets its env with seed + i (far from training seeds)"""
+    noise_seed: int = 0
+    """seed of the observation noise draws"""
+    out_dir: str = "reports/smoothness"
+    """where table.csv, episodes.csv, results.json, table.md (and with --plot the PNG figures) go"""
+    per_seed: bool = False
+    """also show, in the printed and Markdown tables, mean (std) over seeds of the per-seed means"""
+    plot: bool = False
+    """write per env: the mean FFT amplitude spectrum per method, and one episode's actions per method"""
+    device: str = "cpu"
+    """torch device of the policies (batches are tiny: the CPU is usually fastest)"""
+    progress_bar: bool = True
+    """show a progress bar"""
+
+
+def fail_line(path, message):
+    tqdm.write(f"{PROG}: error: {path}: {message}", file=sys.stderr)
+
+
+def mean_std(values):
+    return float(np.mean(values)), float(np.std(values))
+
+
+def summarize(records):
+    """One row per (env, method, sigma): pooled mean (std) over all episodes of all seeds, and over per-seed means."""
+    groups = defaultdict(list)
+    for record in records:
+        groups[(record["env_id"], record["method"], record["obs_noise"])].append(record)
+    rows = []
+    for (env_id, method, sigma), group in sorted(groups.items()):
+        row = {"method": method, "env_id": env_id, "obs_noise": sigma, "seeds": len(group),
+               "episodes": sum(len(r["return"]) for r in group)}
+        for key in ("return", "sm", "action_change", "length"):
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([v for r in group for v in r[key]])
+            row[f"{key}_seed_mean"], row[f"{key}_seed_std"] = mean_std([np.mean(r[key]) for r in group])
+        row["train_seeds"] = " ".join(str(r["train_seed"]) for r in group)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows, per_seed):
+    """The paper-style table as aligned Markdown: readable in a terminal, pasteable into a README or paper draft."""
+    header = ["method", "env", "sigma", "seeds", "episodes", "return", "sm", "|a_t - a_t-1|"]
+    if per_seed:
+        header += ["return (over seeds)", "sm (over seeds)"]
+    lines = [header]
+    for row in rows:
+        line = [row["method"], row["env_id"], f"{row['obs_noise']:g}", str(row["seeds"]), str(row["episodes"]),
+                f"{row['return_mean']:.1f} ({row['return_std']:.1f})", f"{row['sm_mean']:.3f} ({row['sm_std']:.3f})",
+                f"{row['action_change_mean']:.3f} ({row['action_change_std']:.3f})"]
+        if per_seed:
+            line += [f"{row['return_seed_mean']:.1f} ({row['return_seed_std']:.1f})",
+                     f"{row['sm_seed_mean']:.3f} ({row['sm_seed_std']:.3f})"]
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in lines]
+    text.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(text)
+
+
+def mean_spectrum(episode_actions, dt):
+    """(frequencies, amplitudes): one-sided amplitude spectrum 2|Y_k|/T, mean over action dims and episodes.
+
+    Episodes of different lengths have different frequency bins; each is interpolated onto the longest one's bins.
+    Frequencies are in Hz when the control period dt is known, else in cycles per step.
+    """
+    longest = max(len(a) for a in episode_actions)
+    grid = np.arange(1, longest // 2) / longest  # cycles per step; bin 0 (the mean action) carries no smoothness
+    spectra = []
+    for a in episode_actions:
+        n = len(a)
+        amplitude = (2.0 / n * np.abs(np.fft.fft(np.asarray(a, dtype=np.float64), axis=0))[: n // 2]).mean(axis=1)
+        spectra.append(np.interp(grid, np.arange(n // 2) / n, amplitude))
+    return grid / (dt or 1.0), np.mean(spectra, axis=0)
+
+
+def plot_env(env_id, records, out_dir):
+    """Two figures for one env, every method on the same axes: the mean FFT amplitude spectrum of its clean episodes,
+    and the actions of one clean episode (first evaluation seed, first checkpoint), one panel per action dim."""
+    import matplotlib  # imported here: training scripts import this module and should not pay for matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_method = defaultdict(list)
+    for record in records:
+        by_method[record["method"]].append(record)
+    dt = records[0]["dt"]
+    name = re.sub(r"[^\w.-]", "_", env_id)
+    paths = [out_dir / f"spectrum_{name}.png", out_dir / f"actions_{name}.png"]
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, group in by_method.items():
+        freqs, amplitude = mean_spectrum([a for r in group for a in r["actions"]], dt)
+        sm, std = mean_std([v for r in group for v in r["sm"]])
+        ax.semilogy(freqs, amplitude, label=f"{method} (sm {sm:.3f} +- {std:.3f})", lw=1.2)
+    ax.set(xlabel="frequency (Hz)" if dt else "frequency (cycles per step)", ylabel="amplitude (env action units)",
+           title=f"{env_id}: FFT amplitude spectrum of the actions, mean over episodes and action dims")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=130)
+    plt.close(fig)
+
+    act_dim = records[0]["actions"][0].shape[1]
+    fig, axes = plt.subplots(act_dim, 1, figsize=(9, 1.2 + 1.6 * act_dim), sharex=True, sharey=True, squeeze=False)
+    for method, group in by_method.items():
+        actions = group[0]["actions"][0]
+        t = np.arange(len(actions)) * (dt or 1.0)
+        for j in range(act_dim):
+            axes[j, 0].plot(t, actions[:, j], lw=1.0, label=method)
+    for j in range(act_dim):
+        axes[j, 0].set_ylabel(f"a[{j}]")
+        axes[j, 0].grid(alpha=0.3)
+    axes[0, 0].set_title(f"{env_id}: actions of one clean episode (eval seed {records[0]['eval_seeds'][0]})")
+    axes[0, 0].legend(loc="upper right", fontsize="small")
+    axes[-1, 0].set_xlabel("time (s)" if dt else "step")
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=130)
+    plt.close(fig)
+    return paths
+
+
+def write_outputs(out_dir, rows, records, scales, failures, args, per_seed):
+    """table.csv (one row per method, env, sigma), episodes.csv (one row per episode), results.json (both, the protocol,
+    sigma_base and the failures), table.md (the table with its notes)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
+        writer.writeheader()
+        writer.writerows(rows)
+    episode_rows = [
+        {"method": r["method"], "env_id": r["env_id"], "train_seed": r["train_seed"], "checkpoint": r["checkpoint"],
+         "obs_noise": r["obs_noise"], "eval_seed": r["eval_seeds"][i], "return": r["return"][i],
+         "length": r["length"][i], "sm": r["sm"][i], "action_change": r["action_change"][i]}
+        for r in records for i in range(len(r["return"]))
+    ]
+    with open(out_dir / "episodes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(episode_rows[0]) if episode_rows else ["method"])
+        writer.writeheader()
+        writer.writerows(episode_rows)
+    protocol = (f"{args.episodes} deterministic episodes per checkpoint and sigma, env seeds {args.seed} .. "
+                f"{args.seed + args.episodes - 1}; mean (std) over the pooled episodes of all seeds (std with ddof 0); "
+                "sm and |a_t - a_t-1| on actions in env units")
+    notes = [f"- {protocol}."]
+    notes += [f"- {env_id}: sigma_base = {s['how']}." for env_id, s in scales.items()]
+    notes += [f"- failed: {f['checkpoint']}: {f['error']}" for f in failures]
+    with open(out_dir / "results.json", "w") as f:
+        json.dump({"protocol": protocol, "noise_seed": args.noise_seed, "obs_scale": scales, "rows": rows,
+                   "episodes": episode_rows, "failures": failures}, f, indent=1)
+    (out_dir / "table.md").write_text(markdown_table(rows, per_seed) + "\n\n" + "\n".join(notes) + "\n")
+    return notes
+
+
+def main(argv=None):
+    """The CLI; returns the exit status (1 when any checkpoint failed, after reporting all the others)."""
+    args = tyro.cli(Args, args=argv, description=__doc__)
+    if args.episodes < 1 or any(sigma < 0 for sigma in args.noise):
+        print(f"{PROG}: error: --episodes must be positive and every --noise level non-negative", file=sys.stderr)
+        return 2
+    noise_levels = sorted(set(args.noise))
+    start = time.time()
+    failures, policies = [], []
+
+    def failed(path, message):
+        fail_line(path, message)
+        failures.append({"checkpoint": str(path), "error": message})
+
+    for path in args.checkpoints:
+        try:
+            policies.append(load_policy(path, args.device))
+        except CheckpointError as e:
+            failed(path, str(e))
+
+    # the clean rollouts always run: they are the sigma = 0 rows and the observations sigma_base comes from
+    noisy_levels = [sigma for sigma in noise_levels if sigma > 0]
+    progress = tqdm(total=len(policies) * (1 + len(noisy_levels)), unit="eval", disable=not args.progress_bar)
+    clean, records, scales, interrupted = {}, [], {}, False
+
+    def record(policy, result, sigma):
+        records.append({"method": policy.method, "env_id": policy.env_id, "train_seed": policy.train_seed,
+                        "checkpoint": policy.path, "obs_noise": sigma,
+                        "eval_seeds": [args.seed + i for i in range(args.episodes)], **result})
+
+    try:
+        for policy in policies:
+            progress.set_description(f"{policy.method} {policy.env_id} seed {policy.train_seed} clean")
+            try:
+                clean[policy.path] = rollout(policy, args.episodes, args.seed)
+                if 0.0 in noise_levels:
+                    record(policy, clean[policy.path], 0.0)
+            except Exception as e:  # one bad checkpoint must not cost the others
+                failed(policy.path, str(e) if isinstance(e, CheckpointError) else reason(e))
+            progress.update(1 + len(noisy_levels) * (policy.path not in clean))
+        for env_id in sorted({p.env_id for p in policies}):
+            same_env = [p for p in policies if p.env_id == env_id and p.path in clean]
+            if noisy_levels and same_env:
+                scale, samples, n_episodes = observation_scale([clean[p.path] for p in same_env])
+                scales[env_id] = {"sigma_base": scale.tolist(), "samples": samples, "how": (
+                    f"per-dimension std of {samples} observations from {n_episodes} clean episodes of "
+                    f"{len(same_env)} checkpoint(s) (every method of the env shares it)")}
+        for policy in (p for p in policies if p.path in clean):
+            for sigma in noisy_levels:
+                progress.set_description(f"{policy.method} {policy.env_id} seed {policy.train_seed} sigma {sigma:g}")
+                try:
+                    scale = np.asarray(scales[policy.env_id]["sigma_base"])
+                    record(policy, rollout(policy, args.episodes, args.seed, sigma, scale, args.noise_seed), sigma)
+                except Exception as e:
+                    failed(policy.path, f"at sigma {sigma:g}: {e if isinstance(e, CheckpointError) else reason(e)}")
+                progress.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+        tqdm.write(f"{PROG}: interrupted; reporting what was computed", file=sys.stderr)
+    finally:
+        progress.close()
+
+    rows = summarize(records)
+    out_dir = Path(args.out_dir)
+    notes = write_outputs(out_dir, rows, records, scales, failures, args, args.per_seed)
+    print(markdown_table(rows, args.per_seed) + "\n" + "\n".join(notes))
+    written = ["table.csv", "episodes.csv", "results.json", "table.md"]
+    if args.plot:
+        for env_id in sorted({r["env_id"] for r in records}):
+            clean_records = [{"method": p.method, "eval_seeds": records[0]["eval_seeds"], **clean[p.path]}
+                             for p in policies if p.env_id == env_id and p.path in clean]
+            if clean_records:
+                written += [p.name for p in plot_env(env_id, clean_records, out_dir)]
+    print(f"{len(records)} evaluations of {len(clean)} checkpoint(s) in {time.time() - start:.1f} s; "
+          f"wrote {', '.join(written)} to {out_dir}/")
+    if failures:
+        print(f"{PROG}: {len(failures)} checkpoint problem(s), listed above", file=sys.stderr)
+    return 130 if interrupted else (1 if failures else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
