@@ -319,7 +319,7 @@ def plot_env(env_id, records, out_dir):
         sm, std = mean_std([v for r in group for v in r["sm"]])
         ax.semilogy(freqs, amplitude, label=f"{method} (sm {sm:.3f} +- {std:.3f})", lw=1.2)
     ax.set(xlabel="frequency (Hz)" if dt else "frequency (cycles per step)", ylabel="amplitude (env action units)",
-           title=f"{env_id}: FFT amplitude spectrum of the actions, mean over episodes and action dims")
+           title=f"{env_id}: FFT amplitude spectrum of the actions\n(clean episodes; mean over episodes, action dims)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
