@@ -13,7 +13,7 @@ Studies (--env-ids, --seeds and --extra override any suite's grid; seeds default
                           observation noise 0.01 0.05 0.1 (--noise-levels); same run names, so in the same --out it reuses
                           paper-td3's runs
     --suite ablation      Table 4: td3 with SiLU, then td3_pave with MPR only, MPR + VFC, all three (lambdas zeroed)
-    --suite sensitivity   Figure 4: td3_pave on Pendulum, one lambda at a time over SENSITIVITY_GRID, the others at presets
+    --suite sensitivity   Figure 4: td3_pave on Pendulum, one lambda at a time over --grid (0, 1e-3 .. 10), the others at presets
     --scripts td3.py td3_pave.py --env-ids Pendulum-v1 --seeds 1 2 --extra "--total-timesteps 20000"   (any scripts)
 Scripts a suite names that are not in the repository are left out with a note; scripts given by --scripts must exist.
 
@@ -74,6 +74,7 @@ PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reache
 METHODS = {"": "Base", "_caps": "CAPS", "_gradcaps": "Grad-CAPS", "_asap": "ASAP", "_pave": "PAVE"}
 SENSITIVITY_GRID = (0.0, 0.001, 0.01, 0.1, 1.0, 10.0)
 NOISE_LEVELS = (0.01, 0.05, 0.1)
+EPISODE_KEYS = ("return", "length", "sm", "action_change")  # what evaluate() gives per episode
 SHIP_EXCLUDES = [".git", ".venv", ".ci-venv", "runs", "studies", "reports", "__pycache__", ".pytest_cache", ".ruff_cache"]
 LOG_TAIL_LINES = 15
 
@@ -145,9 +146,9 @@ def ablation_variants():
     ]
 
 
-def sensitivity_variants():
+def sensitivity_variants(grid=SENSITIVITY_GRID):
     return [Variant("td3_pave.py", f"td3_pave-{lam}_{value:g}", f"{lam}={value:g}", (f"--{lam}", f"{value:g}"), (lam, value))
-            for lam in ("lambda1", "lambda2", "lambda3") for value in SENSITIVITY_GRID]
+            for lam in ("lambda1", "lambda2", "lambda3") for value in grid]
 
 
 SUITES = {
@@ -185,6 +186,10 @@ def build_study(args):
             fail("--scripts needs --env-ids")
         variants = [Variant(s, Path(s).stem, Path(s).stem) for s in args.scripts]
         study = Study("custom", "Return (re) and smoothness (sm)", variants, [], [])
+    if args.grid is not None:
+        if args.suite != "sensitivity":
+            fail("--grid is for --suite sensitivity")
+        study.variants = sensitivity_variants(args.grid)
     env_ids = args.env_ids or study.env_ids
     for env_id in env_ids:
         if env_id in PAPER_ENV_IDS:
@@ -371,17 +376,40 @@ def run_study(study, out, args):
 # ----------------------------------------------------------------------------------------------------------------------
 # Reporting: evaluation, Markdown tables, figures
 # ----------------------------------------------------------------------------------------------------------------------
-def evaluation(run, checkpoint, out, episodes, obs_noise):
-    """{"return": [...], "sm": [...]} per episode, from eval_smoothness.evaluate, cached in <out>/eval/."""
+def evaluation(run, checkpoint, out, episodes, obs_noise=0.0, obs_scale=None):
+    """Per-episode lists EPISODE_KEYS of eval_smoothness.evaluate, cached in <out>/eval/ (recomputed if obs_scale changed).
+
+    A clean evaluation also keeps per-dimension sums of the observations it saw, from which write_report pools sigma_base.
+    """
     cache = out / "eval" / f"{run.name}__noise{obs_noise:g}__{episodes}ep.json"
     if cache.exists():
-        return json.loads(cache.read_text())
+        saved = json.loads(cache.read_text())
+        stored = saved.get("obs_scale")
+        if (stored is None) == (obs_scale is None) and (stored is None or np.allclose(stored, obs_scale)):
+            return saved
     from eval_smoothness import evaluate
 
-    result = evaluate(str(checkpoint), episodes=episodes, obs_noise=obs_noise)
+    scale = {} if obs_scale is None else {"obs_scale": obs_scale}  # the first evaluate() has no obs_scale
+    result = evaluate(str(checkpoint), episodes=episodes, obs_noise=obs_noise, **scale)
+    saved = {key: [float(x) for x in result[key]] for key in EPISODE_KEYS}
+    saved["obs_scale"] = None if obs_scale is None else [float(x) for x in obs_scale]
+    if obs_noise == 0 and "observations" in result:
+        seen = np.concatenate(result["observations"]).astype(np.float64)
+        saved.update(obs_count=len(seen), obs_sum=seen.sum(0).tolist(), obs_sumsq=np.square(seen).sum(0).tolist())
     cache.parent.mkdir(exist_ok=True)
-    cache.write_text(json.dumps({key: [float(x) for x in values] for key, values in result.items()}))
-    return result
+    cache.write_text(json.dumps(saved))
+    return saved
+
+
+def pooled_observation_scale(clean_results):
+    """sigma_base: per-dimension std of every observation of these clean evaluations (None if they kept no sums)."""
+    kept = [r for r in clean_results if "obs_sum" in r]
+    if not kept:
+        return None
+    count = sum(r["obs_count"] for r in kept)
+    mean = np.sum([r["obs_sum"] for r in kept], axis=0) / count
+    variance = np.sum([r["obs_sumsq"] for r in kept], axis=0) / count - mean**2
+    return np.sqrt(np.maximum(variance, 0.0)).tolist(), count
 
 
 def format_mean_std(values):
@@ -471,6 +499,7 @@ def plot_sensitivity(study, env_id, pooled, path):
             axis.plot(x, mean, style, color=color)
             axis.fill_between(x, mean - std, mean + std, color=color, alpha=0.15)
             axis.set_ylabel("average return" if key == "return" else "smoothness sm", color=color)
+            axis.ticklabel_format(axis="y", useOffset=False)
         ax.set_xscale("symlog", linthresh=min(v for v in x if v > 0) if any(v > 0 for v in x) else 1.0)
         ax.set(title=f"{short_env(env_id)}: {lam}", xlabel=lam)
         ax.grid(alpha=0.3)
@@ -489,16 +518,31 @@ def write_report(study, out, args):
     checkpoints = {run: run.checkpoint(out) for run in study.runs}
     finished = [run for run, checkpoint in checkpoints.items() if checkpoint]
     missing = [run for run in study.runs if run not in finished]
-    noise_levels = (0.0, *study.noise_levels)
 
-    # pooled[(variant, env, noise)] = {"return": [...], "sm": [...]} over the episodes of every finished seed
-    pooled, unreadable = {}, []
-    for run, obs_noise in tqdm([(r, n) for r in finished for n in noise_levels], desc="evaluating", unit="eval", leave=False):
+    results, unreadable, scale_notes = {}, [], []  # results[(run, noise)] = its evaluation
+
+    def evaluate_into_results(run, obs_noise=0.0, obs_scale=None):
         try:
-            result = evaluation(run, checkpoints[run], out, args.episodes, obs_noise)
+            results[run, obs_noise] = evaluation(run, checkpoints[run], out, args.episodes, obs_noise, obs_scale)
         except Exception as error:  # a damaged checkpoint must not take the whole report down
-            unreadable.append(f"{run.name}: {type(error).__name__}: {error}")
-            continue
+            unreadable.append(f"{run.name} (noise {obs_noise:g}): {type(error).__name__}: {error}")
+
+    for run in tqdm(finished, desc="evaluating", unit="run", leave=False):
+        evaluate_into_results(run)
+    clean = {run: result for (run, _), result in results.items()}
+    if study.noise_levels:
+        # as Table 3 needs: one sigma_base per env, from the clean episodes of all its runs, so all methods get the same noise
+        for env_id in study.env_ids:
+            pooled_scale = pooled_observation_scale([r for run, r in clean.items() if run.env_id == env_id])
+            scale = pooled_scale[0] if pooled_scale else None
+            if pooled_scale:
+                scale_notes.append(f"{short_env(env_id)}: per-dimension std of {pooled_scale[1]} observations of the clean "
+                                   "evaluation episodes of all its runs")
+            todo = [(run, n) for run in clean if run.env_id == env_id for n in study.noise_levels]
+            for run, obs_noise in tqdm(todo, desc=f"noise {short_env(env_id)}", unit="eval", leave=False):
+                evaluate_into_results(run, obs_noise, scale)
+    pooled = {}  # pooled[(variant, env, noise)] = {"return": [...], "sm": [...]} over the episodes of every finished seed
+    for (run, obs_noise), result in results.items():
         entry = pooled.setdefault((run.variant, run.env_id, obs_noise), {"return": [], "sm": []})
         entry["return"] += result["return"]
         entry["sm"] += result["sm"]
@@ -547,6 +591,8 @@ def write_report(study, out, args):
         index += ["Missing (no checkpoint): " + ", ".join(run.name for run in missing), ""]
     if unreadable:
         index += ["Not evaluated: " + "; ".join(unreadable), ""]
+    if scale_notes:
+        index += ["Observation noise: the policy sees o + U(-σ, σ) * σ_base per dimension; σ_base of " + "; ".join(scale_notes), ""]
     index += ["## Tables", ""]
     for name, text in tables.items():
         index += [f"[{name}]({name})", "", text]
@@ -624,6 +670,7 @@ def parse_study_args(argv):
     parser.add_argument("--extra", default="", help='flags for every run, one string: --extra "--total-timesteps 20000"')
     parser.add_argument("--noise-levels", nargs="+", type=float,
                         help="observation noise levels evaluated for Table 3 (noise suite: 0.01 0.05 0.1)")
+    parser.add_argument("--grid", nargs="+", type=float, help=f"sensitivity suite: the values of each lambda (default {SENSITIVITY_GRID})")
     parser.add_argument("--out", type=Path, help="the study folder (default: studies/<suite>)")
     parser.add_argument("--backend", default="local", choices=["local", "ray"])
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2), help="local backend: runs at once")

@@ -1,0 +1,177 @@
+"""benchmark.py: tiny studies end to end on the local backend and on a local Ray instance, failures, resume, reports,
+throughput, and one-line errors on bad input."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from runs import REPO
+
+# A few hundred real steps per run; --log-freq 100 so that the runs log SPS for the throughput table.
+TINY_EXTRA = "--total-timesteps 300 --learning-starts 100 --buffer-size 1000 --eval-episodes 2 --log-freq 100 --geometry-freq 100"
+PAVE_PAIR = ["td3.py", "td3_pave.py"]
+
+
+def benchmark(*args, cwd, timeout=300):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, str(REPO / "benchmark.py"), *map(str, args)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    return result
+
+
+def tiny_study(out, *scripts, backend_flags=(), cwd):
+    return benchmark("--scripts", *scripts, "--env-ids", "Pendulum-v1", "--seeds", 1, 2, "--extra", TINY_EXTRA,
+                     "--episodes", 2, "--out", out, *backend_flags, cwd=cwd)
+
+
+def table_rows(markdown):
+    """{row label: [cells]} of a Markdown table."""
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and not set(line) <= set("|-") and cells[0]:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def assert_report(out, labels):
+    """The report of a finished tiny study: its tables hold numbers for every label, its figure is a real PNG."""
+    report = out / "report"
+    table = table_rows((report / "table1.md").read_text())
+    for label in labels:
+        re_cell, sm_cell = table[label]
+        assert re.fullmatch(r"(\*\*|<u>)?-?\d+(\.\d+)? \(\d+(\.\d+)?\)(\*\*|</u>)?", re_cell), re_cell
+        assert re.fullmatch(r"(\*\*|<u>)?\d+\.\d+ \(\d+\.\d+\)(\*\*|</u>)?", sm_cell), sm_cell
+    # two rows with numbers: per column one best (bold) and one second (underlined)
+    assert sum("**" in table[label][0] for label in labels) == 1 and sum("<u>" in table[label][0] for label in labels) == 1
+    sps = table_rows((report / "table5_throughput.md").read_text())["Pendulum"]
+    assert all(float(sps[i]) > 0 for i in range(len(labels)))
+    png = (report / "learning_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    index = (report / "index.md").read_text()
+    for name in ("table1.md", "table5_throughput.md", "learning_curves.png"):
+        assert f"]({name})" in index
+
+
+def test_local_study_survives_a_failing_run_and_resumes(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text('import sys\nprint("about to fail on purpose")\nsys.exit("broken.py: error: this run fails on purpose")\n')
+    out = tmp_path / "study"
+    start = time.time()
+    result = tiny_study(out, *PAVE_PAIR, broken, backend_flags=["--workers", 2], cwd=tmp_path)
+    print(f"tiny study, local backend, 2 workers: {time.time() - start:.1f} s")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    # the failures are reported with their log's last lines; the other four runs finished anyway
+    assert "FAILED  Pendulum-v1__broken__1" in result.stdout and "this run fails on purpose" in result.stdout
+    assert "2 run(s) failed" in result.stdout
+    for name in ("td3", "td3_pave"):
+        for seed in (1, 2):
+            assert len(list(out.glob(f"runs/Pendulum-v1__{name}__{seed}__*/{name}.pt"))) == 1
+            assert (out / "logs" / f"Pendulum-v1__{name}__{seed}.log").read_text().startswith("$ cd ")
+    assert_report(out, ["td3", "td3_pave"])
+    assert "Missing (no checkpoint): Pendulum-v1__broken__1, Pendulum-v1__broken__2" in (out / "report" / "index.md").read_text()
+
+    # a second invocation skips the finished runs (same folders) and tries the failed ones again
+    folders = sorted(out.glob("runs/*"))
+    again = tiny_study(out, *PAVE_PAIR, broken, backend_flags=["--workers", 2], cwd=tmp_path)
+    assert again.returncode == 1
+    assert "6 runs in" in again.stdout and "4 finished (skipped), 2 to run" in again.stdout
+    assert sorted(out.glob("runs/*")) == folders
+    assert_report(out, ["td3", "td3_pave"])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_backend_runs_the_same_study(tmp_path):
+    pytest.importorskip("ray", reason="the Ray backend needs Ray: pip install 'ray[default]'")
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    port = free_port()
+    # a short temp dir: Ray's socket paths must stay under the 107-character Unix limit
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    head = subprocess.Popen([ray_bin, "start", "--head", "--num-cpus", "2", "--port", str(port), "--temp-dir", ray_tmp,
+                             "--include-dashboard=false", "--disable-usage-stats", "--block"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out = tmp_path / "study"
+        start = time.time()
+        result = tiny_study(out, *PAVE_PAIR, backend_flags=["--backend", "ray", "--address", f"127.0.0.1:{port}"], cwd=tmp_path)
+        print(f"tiny study, Ray backend (local instance, 2 CPUs, including connecting): {time.time() - start:.1f} s")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        # the tasks ran in scratch folders of the (here: local) node; their run folders and logs came back into --out
+        for name in ("td3", "td3_pave"):
+            for seed in (1, 2):
+                assert len(list(out.glob(f"runs/Pendulum-v1__{name}__{seed}__*/{name}.pt"))) == 1
+                assert "model saved to" in (out / "logs" / f"Pendulum-v1__{name}__{seed}.log").read_text()
+        assert_report(out, ["td3", "td3_pave"])
+    finally:
+        head.terminate()  # `ray start --block` drains and stops the Ray processes it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)  # anything of that session left behind
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_sensitivity_suite_plots_return_and_sm_against_each_lambda(tmp_path):
+    out = tmp_path / "sensitivity"
+    result = benchmark("--suite", "sensitivity", "--grid", 0, 1, "--seeds", 1, "--workers", 2, "--episodes", 1, "--out", out,
+                       "--extra", "--total-timesteps 200 --learning-starts 150 --buffer-size 1000 --eval-episodes 1", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = table_rows((out / "report" / "table1.md").read_text())
+    assert set(table) == {f"lambda{i}={v}" for i in (1, 2, 3) for v in (0, 1)}
+    assert all(cell != "-" for row in table.values() for cell in row)
+    png = (out / "report" / "sensitivity_Pendulum.png").read_bytes()
+    assert png[:4] == b"\x89PNG" and "](sensitivity_Pendulum.png)" in (out / "report" / "index.md").read_text()
+
+
+def test_dry_run_prints_the_suites_commands(tmp_path):
+    result = benchmark("--suite", "paper-td3", "--dry-run", "--out", tmp_path / "s", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 5 * 6 * 5  # methods x envs x seeds
+    assert all(" --save-model " in line and "> logs/" in line for line in lines)
+    assert any("td3_asap.py --env-id Walker2d-v5 --seed 5 --exp-name td3_asap" in line for line in lines)
+    assert not (tmp_path / "s").exists()  # a dry run writes nothing
+    ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--extra", "--total-timesteps 1000", cwd=tmp_path).stdout
+    assert "td3.py --env-id LunarLanderContinuous-v3 --seed 1 --exp-name td3-silu --save-model --no-progress-bar " \
+           "--actor-activation silu --critic-activation silu --total-timesteps 1000" in ablation
+    assert "--exp-name td3_pave-mpr --save-model --no-progress-bar --lambda2 0 --lambda3 0" in ablation
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--suite", "paper-tdd"], "unknown suite 'paper-tdd'; did you mean paper-td3?"),
+    (["--scripts", "td4.py", "--env-ids", "Pendulum-v1"], "unknown script 'td4.py'"),
+    (["--suite", "ablation", "--report-only", "--out", "nowhere"], "--report-only: no runs folder in"),
+    (["--suite", "ablation", "--grid", "1"], "--grid is for --suite sensitivity"),
+])
+def test_bad_input_gets_one_clear_line(tmp_path, args, message):
+    result = benchmark(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr and result.stderr.startswith("benchmark.py: error:")
+
+
+def test_throughput_reports_sps_and_ratio_to_the_base_script(tmp_path):
+    result = benchmark("throughput", "--env-id", "Pendulum-v1", "--steps", 100, "--learning-starts", 100,
+                       "--scripts", "td3.py", "td3_pave.py", "td3_missing.py", "--no-cuda", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "note: td3_missing.py not found; skipped" in result.stdout
+    row = table_rows(result.stdout)["TD3"]
+    base, pave = (re.fullmatch(r"([\d.]+) \(([\d.]+)\)", cell).groups() for cell in row[:2])
+    assert float(base[1]) == 1.0 and float(pave[0]) > 0
+    assert abs(float(pave[1]) - float(pave[0]) / float(base[0])) < 0.01
+    assert not list(tmp_path.iterdir())  # without --out, its runs go to a temporary folder that is removed
