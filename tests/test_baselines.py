@@ -1,5 +1,5 @@
-"""The policy-side baselines (CAPS, Grad-CAPS, ASAP on TD3): each loss against a linear actor's closed form, what must
-receive no gradient, ASAP's target step, the replay buffer's previous observation, short real runs, clear errors."""
+"""The policy-side baselines (CAPS, Grad-CAPS, ASAP on TD3 and SAC): each loss against a linear actor's closed form, what
+must receive no gradient, ASAP's target step, the replay buffer's previous observation, short real runs, clear errors."""
 
 import importlib
 import math
@@ -11,9 +11,9 @@ from runs import all_finite, read_scalars, run_script, train
 
 import td3
 
-CAPS = ["td3_caps"]
-GRADCAPS = ["td3_gradcaps"]
-ASAP = ["td3_asap"]
+CAPS = ["td3_caps", "sac_caps"]
+GRADCAPS = ["td3_gradcaps", "sac_gradcaps"]
+ASAP = ["td3_asap", "sac_asap"]
 BASELINES = CAPS + GRADCAPS + ASAP
 # the term each method logs under losses/ (ASAP's L_T is the Grad-CAPS term and logs under its name)
 METHOD_TAGS = {"caps": ["caps_t", "caps_s"], "gradcaps": ["gradcaps_t"], "asap": ["gradcaps_t", "asap_s", "asap_p"]}
@@ -262,7 +262,8 @@ def test_presets_fill_only_unset_lambdas(name):
 
 COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/action_change", "charts/SPS", "charts/SPS_train",
                "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "eval/return", "eval/sm", "geometry/mpr"]
-RUNS = [(name, "Pendulum-v1") for name in BASELINES] + [("td3_asap", "Hopper-v5")]
+# Pendulum has one action dimension: Hopper's three check that nothing mixes up action dimensions (SAC's mean/log-std halves)
+RUNS = [(name, "Pendulum-v1") for name in BASELINES] + [("td3_asap", "Hopper-v5"), ("sac_asap", "Hopper-v5")]
 
 
 @pytest.mark.parametrize("name,env_id", RUNS)
@@ -286,7 +287,8 @@ def test_short_real_run_writes_checkpoint_and_scalars(name, env_id, tmp_path):
         assert any(not torch.equal(v, ckpt["actor"][k]) for k, v in ckpt["asap_target"].items()), "the target lags the actor"
 
     scalars = read_scalars(run_dir)
-    for tag in COMMON_TAGS + [f"losses/{term}" for term in METHOD_TAGS[method]]:
+    sac_tags = ["losses/alpha"] if name.startswith("sac") else []
+    for tag in COMMON_TAGS + sac_tags + [f"losses/{term}" for term in METHOD_TAGS[method]]:
         assert all_finite(scalars.get(tag, [])), f"{tag} missing or not finite"
     for term in METHOD_TAGS[method]:
         assert max(scalars[f"losses/{term}"]) > 0, term
@@ -302,7 +304,7 @@ def test_asap_target_follows_every_actor_update(name, tmp_path):
         assert torch.equal(ckpt["asap_target"][key], value), key
 
 
-@pytest.mark.parametrize("name", ["td3_caps"])
+@pytest.mark.parametrize("name", ["td3_caps", "sac_asap"])
 def test_same_seed_gives_identical_weights(name, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -329,17 +331,30 @@ def test_unknown_env_id_suggests_close_ids(name, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("name", [CAPS[0], ASAP[-1]])
+@pytest.mark.parametrize("name", ["td3_caps", "sac_asap"])
 def test_discrete_action_space_is_refused(name, tmp_path):
     assert_one_line_error(run_script(f"{name}.py", "--env-id", "CartPole-v1", cwd=tmp_path), "CartPole-v1", "Discrete")
 
 
-BAD_FLAGS = [(name, flag, "-0.5") for name in CAPS for flag in ("--lambda-t", "--lambda-s", "--caps-sigma")]
-BAD_FLAGS += [(name, "--lambda-t", "-1") for name in GRADCAPS]
-BAD_FLAGS += [(name, flag, "-0.5") for name in ASAP for flag in ("--lambda-t", "--lambda-s", "--lambda-p", "--asap-tau")]
-BAD_FLAGS += [(name, "--asap-tau", "1.5") for name in ASAP]
+FLAGS = {"caps": ["lambda_t", "lambda_s", "caps_sigma"], "gradcaps": ["lambda_t"], "asap": ["lambda_t", "lambda_s", "lambda_p", "asap_tau"]}
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_every_negative_coefficient_is_refused_with_its_flag(name):
+    module = importlib.import_module(name)
+    for field in FLAGS[method_of(name)]:
+        with pytest.raises(SystemExit) as exit_info:
+            module.resolve_args(module.Args(env_id="Pendulum-v1", **{field: -0.5}))
+        message = str(exit_info.value.code)
+        assert f"{name}.py: error: --{field.replace('_', '-')} must be non-negative" in message, message
+
+
+# as a user meets them: one bad flag per script from the command line, and an ASAP tau above 1
+BAD_FLAGS = [("td3_caps", "--caps-sigma", "-0.2"), ("sac_caps", "--lambda-s", "-0.5"), ("td3_gradcaps", "--lambda-t", "-1"),
+             ("sac_gradcaps", "--lambda-t", "-1"), ("td3_asap", "--lambda-p", "-2"), ("sac_asap", "--asap-tau", "1.5")]
 
 
 @pytest.mark.parametrize("name,flag,value", BAD_FLAGS)
 def test_bad_coefficient_is_refused(name, flag, value, tmp_path):
     assert_one_line_error(run_script(f"{name}.py", flag, value, cwd=tmp_path), flag)
+    assert not (tmp_path / "runs").exists()

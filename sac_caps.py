@@ -1,0 +1,462 @@
+"""SAC + CAPS: Conditioning for Action Policy Smoothness (Mysore et al., 2021), a policy-side baseline of PAVE.
+
+CAPS changes ONLY the actor loss: it asks the deterministic policy pi(s) = tanh(mean(s)) (the squashed mean, normalized
+actions in [-1, 1]) to move little between consecutive states (temporal) and between a state and a noisy copy (spatial):
+    L(phi) = mean (alpha log pi(a|s) - min_j Q_j(s, a)) + lambda_T * L_T + lambda_S * L_S,   a ~ pi(s)
+    L_T = 0.5 * mse(pi(s_t), pi(s_{t+1})),   L_S = 0.5 * mse(pi(s_t), pi(s_bar)),   s_bar = s_t + N(0, sigma^2 I)
+with sigma = 0.2 on raw observations, as the PAVE paper's reference code computes them (REFERENCE.md). Everything else
+is sac.py (`diff sac.py sac_caps.py` shows exactly what CAPS adds). Unset lambdas come from the paper's Table 8.
+
+    python sac_caps.py --env-id Ant-v5 --lambda-t 0.1 --lambda-s 0.5
+"""
+
+import difflib
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from eval_smoothness import action_change, evaluate
+
+CHECKPOINT_FORMAT = "pave-checkpoint/1"
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment (run directory and checkpoint name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """sets `torch.backends.cudnn.deterministic`"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    track: bool = False
+    """log to Weights & Biases (needs `pip install wandb`)"""
+    wandb_project_name: str = "pave"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team)"""
+    capture_video: bool = False
+    """record videos of episodes into the run directory's `videos/`"""
+    save_model: bool = False
+    """save a checkpoint to the run directory, then evaluate it (eval/return, eval/sm)"""
+    progress_bar: bool = True
+    """show a progress bar with steps, recent return and SPS"""
+
+    env_id: str = "Hopper-v5"
+    """the Gymnasium id of the environment (continuous actions)"""
+    total_timesteps: Optional[int] = None
+    """env steps to train for (default: the reference budget of the env, see ENV_PRESETS)"""
+    learning_rate: float = 1e-3
+    """Adam learning rate of actor and critics"""
+    buffer_size: int = 1_000_000
+    """replay buffer capacity"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """Polyak coefficient of the target networks"""
+    batch_size: int = 100
+    """replay batch size"""
+    learning_starts: int = 10_000
+    """uniform random actions for this many steps before learning starts"""
+    train_freq: int = 50
+    """env steps between training bursts"""
+    gradient_steps: int = 50
+    """gradient steps per training burst"""
+    policy_frequency: int = 1
+    """the actor (and alpha) are updated every this many critic updates"""
+    target_network_frequency: int = 1
+    """the target critics are updated every this many critic updates"""
+    alpha: float = 0.2
+    """entropy coefficient (fixed, as in the reference; unused with --autotune)"""
+    autotune: bool = False
+    """learn alpha towards the target entropy -action_dim (starts at alpha = 1, as CleanRL)"""
+    hidden_dim: int = 256
+    """width of the two hidden layers of every network"""
+    actor_activation: Literal["relu", "silu"] = "relu"
+    """activation of the actor's hidden layers"""
+    critic_activation: Literal["relu", "silu"] = "relu"
+    """activation of the critics' hidden layers (ReLU critics have a zero action Hessian almost everywhere)"""
+
+    lambda_t: Optional[float] = None
+    """weight of CAPS's temporal term L_T (default: paper Table 8 for the env, see ENV_PRESETS)"""
+    lambda_s: Optional[float] = None
+    """weight of CAPS's spatial term L_S (default: paper Table 8 for the env)"""
+    caps_sigma: float = 0.2
+    """std of CAPS's Gaussian noise on raw observations for L_S (the paper's 0.2)"""
+    mpr_sigma: float = 0.1
+    """geometry probe: std of the observation noise of MPR (our choice; the paper gives none)"""
+    curv_delta: float = 0.1
+    """geometry probe: curvature margin delta of Curv (our choice; the paper gives none)"""
+    geometry_freq: int = 5_000
+    """env steps between critic geometry measurements"""
+    geometry_batch: int = 256
+    """replay transitions per geometry measurement"""
+    log_freq: int = 1_000
+    """env steps between loss/SPS logs"""
+    eval_episodes: int = 10
+    """evaluation episodes after training with --save-model"""
+
+
+# Reference protocol (REFERENCE.md): training budget per env; CAPS lambdas of the paper's Tables 7/8. Fields a user
+# leaves unset come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its lambdas:
+# 0.1 / 0.5, the paper's value on five of its six envs).
+ENV_PRESETS = {
+    "LunarLanderContinuous-v3": dict(total_timesteps=500_000, lambda_t=0.1, lambda_s=0.5),
+    "Pendulum-v1": dict(total_timesteps=100_000, lambda_t=1.0, lambda_s=5.0),
+    "Reacher-v5": dict(total_timesteps=500_000, lambda_t=0.1, lambda_s=0.5),
+    "Ant-v5": dict(total_timesteps=1_000_000, lambda_t=0.1, lambda_s=0.5),
+    "Hopper-v5": dict(total_timesteps=1_000_000, lambda_t=0.1, lambda_s=0.5),
+    "Walker2d-v5": dict(total_timesteps=1_000_000, lambda_t=0.1, lambda_s=0.5),
+}
+DEFAULT_PRESET = dict(total_timesteps=1_000_000, lambda_t=0.1, lambda_s=0.5)
+# The paper's ids that Gymnasium 1.x no longer has, mapped to the same task.
+PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
+MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
+                    "target_network_frequency", "hidden_dim", "geometry_freq", "geometry_batch", "log_freq"}
+# The actor's log std is squashed into this range (CleanRL's choice): no collapse to a point, no exploding noise.
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+def resolve_args(args: Args) -> Args:
+    """Validate the flags and fill every field the user left unset from the env's presets; exit with one line on bad input."""
+    prog = os.path.basename(__file__)
+    if args.env_id in PAPER_ENV_IDS:
+        print(f"note: {args.env_id} (the paper's id) is not in Gymnasium 1.x; running {PAPER_ENV_IDS[args.env_id]}, the same task")
+        args.env_id = PAPER_ENV_IDS[args.env_id]
+    if args.env_id not in gym.registry:
+        close = difflib.get_close_matches(args.env_id, list(gym.registry) + list(PAPER_ENV_IDS), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        sys.exit(f"{prog}: error: unknown env id '{args.env_id}'{hint}")
+    for name, value in asdict(args).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
+        if name in MUST_BE_POSITIVE and value is not None and value <= 0:
+            sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
+    source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
+    preset = {**DEFAULT_PRESET, **ENV_PRESETS.get(args.env_id, {})}
+    unset = {name: value for name, value in preset.items() if getattr(args, name) is None}
+    for name, value in unset.items():
+        setattr(args, name, value)
+    if unset:
+        print(f"{source}: " + ", ".join(f"{name}={value}" for name, value in unset.items()))
+    return args
+
+
+def make_env(env_id, seed, capture_video=False, run_dir="."):
+    """A thunk that builds one env (CleanRL style, so vector envs can reuse it); the caller seeds reset()."""
+
+    def thunk():
+        if capture_video and not os.environ.get("DISPLAY"):
+            os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo renders offscreen on a headless machine
+        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
+        if capture_video:
+            env = gym.wrappers.RecordVideo(env, f"{run_dir}/videos", episode_trigger=lambda ep: ep % 50 == 0)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def mlp(in_dim, out_dim, hidden_dim, activation):
+    act = ACTIVATIONS[activation]
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), act(), nn.Linear(hidden_dim, hidden_dim), act(), nn.Linear(hidden_dim, out_dim)
+    )
+
+
+class QNetwork(nn.Module):
+    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+        super().__init__()
+        self.net = mlp(obs_dim + act_dim, 1, hidden_dim, activation)
+
+    def forward(self, obs, act):
+        return self.net(torch.cat([obs, act], -1))
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian policy: a shared trunk whose last layer holds the mean head and the log-std head side by side."""
+
+    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+        super().__init__()
+        self.net = mlp(obs_dim, 2 * act_dim, hidden_dim, activation)
+
+    def forward(self, obs):
+        """(mean, log_std) of the Gaussian before the tanh."""
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
+        return mean, log_std
+
+    def get_action(self, obs):
+        """(a, log pi(a|s), tanh(mean)): a = tanh(mean + std * noise) is a reparameterized sample, so gradients reach the actor.
+
+        log pi(a|s) = sum_j [log N(u_j; mean_j, std_j^2) - log(1 - tanh(u_j)^2)]  (change of variables through the tanh),
+        with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)): the same value, without the log(0) that float32 hits once |u| > 9.
+        """
+        mean, log_std = self(obs)
+        noise = torch.randn_like(mean)
+        u = mean + log_std.exp() * noise
+        gaussian_log_prob = -0.5 * noise.square() - log_std - 0.5 * math.log(2.0 * math.pi)  # (u - mean) / std = noise
+        log_det_tanh = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+        return torch.tanh(u), (gaussian_log_prob - log_det_tanh).sum(-1), torch.tanh(mean)
+
+    def act(self, obs):
+        """The deterministic action tanh(mean) in [-1, 1] (evaluation tools call this)."""
+        return torch.tanh(self(obs)[0])
+
+
+def pave_regularizer(qf, obs, actions, next_obs, mpr_sigma, curv_delta):
+    """PAVE's three critic terms at replay transitions (s, a, s'), paper Eq. 11, 13, 15 (here only measured).
+
+        MPR  = mean_b || grad_a Q(s + eps, a) - grad_a Q(s, a) ||^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
+        VFC  = mean_b || grad_a Q(s, a) - grad_a Q(s', a) ||^2,         the replay action a at both s and s'
+        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),      v ~ Rademacher, exact Hessian-vector product
+
+    The base point, the noisy point and the next state go through the critic as ONE batch of 3B rows; the action
+    gradients keep their graph (create_graph) so every term is differentiable in the critic's parameters. Curv gets its
+    own B-row evaluation: a Hessian-vector product through the shared 3B-row graph would cost three times as much.
+    Returns (q, terms): q = Q(s, a) of shape (B,), the TD prediction from the shared evaluation; terms holds the
+    differentiable scalars mpr, vfc, curv and the detached diagnostics grad_norm = mean ||grad_a Q(s, a)|| and
+    vhv = mean v^T grad2_aa Q(s, a) v.
+    """
+    batch = obs.shape[0]
+    states = torch.cat([obs, obs + mpr_sigma * torch.randn_like(obs), next_obs])
+    shared_actions = actions.detach().repeat(3, 1).requires_grad_(True)
+    q_all = qf(states, shared_actions).squeeze(-1)
+    grads = torch.autograd.grad(q_all.sum(), shared_actions, create_graph=True)[0]
+    grad, grad_noisy, grad_next = grads.split(batch)
+
+    curv_actions = actions.detach().clone().requires_grad_(True)
+    curv_grad = torch.autograd.grad(qf(obs, curv_actions).sum(), curv_actions, create_graph=True)[0]
+    v = torch.randint(0, 2, actions.shape, device=actions.device).to(actions.dtype) * 2 - 1
+    hessian_v = torch.autograd.grad((curv_grad * v).sum(), curv_actions, create_graph=True)[0]
+    vhv = (hessian_v * v).sum(-1)
+
+    terms = {
+        "mpr": (grad_noisy - grad).square().sum(-1).mean(),
+        "vfc": (grad - grad_next).square().sum(-1).mean(),
+        "curv": F.relu(vhv + curv_delta).mean(),
+        "grad_norm": grad.detach().norm(dim=-1).mean(),
+        "vhv": vhv.detach().mean(),
+    }
+    return q_all[:batch], terms
+
+
+def caps_loss(actor, obs, next_obs, sigma):
+    """CAPS's two actor terms at replay transitions (s_t, s_{t+1}), on normalized actions in [-1, 1].
+
+        L_T = 0.5 * mse(pi(s_t), pi(s_{t+1}))                                  temporal smoothness
+        L_S = 0.5 * mse(pi(s_t), pi(s_bar)),   s_bar = s_t + N(0, sigma^2 I)    spatial smoothness, raw observations
+
+    mse is F.mse_loss: the mean over batch AND action dimensions. pi is `actor.act`, the deterministic action; both sides
+    of each term keep their graph, as in the reference code. The three states go through the actor as ONE batch of 3B rows.
+    Returns (l_t, l_s).
+    """
+    batch = obs.shape[0]
+    actions = actor.act(torch.cat([obs, next_obs, obs + sigma * torch.randn_like(obs)]))
+    action, next_action, noisy_action = actions.split(batch)
+    return 0.5 * F.mse_loss(action, next_action), 0.5 * F.mse_loss(action, noisy_action)
+
+
+class ReplayBuffer:
+    """Transitions (s, a, r, s', terminated) in preallocated tensors; actions normalized to [-1, 1].
+
+    `terminated` only, never `truncated`: a time-limit cut bootstraps from s', which is the true final observation.
+    """
+
+    def __init__(self, capacity, obs_dim, act_dim, device):
+        self.capacity, self.device, self.pos, self.size = capacity, device, 0, 0
+        self.obs = torch.zeros((capacity, obs_dim), dtype=torch.float32)
+        self.next_obs = torch.zeros((capacity, obs_dim), dtype=torch.float32)
+        self.actions = torch.zeros((capacity, act_dim), dtype=torch.float32)
+        self.rewards = torch.zeros(capacity, dtype=torch.float32)
+        self.terminated = torch.zeros(capacity, dtype=torch.float32)
+
+    def add(self, obs, action, reward, next_obs, terminated):
+        i = self.pos
+        self.obs[i] = torch.as_tensor(obs)
+        self.actions[i] = torch.as_tensor(action)
+        self.rewards[i] = float(reward)
+        self.next_obs[i] = torch.as_tensor(next_obs)
+        self.terminated[i] = float(terminated)
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, n_batches, batch_size, generator):
+        """n_batches batches at once (one index draw and one host-to-device copy per training burst)."""
+        idx = torch.randint(0, self.size, (n_batches, batch_size), generator=generator)
+        fields = (self.obs, self.actions, self.rewards, self.next_obs, self.terminated)
+        return [f[idx].to(self.device, non_blocking=True) for f in fields]
+
+
+def log_geometry(writer, qf, rb, args, generator, step):
+    """Measure the critic geometry PAVE is about on a small replay sub-batch and log it under geometry/."""
+    obs, actions, _, next_obs, _ = (x[0] for x in rb.sample(1, args.geometry_batch, generator))
+    _, terms = pave_regularizer(qf, obs, actions, next_obs, args.mpr_sigma, args.curv_delta)
+    for name, value in terms.items():
+        writer.add_scalar(f"geometry/{name}", value.item(), step)
+
+
+if __name__ == "__main__":
+    args = resolve_args(tyro.cli(Args))
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = f"runs/{run_name}"
+    env = make_env(args.env_id, args.seed, args.capture_video, run_dir)()
+    if not isinstance(env.action_space, gym.spaces.Box):
+        sys.exit(f"{os.path.basename(__file__)}: error: {args.env_id} has a {type(env.action_space).__name__} action space; "
+                 "this algorithm needs continuous (Box) actions")
+    print(f"{args.exp_name} configuration:\n" + "\n".join(f"  {k} = {v}" for k, v in asdict(args).items()))
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit(f"{os.path.basename(__file__)}: error: --track needs Weights & Biases: pip install wandb")
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, monitor_gym=True, save_code=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    sample_rng = torch.Generator().manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    action_low, action_high = env.action_space.low, env.action_space.high
+
+    def to_env(action):
+        """[-1, 1] -> the env's bounds: the only place actions leave normalized units."""
+        return action_low + (action + 1.0) * 0.5 * (action_high - action_low)
+
+    actor = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_activation).to(device)
+    qf1 = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
+    qf2 = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
+    qf1_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
+    qf2_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
+    qf1_target.load_state_dict(qf1.state_dict())
+    qf2_target.load_state_dict(qf2.state_dict())
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    online = list(qf1.parameters()) + list(qf2.parameters())
+    targets = list(qf1_target.parameters()) + list(qf2_target.parameters())
+    if args.autotune:
+        target_entropy = -float(act_dim)
+        log_alpha = torch.zeros((), device=device, requires_grad=True)
+        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate)
+        alpha = log_alpha.exp().detach()
+    else:
+        alpha = torch.tensor(args.alpha, device=device)
+
+    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    obs, _ = env.reset(seed=args.seed)
+    episode_return, episode_actions, recent_returns = 0.0, [], []
+    n_updates, global_step, losses = 0, 0, {}
+    start_time, train_start_time, last_log = time.time(), None, 0
+    progress = tqdm(total=args.total_timesteps, disable=not args.progress_bar, unit="step", mininterval=1.0)
+    try:
+        for global_step in range(1, args.total_timesteps + 1):
+            if global_step <= args.learning_starts:
+                action = np.random.uniform(-1.0, 1.0, act_dim).astype(np.float32)
+            else:
+                with torch.no_grad():  # the policy's own sample is the exploration: no added noise
+                    action = actor.get_action(torch.as_tensor(obs, dtype=torch.float32, device=device))[0].cpu().numpy()
+            env_action = to_env(action)
+            next_obs, reward, terminated, truncated, _ = env.step(env_action)
+            rb.add(obs, action, reward, next_obs, terminated)
+            episode_return += float(reward)
+            episode_actions.append(env_action)
+            obs = next_obs
+            if terminated or truncated:
+                writer.add_scalar("charts/episodic_return", episode_return, global_step)
+                writer.add_scalar("charts/episodic_length", len(episode_actions), global_step)
+                writer.add_scalar("charts/action_change", action_change(np.array(episode_actions)), global_step)
+                recent_returns = (recent_returns + [episode_return])[-10:]
+                obs, _ = env.reset()
+                episode_return, episode_actions = 0.0, []
+
+            if global_step > args.learning_starts and global_step % args.train_freq == 0:
+                train_start_time = train_start_time or time.time()
+                burst = rb.sample(args.gradient_steps, args.batch_size, sample_rng)
+                for b_obs, b_actions, b_rewards, b_next_obs, b_terminated in zip(*burst):
+                    with torch.no_grad():
+                        next_actions, next_log_prob, _ = actor.get_action(b_next_obs)
+                        qf_next = torch.min(qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions)).squeeze(-1)
+                        qf_next = qf_next - alpha * next_log_prob
+                        td_target = b_rewards + (1.0 - b_terminated) * args.gamma * qf_next
+                    qf1_loss = F.mse_loss(qf1(b_obs, b_actions).squeeze(-1), td_target)
+                    qf2_loss = F.mse_loss(qf2(b_obs, b_actions).squeeze(-1), td_target)
+                    qf_loss = qf1_loss + qf2_loss
+                    q_optimizer.zero_grad()
+                    qf_loss.backward()
+                    q_optimizer.step()
+                    n_updates += 1
+
+                    if n_updates % args.policy_frequency == 0:
+                        pi_actions, log_prob, _ = actor.get_action(b_obs)
+                        qf_pi = torch.min(qf1(b_obs, pi_actions), qf2(b_obs, pi_actions)).squeeze(-1)
+                        caps_t, caps_s = caps_loss(actor, b_obs, b_next_obs, args.caps_sigma)
+                        actor_loss = (alpha * log_prob - qf_pi).mean() + args.lambda_t * caps_t + args.lambda_s * caps_s
+                        actor_optimizer.zero_grad()
+                        actor_loss.backward()
+                        actor_optimizer.step()
+                        losses.update(actor_loss=actor_loss.detach(), caps_t=caps_t.detach(), caps_s=caps_s.detach())
+                        if args.autotune:  # alpha rises while the policy's entropy -log pi is below the target, falls above it
+                            alpha_loss = -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+                            alpha_optimizer.zero_grad()
+                            alpha_loss.backward()
+                            alpha_optimizer.step()
+                            alpha = log_alpha.exp().detach()
+                            losses["alpha_loss"] = alpha_loss.detach()
+                    if n_updates % args.target_network_frequency == 0:
+                        with torch.no_grad():
+                            torch._foreach_lerp_(targets, online, args.tau)
+                losses.update(qf1_loss=qf1_loss.detach(), qf2_loss=qf2_loss.detach(), alpha=alpha)
+
+            if global_step - last_log >= args.log_freq and losses:
+                last_log = global_step
+                for name, value in losses.items():  # .item() only here: no device sync per gradient step
+                    writer.add_scalar(f"losses/{name}", value.item(), global_step)
+                sps = global_step / (time.time() - start_time)
+                writer.add_scalar("charts/SPS", sps, global_step)
+                writer.add_scalar("charts/SPS_train", (global_step - args.learning_starts) / (time.time() - train_start_time), global_step)
+                progress.set_postfix(ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-", sps=f"{sps:.0f}")
+            if global_step % args.geometry_freq == 0 and rb.size >= args.geometry_batch:
+                log_geometry(writer, qf1, rb, args, sample_rng, global_step)
+            progress.update(1)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted at step {global_step}; saving what there is")
+    finally:
+        progress.close()
+        env.close()
+
+    if args.save_model:
+        model_path = f"{run_dir}/{args.exp_name}.pt"
+        torch.save({
+            "format": CHECKPOINT_FORMAT, "script": os.path.basename(__file__), "algo": "sac",
+            "env_id": args.env_id, "args": asdict(args), "global_step": global_step,
+            "obs_dim": obs_dim, "act_dim": act_dim,
+            "actor": actor.state_dict(), "qf1": qf1.state_dict(), "qf2": qf2.state_dict(),
+            **({"log_alpha": log_alpha.detach().cpu()} if args.autotune else {}),
+        }, model_path)
+        print(f"model saved to {model_path}")
+        result = evaluate(model_path, episodes=args.eval_episodes, device=str(device))
+        writer.add_scalar("eval/return", float(np.mean(result["return"])), global_step)
+        writer.add_scalar("eval/sm", float(np.mean(result["sm"])), global_step)
+        print(f"eval over {args.eval_episodes} episodes: return {np.mean(result['return']):.2f}, sm {np.mean(result['sm']):.4f}")
+    writer.close()
