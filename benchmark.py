@@ -52,6 +52,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -279,7 +280,13 @@ def run_local(todo, out, extra, args, progress):
         start = time.time()
         progress.started()
         command = [sys.executable, str(script_path(run.variant.script)), *run.arguments(extra)]
-        returncode = run_process(command, out, out / "logs" / f"{run.name}.log", env, lambda p: register(run, p))
+        log = out / "logs" / f"{run.name}.log"
+        try:
+            returncode = run_process(command, out, log, env, lambda p: register(run, p))
+        except OSError as error:  # could not start it: a failed run like any other
+            returncode = -1
+            with open(log, "a") as f:
+                f.write(f"benchmark.py could not start this run: {error}\n")
         if not stopping.is_set():
             progress.finished(run, returncode, time.time() - start)
 
@@ -299,14 +306,28 @@ def run_local(todo, out, extra, args, progress):
     pool.shutdown()
 
 
-def run_ray(todo, out, extra, args, progress):
-    """One Ray task per run; each returns its run folder and log, written here into the study folder."""
+def connect_ray(args):
+    """Join the Ray cluster at --address (one line and exit if Ray or the cluster is missing); returns the ray module."""
     try:
         import ray
     except ImportError:
         fail("--backend ray needs Ray: pip install 'ray[default]'")
+    if args.address not in ("auto", "local"):  # Ray waits minutes on an address where nothing listens: ask first
+        host, _, port = args.address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except (OSError, ValueError) as error:
+            fail(f"no Ray cluster at --address {args.address} ({error}); start one with `ray start --head`")
     runtime_env = {"working_dir": str(REPO), "excludes": SHIP_EXCLUDES} if args.ray_ship_code else None
-    ray.init(address=args.address, runtime_env=runtime_env, log_to_driver=False)
+    try:
+        ray.init(address=args.address, runtime_env=runtime_env, log_to_driver=False)
+    except ConnectionError as error:
+        fail(f"no Ray cluster at --address {args.address} ({error}); start one with `ray start --head`")
+    return ray
+
+
+def run_ray(ray, todo, out, extra, args, progress):
+    """One Ray task per run; each returns its run folder and log, written here into the study folder."""
     task = ray.remote(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=0)(train_in_scratch)
     env_vars = {"OMP_NUM_THREADS": str(args.cpus_per_run), "PYTHONUNBUFFERED": "1"}
     pending = {}
@@ -359,12 +380,16 @@ def run_study(study, out, args):
           f"on the {args.backend} backend")
     if not todo:
         return []
+    ray = connect_ray(args) if args.backend == "ray" else None
     (out / "logs").mkdir(parents=True, exist_ok=True)
     for run in todo:
         forget(run, out)
     progress = Progress(len(todo), out)
     try:
-        (run_local if args.backend == "local" else run_ray)(todo, out, extra, args, progress)
+        if ray:
+            run_ray(ray, todo, out, extra, args, progress)
+        else:
+            run_local(todo, out, extra, args, progress)
     except KeyboardInterrupt:
         progress.close()
         finished = sum(run.checkpoint(out) is not None for run in runs)
@@ -673,8 +698,9 @@ def parse_study_args(argv):
     parser.add_argument("--grid", nargs="+", type=float, help=f"sensitivity suite: the values of each lambda (default {SENSITIVITY_GRID})")
     parser.add_argument("--out", type=Path, help="the study folder (default: studies/<suite>)")
     parser.add_argument("--backend", default="local", choices=["local", "ray"])
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2), help="local backend: runs at once")
-    parser.add_argument("--address", default="auto", help="ray backend: the cluster to join (auto: the one started on this node)")
+    parser.add_argument("--workers", type=int, help="local backend: runs at once (default: CPU cores / --cpus-per-run)")
+    parser.add_argument("--address", default="auto",
+                        help="ray backend: the cluster to join (auto: the one started on this node; local: a new one just for this study)")
     parser.add_argument("--ray-ship-code", action=argparse.BooleanOptionalAction, default=True,
                         help="ray backend: send this repository with the tasks (no: it is at the same path on every node)")
     parser.add_argument("--cpus-per-run", type=int, default=1, help="CPUs a run declares to Ray and its OMP_NUM_THREADS")
@@ -687,6 +713,7 @@ def parse_study_args(argv):
     parser.add_argument("--no-report", action="store_true", help="train only")
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per run for the tables (the paper's 10)")
     args = parser.parse_args(argv)
+    args.workers = args.workers or max(1, (os.cpu_count() or 1) // args.cpus_per_run)
     for name in ("workers", "cpus_per_run", "episodes"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive")

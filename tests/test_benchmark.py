@@ -103,6 +103,14 @@ def test_ray_backend_runs_the_same_study(tmp_path):
                              "--include-dashboard=false", "--disable-usage-stats", "--block"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        deadline = time.time() + 60
+        while True:  # until the head listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and head.poll() is None, "the Ray head did not start"
+                time.sleep(0.5)
         out = tmp_path / "study"
         start = time.time()
         result = tiny_study(out, *PAVE_PAIR, backend_flags=["--backend", "ray", "--address", f"127.0.0.1:{port}"], cwd=tmp_path)
