@@ -1,5 +1,7 @@
 """td3.py and td3_pave.py: PAVE's terms against closed forms, real short runs, reproducibility, clear errors."""
 
+import unittest.mock
+
 import pytest
 import torch
 import torch.nn as nn
@@ -33,28 +35,16 @@ def quadratic_case(batch, seed=0):
     return QuadraticCritic(C, P), obs, actions, next_obs
 
 
-def test_both_scripts_share_the_same_regularizer():
-    """td3.py measures exactly what td3_pave.py trains on."""
-    qf, obs, actions, next_obs = quadratic_case(64)
-    torch.manual_seed(3)
-    q_a, terms_a = td3.pave_regularizer(qf, obs, actions, next_obs, 0.1, 0.2)
-    torch.manual_seed(3)
-    q_b, terms_b = td3_pave.pave_regularizer(qf, obs, actions, next_obs, 0.1, 0.2)
-    assert torch.equal(q_a, q_b)
-    for name in terms_a:
-        assert torch.equal(terms_a[name], terms_b[name]), name
-
-
 def test_q_is_the_critic_value_at_the_replay_pair():
     qf, obs, actions, next_obs = quadratic_case(32)
-    q, _ = td3_pave.pave_regularizer(qf, obs, actions, next_obs, 0.1, 0.1)
+    q, _ = td3.pave_regularizer(qf, obs, actions, next_obs, 0.1, 0.1)
     torch.testing.assert_close(q, qf(obs, actions).squeeze(-1))
 
 
 def test_vfc_equals_closed_form_exactly():
     """VFC = mean ||grad_a Q(s, a) - grad_a Q(s', a)||^2 = mean ||C^T (s - s')||^2 (the P a part cancels)."""
     qf, obs, actions, next_obs = quadratic_case(128)
-    _, terms = td3_pave.pave_regularizer(qf, obs, actions, next_obs, 0.1, 0.1)
+    _, terms = td3.pave_regularizer(qf, obs, actions, next_obs, 0.1, 0.1)
     expected = ((obs - next_obs) @ qf.C.detach()).square().sum(-1).mean()
     torch.testing.assert_close(terms["vfc"], expected, rtol=1e-5, atol=1e-6)
 
@@ -64,12 +54,12 @@ def test_mpr_monte_carlo_mean_approaches_sigma2_frobenius():
     sigma, batch = 0.3, 40_000
     qf, obs, actions, next_obs = quadratic_case(batch)
     torch.manual_seed(0)
-    _, terms = td3_pave.pave_regularizer(qf, obs, actions, next_obs, sigma, 0.1)
+    _, terms = td3.pave_regularizer(qf, obs, actions, next_obs, sigma, 0.1)
     expected = sigma**2 * qf.C.detach().square().sum()
     # std of ||C^T eps||^2 / its mean is below sqrt(2) here: 40 000 samples give a relative error well under 3%
     assert abs(terms["mpr"].item() - expected.item()) / expected.item() < 0.03
     # and with no noise there is nothing to penalize
-    _, terms0 = td3_pave.pave_regularizer(qf, obs[:64], actions[:64], next_obs[:64], 0.0, 0.1)
+    _, terms0 = td3.pave_regularizer(qf, obs[:64], actions[:64], next_obs[:64], 0.0, 0.1)
     assert terms0["mpr"].item() == 0.0
 
 
@@ -78,7 +68,7 @@ def test_curv_equals_hinge_of_vPv_for_the_drawn_v():
     delta, batch = 0.5, 256
     qf, obs, actions, next_obs = quadratic_case(batch)
     torch.manual_seed(11)
-    _, terms = td3_pave.pave_regularizer(qf, obs, actions, next_obs, 0.1, delta)
+    _, terms = td3.pave_regularizer(qf, obs, actions, next_obs, 0.1, delta)
     torch.manual_seed(11)
     torch.randn_like(obs)  # the MPR noise is drawn first
     v = torch.randint(0, 2, actions.shape).float() * 2 - 1
@@ -96,40 +86,164 @@ def test_curv_with_isotropic_curvature_does_not_depend_on_v():
     with torch.no_grad():
         qf.P.copy_(-0.2 * torch.eye(ACT_DIM))
     for delta, expected in [(0.1, 0.0), (1.0, 1.0 - 0.2 * ACT_DIM)]:
-        _, terms = td3_pave.pave_regularizer(qf, obs, actions, next_obs, 0.1, delta)
+        _, terms = td3.pave_regularizer(qf, obs, actions, next_obs, 0.1, delta)
         assert terms["curv"].item() == pytest.approx(expected, abs=1e-6)
 
 
-def _silu_critic_case():
-    torch.manual_seed(0)
-    qf = td3_pave.QNetwork(OBS_DIM, ACT_DIM, 64, "silu")
-    obs, next_obs = torch.randn(100, OBS_DIM), torch.randn(100, OBS_DIM)
-    actions = torch.rand(100, ACT_DIM) * 2 - 1
-    return qf, obs, actions, next_obs
+def _critic_case(activation="silu", n_critics=1, batch=100, seed=0):
+    torch.manual_seed(seed)
+    critics = [td3_pave.QNetwork(OBS_DIM, ACT_DIM, 64, activation) for _ in range(n_critics)]
+    obs, next_obs = torch.randn(batch, OBS_DIM), torch.randn(batch, OBS_DIM)
+    actions = torch.rand(batch, ACT_DIM) * 2 - 1
+    return critics, obs, actions, next_obs
+
+
+def autograd_reference(qf, obs, actions, next_obs, eps, v, curv_delta):
+    """PAVE's terms the straightforward way, for given noise: autograd's double backward for grad_a Q, triple for v^T H v."""
+    actions = actions.detach().requires_grad_(True)
+
+    def action_grad(states):
+        return torch.autograd.grad(qf(states, actions).sum(), actions, create_graph=True)[0]
+
+    grad, grad_noisy, grad_next = action_grad(obs), action_grad(obs + eps), action_grad(next_obs)
+    vhv = (torch.autograd.grad((grad * v).sum(), actions, create_graph=True)[0] * v).sum(-1)
+    terms = {"mpr": (grad_noisy - grad).square().sum(-1).mean(), "vfc": (grad - grad_next).square().sum(-1).mean(),
+             "curv": F.relu(vhv + curv_delta).mean(), "grad_norm": grad.norm(dim=-1).mean(), "vhv": vhv.mean()}
+    return qf(obs, actions).squeeze(-1), terms
+
+
+def critic_loss(q, terms, td_target):
+    """A loss that weighs every term (and the TD part) differently, so a mix-up between them would show."""
+    return ((q - td_target).square().mean(-1) + 0.7 * terms["mpr"] + 1.3 * terms["vfc"] + 0.4 * terms["curv"]).sum()
+
+
+@pytest.mark.parametrize("activation", ["silu", "relu"])
+def test_closed_form_equals_autograd_in_terms_gradients_and_adam_updates(activation):
+    """td3_pave.py's written-out derivatives (both critics in one bmm pass) = autograd's, in every term, every parameter
+    gradient of a loss that mixes them, and the parameters after two Adam steps, to float tolerance."""
+    sigma, delta = 0.3, 0.2
+    critics, obs, actions, next_obs = _critic_case(activation, n_critics=2)
+    reference = [td3_pave.QNetwork(OBS_DIM, ACT_DIM, 64, activation) for _ in critics]
+    for ref, qf in zip(reference, critics):
+        ref.load_state_dict(qf.state_dict())
+    td_target = torch.randn(len(obs))
+    fast_opt = torch.optim.Adam([p for qf in critics for p in qf.parameters()], lr=1e-3)
+    ref_opt = torch.optim.Adam([p for qf in reference for p in qf.parameters()], lr=1e-3)
+    for step in range(2):
+        torch.manual_seed(100 + step)
+        q, terms = td3_pave.pave_regularizer(critics, obs, actions, next_obs, sigma, delta)
+        torch.manual_seed(100 + step)  # replay the noise the function drew: eps first, then v, one slice per critic
+        eps = sigma * torch.randn(2, len(obs), OBS_DIM)
+        v = torch.randint(0, 2, (2, len(obs), ACT_DIM)).float() * 2 - 1
+        ref_q, ref_terms = zip(*[autograd_reference(qf, obs, actions, next_obs, eps[i], v[i], delta) for i, qf in enumerate(reference)])
+        torch.testing.assert_close(q, torch.stack(ref_q), rtol=1e-5, atol=1e-6)
+        for name in terms:
+            torch.testing.assert_close(terms[name], torch.stack([t[name] for t in ref_terms]), rtol=1e-4, atol=1e-8, msg=name)
+        if activation == "silu":
+            assert (terms["curv"] > 0).all() and (terms["vhv"] != 0).all(), "the case must exercise the curvature term"
+        fast_opt.zero_grad()
+        critic_loss(q, terms, td_target).backward()
+        ref_opt.zero_grad()
+        critic_loss(torch.stack(ref_q), {k: torch.stack([t[k] for t in ref_terms]) for k in ("mpr", "vfc", "curv")}, td_target).backward()
+        for qf, ref in zip(critics, reference):
+            for (name, p), r in zip(qf.named_parameters(), ref.parameters()):
+                assert p.grad.abs().sum() > 0, name
+                torch.testing.assert_close(p.grad, r.grad, rtol=1e-4, atol=1e-7, msg=name)
+        fast_opt.step()
+        ref_opt.step()
+    for qf, ref in zip(critics, reference):
+        for (name, p), r in zip(qf.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p, r, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_td3_measures_what_td3_pave_trains_on():
+    """td3.py's geometry probe (autograd) and td3_pave.py's training terms (closed form) agree on one critic and seed."""
+    (qf,), obs, actions, next_obs = _critic_case()
+    torch.manual_seed(3)
+    q_a, terms_a = td3.pave_regularizer(qf, obs, actions, next_obs, 0.1, 0.2)
+    torch.manual_seed(3)
+    q_b, terms_b = td3_pave.pave_regularizer([qf], obs, actions, next_obs, 0.1, 0.2)
+    torch.testing.assert_close(q_b[0], q_a)
+    for name in terms_a:
+        torch.testing.assert_close(terms_b[name][0], terms_a[name], rtol=1e-4, atol=1e-8, msg=name)
+
+
+def test_pave_batch_regularizes_exactly_the_first_transitions():
+    """--pave-batch k: Q at all B transitions as before, the terms exactly those of the first k transitions (same noise)."""
+    critics, obs, actions, next_obs = _critic_case(n_critics=2)
+    q_full, _ = td3_pave.pave_regularizer(critics, obs, actions, next_obs, 0.1, 0.1)
+    torch.manual_seed(4)
+    q, terms = td3_pave.pave_regularizer(critics, obs, actions, next_obs, 0.1, 0.1, pave_batch=25)
+    torch.manual_seed(4)
+    _, terms_head = td3_pave.pave_regularizer(critics, obs[:25], actions[:25], next_obs[:25], 0.1, 0.1)
+    torch.testing.assert_close(q, q_full)
+    for name in terms:
+        torch.testing.assert_close(terms[name], terms_head[name], msg=name)
+    torch.manual_seed(4)
+    _, terms_all = td3_pave.pave_regularizer(critics, obs, actions, next_obs, 0.1, 0.1, pave_batch=100)
+    torch.manual_seed(4)
+    _, terms_none = td3_pave.pave_regularizer(critics, obs, actions, next_obs, 0.1, 0.1)
+    assert all(torch.equal(terms_all[name], terms_none[name]) for name in terms)
+
+
+def test_pave_batch_estimates_are_unbiased():
+    """Sub-batches of a uniformly sampled batch: the mean of the estimates over the 4 disjoint quarters is the full-batch
+    term (exactly for VFC, which draws no noise); one quarter's estimate is off by the sampling noise alone."""
+    critics, obs, actions, next_obs = _critic_case(n_critics=2, batch=100)
+    _, full = td3_pave.pave_regularizer(critics, obs, actions, next_obs, 0.1, 0.1)
+    quarters = [td3_pave.pave_regularizer(critics, obs.roll(-25 * i, 0), actions.roll(-25 * i, 0), next_obs.roll(-25 * i, 0),
+                                          0.1, 0.1, pave_batch=25)[1] for i in range(4)]
+    torch.testing.assert_close(torch.stack([t["vfc"] for t in quarters]).mean(0), full["vfc"])
+    assert not torch.allclose(quarters[0]["vfc"], full["vfc"])
 
 
 @pytest.mark.parametrize("term", ["mpr", "vfc", "curv"])
 def test_each_term_trains_every_layer_of_a_silu_critic(term):
-    """create_graph keeps the action gradients differentiable: each term alone yields parameter gradients."""
-    qf, obs, actions, next_obs = _silu_critic_case()
-    _, terms = td3_pave.pave_regularizer(qf, obs, actions, next_obs, 0.1, 1.0)
+    """Each term alone yields gradients in every weight of the critic (the derivatives are differentiable tensors)."""
+    (qf,), obs, actions, next_obs = _critic_case()
+    _, terms = td3_pave.pave_regularizer([qf], obs, actions, next_obs, 0.1, 1.0)
     assert terms[term].item() > 0
-    grads = torch.autograd.grad(terms[term], list(qf.parameters()), allow_unused=True)
+    grads = torch.autograd.grad(terms[term].sum(), list(qf.parameters()), allow_unused=True)
     weights = [g for g, (name, _) in zip(grads, qf.named_parameters()) if name.endswith("weight")]
     assert all(g is not None and g.abs().sum() > 0 for g in weights), term
 
 
 def test_zero_lambdas_give_exactly_the_td3_critic_gradient():
     """With lambda1 = lambda2 = lambda3 = 0 the PAVE critic loss has TD3's gradient (the shared evaluation changes nothing)."""
-    qf, obs, actions, next_obs = _silu_critic_case()
+    (qf,), obs, actions, next_obs = _critic_case()
     td_target = torch.randn(100)
     td3_loss = F.mse_loss(qf(obs, actions).squeeze(-1), td_target)
     td3_grads = torch.autograd.grad(td3_loss, list(qf.parameters()))
-    q, terms = td3_pave.pave_regularizer(qf, obs, actions, next_obs, 0.1, 0.1)
-    pave_loss = F.mse_loss(q, td_target) + 0.0 * terms["mpr"] + 0.0 * terms["vfc"] + 0.0 * terms["curv"]
+    q, terms = td3_pave.pave_regularizer([qf], obs, actions, next_obs, 0.1, 0.1)
+    pave_loss = F.mse_loss(q[0], td_target) + (0.0 * terms["mpr"] + 0.0 * terms["vfc"] + 0.0 * terms["curv"]).sum()
     pave_grads = torch.autograd.grad(pave_loss, list(qf.parameters()))
     for a, b in zip(td3_grads, pave_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_compiled_critic_loss_equals_eager():
+    """--compile: torch.compile of the regularizer gives the same terms and parameter gradients as eager mode (the
+    compiled graph draws its noise through the same generator when fallback_random is set)."""
+    import torch._inductor.config as inductor_config
+
+    critics, obs, actions, next_obs = _critic_case(n_critics=2)
+    params = [p for qf in critics for p in qf.parameters()]
+    td_target = torch.randn(len(obs))
+
+    def loss_and_terms(fn):
+        torch.manual_seed(7)
+        q, terms = fn(critics, obs, actions, next_obs, 0.1, 0.2)
+        loss = critic_loss(q, terms, td_target)
+        return loss, terms, torch.autograd.grad(loss, params)
+
+    eager = loss_and_terms(td3_pave.pave_regularizer)
+    with unittest.mock.patch.object(inductor_config, "fallback_random", True):
+        compiled = loss_and_terms(torch.compile(td3_pave.pave_regularizer))
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-4, atol=1e-6)
+    for name in eager[1]:
+        torch.testing.assert_close(compiled[1][name], eager[1][name], rtol=1e-4, atol=1e-7, msg=name)
+    for a, b in zip(compiled[2], eager[2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_presets_fill_only_unset_fields():
