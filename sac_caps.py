@@ -351,14 +351,15 @@ if __name__ == "__main__":
     qf2_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
-    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     online = list(qf1.parameters()) + list(qf2.parameters())
     targets = list(qf1_target.parameters()) + list(qf2_target.parameters())
     if args.autotune:
         target_entropy = -float(act_dim)
         log_alpha = torch.zeros((), device=device, requires_grad=True)
-        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate)
+        alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate, fused=True)
         alpha = log_alpha.exp().detach()
     else:
         alpha = torch.tensor(args.alpha, device=device)

@@ -337,8 +337,9 @@ if __name__ == "__main__":
     actor_target.load_state_dict(actor.state_dict())
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
-    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     online = list(actor.parameters()) + list(qf1.parameters()) + list(qf2.parameters())
     targets = list(actor_target.parameters()) + list(qf1_target.parameters()) + list(qf2_target.parameters())
 

@@ -104,8 +104,9 @@ class Args:
     """curvature margin delta of Curv (our choice; the paper gives none)"""
     pave_batch: Optional[int] = None
     """opt-in approximation: regularize only this many transitions of each batch (default: all, the paper's terms)"""
-    compile: bool = False
-    """torch.compile the critic loss (PAVE + TD): faster after a one-off compilation (about 30 s on CPU, needs a C++ compiler)"""
+    compile: Literal["auto", "yes", "no"] = "auto"
+    """torch.compile the critic loss (PAVE + TD), the same math about 1.35x faster on CPU after a one-off compilation of
+    10-40 s; auto: when the run trains at least 10 000 steps, where that pays for itself"""
     geometry_freq: int = 5_000
     """env steps between critic geometry measurements"""
     geometry_batch: int = 256
@@ -131,6 +132,7 @@ DEFAULT_PRESET = dict(total_timesteps=1_000_000, lambda1=0.1, lambda2=0.005, lam
 # The paper's ids that Gymnasium 1.x no longer has, mapped to the same task.
 PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
+COMPILE_MIN_STEPS = 10_000  # --compile auto: a run this long (after learning starts) earns back the compilation time
 MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
                     "hidden_dim", "geometry_freq", "geometry_batch", "log_freq", "pave_batch"}
 
@@ -228,9 +230,10 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pav
     How (our implementation of that math): td3.py's `pave_regularizer` takes these derivatives with autograd, which needs
     a double backward for grad_a Q and a triple one for the Hessian-vector product. Here they are written out for the
     critic MLP  Q = w3 . sigma(z2) + b3,  z2 = W2 sigma(z1) + b2,  z1 = W1 [s, a] + b1  (Wa: the columns of W1 that take a):
-        grad_a Q   = Wa^T (sigma'(z1) * W2^T (sigma'(z2) * w3))                      backpropagation by hand
-        v^T H_aa v = w3 . (sigma''(z2) * r2^2 + sigma'(z2) * W2 (sigma''(z1) * r1^2)),  r1 = Wa v,  r2 = W2 (sigma'(z1) * r1)
-                     (d^2/dt^2 Q(s, a + t v) at t = 0, pushed forward through the layers)
+        dQ/dh1     = W2^T (sigma'(z2) * w3),   grad_a Q = Wa^T (sigma'(z1) * dQ/dh1)       backpropagation by hand
+        v^T H_aa v = w3 . (sigma''(z2) * r2^2) + dQ/dh1 . (sigma''(z1) * r1^2),   r1 = Wa v,  r2 = W2 (sigma'(z1) * r1)
+                     (d^2/dt^2 Q(s, a + t v) at t = 0 pushed forward through the layers; w3 . (sigma'(z2) * W2 x)
+                     = dQ/dh1 . x saves a matrix product)
     so they are ordinary differentiable tensors and ONE plain backward pass of the loss trains the critics (about twice as
     fast; tests/test_td3.py checks that both versions give the same terms and parameter gradients). The rows s, s + eps
     and s' go through the critics as one batch, Curv reuses the activations of the s rows, and the critics' weights are
@@ -264,13 +267,12 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pav
     q_rows = torch.baddbmm(b3, h2, w3.mT).squeeze(-1)
     q = torch.cat([q_rows[:, :k], q_rows[:, 3 * k :]], 1)
 
-    grads = torch.bmm(d1[:, : 3 * k] * torch.bmm(d2[:, : 3 * k] * w3, w2), wa)
-    grad, grad_noisy, grad_next = grads.split(k, 1)
-    r1 = torch.bmm(v, wa.mT)
-    dd1 = activation_derivatives(kind, z1[:, :k], second=True)
-    r2, r2_second = torch.bmm(torch.cat([d1[:, :k] * r1, dd1 * r1.square()], 1), w2.mT).split(k, 1)
-    dd2 = activation_derivatives(kind, z2[:, :k], second=True)
-    vhv = ((dd2 * r2.square() + d2[:, :k] * r2_second) * w3).sum(-1)
+    grad_h1 = torch.bmm(d2[:, : 3 * k] * w3, w2)  # dQ/dh1 = W2^T (sigma'(z2) * w3)
+    grad, grad_noisy, grad_next = torch.bmm(d1[:, : 3 * k] * grad_h1, wa).split(k, 1)  # dQ/da = Wa^T (sigma'(z1) * dQ/dh1)
+    r1 = torch.bmm(v, wa.mT)  # d z1 / dt along a + t v
+    r2 = torch.bmm(d1[:, :k] * r1, w2.mT)  # d z2 / dt
+    dd1, dd2 = (activation_derivatives(kind, z[:, :k], second=True) for z in (z1, z2))
+    vhv = (dd2 * r2.square() * w3).sum(-1) + (dd1 * r1.square() * grad_h1[:, :k]).sum(-1)
 
     terms = {
         "mpr": (grad_noisy - grad).square().sum(-1).mean(-1),
@@ -280,6 +282,31 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pav
         "vhv": vhv.detach().mean(-1),
     }
     return q, terms
+
+
+def compile_or_not(fn, mode, training_steps):
+    """torch.compile(fn) for --compile yes, or auto with at least COMPILE_MIN_STEPS training steps; else fn itself.
+
+    Compilation happens at the first call. Where it fails (say, no C++ compiler for the CPU backend), the run goes on with
+    fn in eager mode, the same math, after one printed note.
+    """
+    if mode == "no" or (mode == "auto" and training_steps < COMPILE_MIN_STEPS):
+        return fn
+    print(f"note: the critic loss runs through torch.compile (--compile {mode}); the first training burst compiles it (10-40 s)")
+    compiled = torch.compile(fn)
+
+    def call(*args):
+        nonlocal compiled
+        try:
+            return compiled(*args)
+        except Exception as error:
+            if compiled is fn:
+                raise
+            print(f"note: torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); running eagerly")
+            compiled = fn
+            return fn(*args)
+
+    return call
 
 
 class ReplayBuffer:
@@ -363,8 +390,9 @@ if __name__ == "__main__":
     actor_target.load_state_dict(actor.state_dict())
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
-    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     online = list(actor.parameters()) + list(qf1.parameters()) + list(qf2.parameters())
 
     def critic_loss(b_obs, b_actions, b_next_obs, td_target):
@@ -375,8 +403,7 @@ if __name__ == "__main__":
         qf_loss = qf1_loss + qf2_loss + args.lambda1 * pave["mpr"] + args.lambda2 * pave["vfc"] + args.lambda3 * pave["curv"]
         return qf_loss, qf1_loss, qf2_loss, pave
 
-    if args.compile:
-        critic_loss = torch.compile(critic_loss)
+    critic_loss = compile_or_not(critic_loss, args.compile, args.total_timesteps - args.learning_starts)
     targets = list(actor_target.parameters()) + list(qf1_target.parameters()) + list(qf2_target.parameters())
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)

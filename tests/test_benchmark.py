@@ -175,11 +175,13 @@ def test_bad_input_gets_one_clear_line(tmp_path, args, message):
 
 def test_throughput_reports_sps_and_ratio_to_the_base_script(tmp_path):
     result = benchmark("throughput", "--env-id", "Pendulum-v1", "--steps", 100, "--learning-starts", 100,
-                       "--scripts", "td3.py", "td3_pave.py", "td3_missing.py", "--no-cuda", cwd=tmp_path)
+                       "--scripts", "td3.py", "td3_pave.py", "td3_pave.py --pave-batch 25", "td3_missing.py", "--no-cuda", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "note: td3_missing.py not found; skipped" in result.stdout
-    row = table_rows(result.stdout)["TD3"]
-    base, pave = (re.fullmatch(r"([\d.]+) \(([\d.]+)\)", cell).groups() for cell in row[:2])
-    assert float(base[1]) == 1.0 and float(pave[0]) > 0
+    rows = table_rows(result.stdout)
+    assert rows.pop("script") == ["SPS", "ratio", "warm-up s"]
+    assert set(rows) == {"td3", "td3_pave", "td3_pave --pave-batch 25"}, rows
+    base, pave, sub_batch = (rows[label] for label in ("td3", "td3_pave", "td3_pave --pave-batch 25"))
+    assert float(base[1]) == 1.0 and float(pave[0]) > 0 and float(sub_batch[0]) > 0
     assert abs(float(pave[1]) - float(pave[0]) / float(base[0])) < 0.01
     assert not list(tmp_path.iterdir())  # without --out, its runs go to a temporary folder that is removed

@@ -246,6 +246,28 @@ def test_compiled_critic_loss_equals_eager():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_compile_or_not_follows_the_flag_and_falls_back_to_eager(monkeypatch, capsys):
+    def eager(x):
+        return x + 1
+
+    assert td3_pave.compile_or_not(eager, "no", 10**6) is eager
+    assert td3_pave.compile_or_not(eager, "auto", td3_pave.COMPILE_MIN_STEPS - 1) is eager
+    calls = []
+
+    def failing_compile(fn):
+        def compiled(*args):
+            calls.append(args)
+            raise RuntimeError("no C++ compiler found\nlong details")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    wrapped = td3_pave.compile_or_not(eager, "auto", td3_pave.COMPILE_MIN_STEPS)
+    assert wrapped is not eager
+    assert wrapped(1) == 2 and wrapped(2) == 3 and len(calls) == 1  # one failed try, then eager for good
+    out = capsys.readouterr().out
+    assert "note: torch.compile failed (RuntimeError: no C++ compiler found); running eagerly" in out
+
+
 def test_presets_fill_only_unset_fields():
     args = td3_pave.resolve_args(td3_pave.Args(env_id="Walker2d-v5", lambda3=0.01))
     assert (args.lambda1, args.lambda2, args.lambda3, args.total_timesteps) == (0.1, 0.1, 0.01, 1_000_000)
@@ -272,7 +294,8 @@ COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/actio
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])
 @pytest.mark.parametrize("script", ["td3.py", "td3_pave.py"])
 def test_short_real_run_writes_checkpoint_and_scalars(script, env_id, tmp_path):
-    extra = ["--lambda3", "0.01"] if (script, env_id) == ("td3_pave.py", "Hopper-v5") else []
+    # the Hopper PAVE run also takes the compiled path (--compile auto leaves a run this short eager)
+    extra = ["--lambda3", "0.01", "--compile", "yes"] if (script, env_id) == ("td3_pave.py", "Hopper-v5") else []
     run_dir, ckpt = train(script, env_id, tmp_path, *extra)
     assert ckpt["format"] == td3.CHECKPOINT_FORMAT
     assert (ckpt["script"], ckpt["algo"], ckpt["env_id"], ckpt["global_step"]) == (script, "td3", env_id, 400)
