@@ -105,8 +105,7 @@ class Args:
     pave_batch: Optional[int] = None
     """opt-in approximation: regularize only this many transitions of each batch (default: all, the paper's terms)"""
     compile: Literal["auto", "yes", "no"] = "auto"
-    """torch.compile the critic loss (PAVE + TD), the same math about 1.35x faster on CPU after a one-off compilation of
-    10-40 s; auto: when the run trains at least 10 000 steps, where that pays for itself"""
+    """torch.compile the critic loss: the same math, 1.1-1.35x faster on CPU after a 2-40 s compile; auto: if 10 000+ training steps"""
     geometry_freq: int = 5_000
     """env steps between critic geometry measurements"""
     geometry_batch: int = 256
@@ -292,7 +291,7 @@ def compile_or_not(fn, mode, training_steps):
     """
     if mode == "no" or (mode == "auto" and training_steps < COMPILE_MIN_STEPS):
         return fn
-    print(f"note: the critic loss runs through torch.compile (--compile {mode}); the first training burst compiles it (10-40 s)")
+    print(f"note: the critic loss runs through torch.compile (--compile {mode}); the first training burst compiles it (up to 40 s)")
     compiled = torch.compile(fn)
 
     def call(*args):

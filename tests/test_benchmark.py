@@ -93,8 +93,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_ray_backend_runs_the_same_study(tmp_path):
+def test_ray_backend_runs_the_same_study(tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="the Ray backend needs Ray: pip install 'ray[default]'")
+    # one auth mode for the head and the client: without it, a ~/.ray/auth_token left by any earlier `ray.init()` on this
+    # machine turns token authentication on for the client alone, and the head refuses it
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     port = free_port()
     # a short temp dir: Ray's socket paths must stay under the 107-character Unix limit
