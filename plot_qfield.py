@@ -293,7 +293,7 @@ def main(argv=None):
           f"{float(mixed[b, j, i].abs()):.4g} at rollout step {b})")
 
     surfaces = [qfield_surface(c.qf, ref_obs[b], ref_actions[b], i, j, args) for c in checkpoints]
-    names = [f"{c.method} ({c.script}, {c.env_id}, step {c.step})" for c in checkpoints]
+    names = [f"{c.method}\n({c.script}, {c.env_id}, step {c.step})" for c in checkpoints]  # two lines: panels sit close
     plot_surfaces(surfaces, names, i, j, reference.method, (float(ref_obs[b, i]), float(ref_actions[b, j])), args)
     print(f"figure saved to {args.out}")
 
