@@ -6,8 +6,9 @@ curvature). PAVE changes ONLY the critic loss (paper Eq. 16, Algorithm 1), for e
     MPR  = E || grad_a Q(s + eps, a) - grad_a Q(s, a) ||^2,  eps ~ N(0, sigma^2 I)   (Eq. 11: bounds ||grad2_sa Q||)
     VFC  = E || grad_a Q(s_t, a_t) - grad_a Q(s_{t+1}, a_t) ||^2                    (Eq. 13: temporal consistency)
     Curv = E max(0, v^T grad2_aa Q(s, a) v + delta),  v ~ Rademacher                (Eq. 15: keeps mu >= delta)
-Everything else is td3.py (`diff td3.py td3_pave.py` shows exactly what PAVE adds). Actor and critics use SiLU here
-(the curvature term needs a twice-differentiable critic). Unset lambdas come from the paper's Table 7.
+Everything else is td3.py (`diff td3.py td3_pave.py` shows exactly what PAVE adds: the terms, written out for speed in
+`pave_regularizer`, and the --compile / --pave-batch flags). Actor and critics use SiLU here (the curvature term needs a
+twice-differentiable critic). Unset lambdas come from the paper's Table 7.
 
     python td3_pave.py --env-id Walker2d-v5 --lambda3 0.01
 """
@@ -233,10 +234,10 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pav
         v^T H_aa v = w3 . (sigma''(z2) * r2^2) + dQ/dh1 . (sigma''(z1) * r1^2),   r1 = Wa v,  r2 = W2 (sigma'(z1) * r1)
                      (d^2/dt^2 Q(s, a + t v) at t = 0 pushed forward through the layers; w3 . (sigma'(z2) * W2 x)
                      = dQ/dh1 . x saves a matrix product)
-    so they are ordinary differentiable tensors and ONE plain backward pass of the loss trains the critics (about twice as
-    fast; tests/test_td3.py checks that both versions give the same terms and parameter gradients). The rows s, s + eps
-    and s' go through the critics as one batch, Curv reuses the activations of the s rows, and the critics' weights are
-    stacked so that every matrix product serves all critics at once (bmm).
+    so they are ordinary differentiable tensors and ONE plain backward pass of the loss trains the critics (the training
+    step runs about 1.5x faster, see the README; tests/test_td3.py checks that both versions give the same terms and
+    parameter gradients). The rows s, s + eps and s' go through the critics as one batch, Curv reuses the activations of
+    the s rows, and the critics' weights are stacked so that every matrix product serves all critics at once (bmm).
 
     critics: QNetworks (2-hidden-layer MLPs, SiLU or ReLU); each draws its own eps and v.
     pave_batch: regularize only the first pave_batch transitions of the (uniformly sampled) batch: an opt-in
