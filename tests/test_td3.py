@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from runs import all_finite, read_scalars, run_script, train
 
+import sac_pave
 import td3
 import td3_pave
 
@@ -244,6 +245,14 @@ def test_compiled_critic_loss_equals_eager():
         torch.testing.assert_close(compiled[1][name], eager[1][name], rtol=1e-4, atol=1e-7, msg=name)
     for a, b in zip(compiled[2], eager[2]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("module", [td3_pave, sac_pave])
+@pytest.mark.parametrize("value,message", [(0, "--pave-batch must be positive"), (101, "--pave-batch must be at most --batch-size (100)")])
+def test_bad_pave_batch_is_refused(module, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        module.resolve_args(module.Args(env_id="Pendulum-v1", pave_batch=value))
+    assert message in str(exit_info.value.code)
 
 
 def test_compile_or_not_follows_the_flag_and_falls_back_to_eager(monkeypatch, capsys):
