@@ -270,6 +270,7 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pav
     n, batch, obs_dim = len(critics), obs.shape[0], obs.shape[1]
     k = batch if pave_batch is None else min(pave_batch, batch)
     kind = type(critics[0].net[1])
+    assert all(len(qf.net) == 5 for qf in critics), "written out for QNetwork's 2-hidden-layer MLP; see td3.py for autograd"
     (w1, b1), (w2, b2), (w3, b3) = (
         (torch.stack([qf.net[i].weight for qf in critics]), torch.stack([qf.net[i].bias for qf in critics]).unsqueeze(1))
         for i in (0, 2, 4)
