@@ -331,12 +331,12 @@ def test_short_real_run_writes_checkpoint_and_scalars(script, env_id, tmp_path):
         assert all(v == 0 for v in scalars["geometry/vhv"]), "a ReLU critic has zero action curvature"
 
 
-@pytest.mark.parametrize("script", ["td3.py", "td3_pave.py"])
-def test_same_seed_gives_identical_weights(script, tmp_path):
+@pytest.mark.parametrize("script,extra", [("td3.py", []), ("td3_pave.py", []), ("td3_pave.py", ["--compile", "yes"])])
+def test_same_seed_gives_identical_weights(script, extra, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    _, first = train(script, "Pendulum-v1", tmp_path / "a", seed=7)
-    _, second = train(script, "Pendulum-v1", tmp_path / "b", seed=7)
+    _, first = train(script, "Pendulum-v1", tmp_path / "a", *extra, seed=7)
+    _, second = train(script, "Pendulum-v1", tmp_path / "b", *extra, seed=7)
     for net in ("actor", "qf1", "qf2"):
         for name, tensor in first[net].items():
             assert torch.equal(tensor, second[net][name]), f"{net}.{name}"
