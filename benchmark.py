@@ -662,7 +662,7 @@ def throughput(argv):
     for round_ in range(args.repeats):  # rounds interleave the scripts, so a slow spell of a shared machine hits them alike
         for i, (label, (path, flags)) in enumerate(variants.items()):
             name = f"{path.stem}-{i}-{round_}"  # the run's --exp-name: one folder per variant and round
-            # log every train burst (50 steps) so that the last SPS_train covers the run to its final step
+            # log after every train burst (50 steps): the steady rate below needs the time at each of them
             command = [sys.executable, str(path), "--env-id", args.env_id, "--seed", str(args.seed), "--exp-name", name,
                        "--total-timesteps", str(args.learning_starts + args.steps), "--learning-starts", str(args.learning_starts),
                        "--log-freq", "50", "--no-progress-bar", "--cuda" if args.cuda else "--no-cuda", *flags]
@@ -685,8 +685,8 @@ def throughput(argv):
     if args.out is None:
         shutil.rmtree(out)
 
-    sps = {label: float(np.median([m[0] for m in values])) for label, values in measured.items() if values}
-    warmup = {label: float(np.median([m[1] for m in values])) for label, values in measured.items() if values}
+    medians = {label: np.median(values, axis=0) for label, values in measured.items() if values}  # (steady SPS, warm-up s)
+    sps = {label: float(m[0]) for label, m in medians.items()}
     device = "GPU if present" if args.cuda else "CPU"
     rounds = f", median of {args.repeats} rounds" if args.repeats > 1 else ""
     lines = [f"Training SPS after the first training burst, {args.env_id}, {args.steps} steps ({device}{rounds}); ratio: to the "
@@ -694,7 +694,7 @@ def throughput(argv):
              "(torch.compile)", "", "| script | SPS | ratio | warm-up s |", "|---|---|---|---|"]
     for label, value in sps.items():
         base = sps.get(label.split("_")[0].split(" ")[0])
-        lines.append(f"| {label} | {value:.1f} | {f'{value / base:.2f}' if base else '-'} | {warmup[label]:.1f} |")
+        lines.append(f"| {label} | {value:.1f} | {f'{value / base:.2f}' if base else '-'} | {medians[label][1]:.1f} |")
     print("\n" + "\n".join(lines))
     return 0 if sps else 1
 
