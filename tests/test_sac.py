@@ -74,16 +74,16 @@ def test_deterministic_action_is_tanh_of_the_mean():
 
 def test_regularizer_is_td3_paves_byte_for_byte_and_in_value():
     """sac_pave.py trains on, and sac.py measures, exactly what td3_pave.py / td3.py do."""
-    for name in ("pave_regularizer", "activation_derivatives"):
+    for name in ("pave_regularizer", "activation_derivatives", "Critics"):
         assert inspect.getsource(getattr(sac_pave, name)) == inspect.getsource(getattr(td3_pave, name)), name
     assert inspect.getsource(sac.pave_regularizer) == inspect.getsource(td3.pave_regularizer)
     torch.manual_seed(0)
     qf = sac_pave.QNetwork(OBS_DIM, ACT_DIM, 64, "silu")
     obs, next_obs, actions = torch.randn(64, OBS_DIM), torch.randn(64, OBS_DIM), torch.rand(64, ACT_DIM) * 2 - 1
     results = []
-    for module in (td3_pave, sac_pave):  # the training path: a list of critics
+    for module in (td3_pave, sac_pave):  # the training path: the critics as one module
         torch.manual_seed(3)
-        q, terms = module.pave_regularizer([qf], obs, actions, next_obs, 0.1, 0.2)
+        q, terms = module.pave_regularizer(module.Critics([qf]), obs, actions, next_obs, 0.1, 0.2)
         results.append((q[0], {k: v[0] for k, v in terms.items()}))
     torch.manual_seed(3)  # the measuring path: autograd on one critic, the same noise
     results.append(sac.pave_regularizer(qf, obs, actions, next_obs, 0.1, 0.2))
