@@ -197,8 +197,8 @@ class QNetwork(nn.Module):
 
 class Critics(nn.Module):
     """QNetworks as one module: each layer's weights stacked along a leading critic dimension, so that one bmm per layer
-    evaluates every critic and the optimizer updates 6 tensors, not 6 per critic (our speed choice: about 10% off a PAVE
-    critic step on CPU). Built from QNetworks, whose initial weights it takes: a seed starts training as with separate
+    evaluates every critic and the optimizer updates 6 tensors, not 6 per critic (our speed choice: 3-16% off a PAVE
+    critic step on CPU, measured). Built from QNetworks, whose initial weights it takes: a seed starts training as with separate
     critics; checkpoints store each critic back in QNetwork's format (member_state_dict)."""
 
     def __init__(self, critics):
