@@ -198,8 +198,8 @@ class QNetwork(nn.Module):
 class Critics(nn.Module):
     """QNetworks as one module: each layer's weights stacked along a leading critic dimension, so that one bmm per layer
     evaluates every critic and the optimizer updates 6 tensors, not 6 per critic (our speed choice: 3-16% off a PAVE
-    critic step on CPU, measured). Built from QNetworks, whose initial weights it takes: a seed starts training as with separate
-    critics; checkpoints store each critic back in QNetwork's format (member_state_dict)."""
+    critic step on CPU, measured). Built from QNetworks, whose initial weights it takes: a seed starts training as with
+    separate critics; checkpoints store each critic back in QNetwork's format (member_state_dict)."""
 
     def __init__(self, critics):
         super().__init__()
@@ -238,16 +238,18 @@ class Actor(nn.Module):
         return self.forward(obs)
 
 
-def activation_derivatives(kind, z, second=False):
-    """sigma(z) and sigma'(z) of the critics' hidden activation, or sigma''(z) alone when second; elementwise, differentiable.
+def activation_derivatives(kind, z, k):
+    """sigma(z) and sigma'(z) of the critics' hidden activation at every row of z (n, rows, width), and sigma''(z) at the
+    first k rows only (the rows Curv needs); elementwise and differentiable.
 
     SiLU: sigma = z s with s = sigmoid(z), sigma' = s (1 + z (1 - s)), sigma'' = s (1 - s) (2 + z (1 - 2 s)).
     ReLU: sigma' = 1[z > 0], sigma'' = 0 (autograd's convention at the kink).
     """
     if kind is nn.SiLU:
         s = torch.sigmoid(z)
-        return s * (1 - s) * (2 + z * (1 - 2 * s)) if second else (z * s, s * (1 + z * (1 - s)))
-    return torch.zeros_like(z) if second else (F.relu(z), (z > 0).to(z.dtype))
+        s_k, z_k = s[:, :k], z[:, :k]
+        return z * s, s * (1 + z * (1 - s)), s_k * (1 - s_k) * (2 + z_k * (1 - 2 * s_k))
+    return F.relu(z), (z > 0).to(z.dtype), torch.zeros_like(z[:, :k])
 
 
 def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pave_batch=None):
@@ -288,9 +290,9 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pav
     states = torch.cat([obs[:k].expand(n, -1, -1), obs[:k] + eps, next_obs[:k].expand(n, -1, -1), obs[k:].expand(n, -1, -1)], 1)
     row_actions = torch.cat([actions[:k], actions[:k], actions[:k], actions[k:]]).expand(n, -1, -1)
     z1 = torch.baddbmm(b1, torch.cat([states, row_actions], -1), w1.mT)
-    h1, d1 = activation_derivatives(kind, z1)
+    h1, d1, dd1 = activation_derivatives(kind, z1, k)
     z2 = torch.baddbmm(b2, h1, w2.mT)
-    h2, d2 = activation_derivatives(kind, z2)
+    h2, d2, dd2 = activation_derivatives(kind, z2, k)
     q_rows = torch.baddbmm(b3, h2, w3.mT).squeeze(-1)
     q = torch.cat([q_rows[:, :k], q_rows[:, 3 * k :]], 1)
 
@@ -298,7 +300,6 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pav
     grad, grad_noisy, grad_next = torch.bmm(d1[:, : 3 * k] * grad_h1, wa).split(k, 1)  # dQ/da = Wa^T (sigma'(z1) * dQ/dh1)
     r1 = torch.bmm(v, wa.mT)  # d z1 / dt along a + t v
     r2 = torch.bmm(d1[:, :k] * r1, w2.mT)  # d z2 / dt
-    dd1, dd2 = (activation_derivatives(kind, z[:, :k], second=True) for z in (z1, z2))
     vhv = (dd2 * r2.square() * w3).sum(-1) + (dd1 * r1.square() * grad_h1[:, :k]).sum(-1)
 
     terms = {
@@ -419,6 +420,7 @@ if __name__ == "__main__":
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, fused=True)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     online = list(actor.parameters()) + list(qf.parameters())
+    targets = list(actor_target.parameters()) + list(qf_target.parameters())
 
     def critic_loss(b_obs, b_actions, b_next_obs, td_target):
         """Both critics' TD losses plus PAVE; the TD prediction Q(s, a) comes out of the regularizer's shared evaluation."""
@@ -429,7 +431,6 @@ if __name__ == "__main__":
         return qf_loss, qf1_loss, qf2_loss, pave
 
     critic_loss = compile_or_not(critic_loss, args.compile, args.total_timesteps - args.learning_starts)
-    targets = list(actor_target.parameters()) + list(qf_target.parameters())
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     obs, _ = env.reset(seed=args.seed)
