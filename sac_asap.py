@@ -1,18 +1,19 @@
 """SAC + ASAP: Aligning actions with predictions from preceding states (Kwak & Hwang, 2026), a baseline of PAVE.
 
 ASAP changes ONLY the actor. The actor gets a second head mu_next on its hidden layers that predicts the NEXT action
-from the current state; a Polyak-averaged copy of the whole actor (tau 0.01, after every actor update) supplies that
+from the current state; a Polyak-averaged copy of the whole actor (tau 0.01, after every gradient step) supplies that
 prediction as a slowly moving target the next action is pulled towards. With pi(s) = tanh(mean(s)), the deterministic
 squashed mean, on normalized actions in [-1, 1]:
     L(phi) = mean (alpha log pi(a|s) - min_j Q_j(s, a)) + lambda_T * L_T + lambda_S * L_S + lambda_P * L_P,   a ~ pi(s)
     L_T = the Grad-CAPS term on (s_{t-1}, s_t, s_{t+1})       (see asap_loss; the buffer also stores s_{t-1})
     L_S = 0.5 * mse(pi(s_{t+1}), mu_next_target(s_t))         align the next action with the target's prediction
     L_P = 0.5 * mse(mu_next(s_t), pi(s_{t+1}) detached)       train the predictor
-as the PAVE paper's reference code computes them (REFERENCE.md). mu_next never acts: the checkpoint evaluates like any
+as the PAVE paper's released code computes them (REFERENCE.md). mu_next never acts: the checkpoint evaluates like any
 other. L_T is logged as losses/gradcaps_t (it IS the Grad-CAPS term), L_S and L_P as losses/asap_s and losses/asap_p.
-Everything else is sac.py (`diff sac.py sac_asap.py` shows exactly what ASAP adds). Unset lambdas: paper Table 8.
+Here mu_next is a plain linear head (no tanh), as in the released SAC code. Everything else is sac.py (`diff sac.py
+sac_asap.py` shows exactly what ASAP adds). Unset lambdas: the released SAC runs' (REFERENCE.md), not Table 8's.
 
-    python sac_asap.py --env-id Ant-v5 --lambda-t 0.05 --lambda-s 0.3 --lambda-p 2.0
+    python sac_asap.py --env-id Ant-v5 --lambda-t 0.5 --lambda-s 30 --lambda-p 2.0
 """
 
 import difflib
@@ -89,25 +90,25 @@ class Args:
     """entropy coefficient (fixed, as in the reference; unused with --autotune)"""
     autotune: bool = False
     """learn alpha towards the target entropy -action_dim (starts at alpha = 1, as CleanRL)"""
-    hidden_dim: int = 256
-    """width of the two hidden layers of every network"""
-    actor_activation: Literal["relu", "silu"] = "relu"
-    """activation of the actor's hidden layers"""
-    critic_activation: Literal["relu", "silu"] = "relu"
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """widths of the hidden layers of actor and critics"""
+    actor_activation: Literal["relu", "silu"] = "silu"
+    """activation of the actor's hidden layers (the released code's SiLU; the paper text's baselines: relu)"""
+    critic_activation: Literal["relu", "silu"] = "silu"
     """activation of the critics' hidden layers (ReLU critics have a zero action Hessian almost everywhere)"""
 
     lambda_t: Optional[float] = None
-    """weight of ASAP's temporal (Grad-CAPS) term L_T (default: paper Table 8 for the env, see ENV_PRESETS)"""
+    """weight of ASAP's temporal (Grad-CAPS) term L_T (default: the released SAC runs' value for the env, see ENV_PRESETS)"""
     lambda_s: Optional[float] = None
-    """weight of ASAP's alignment term L_S (default: paper Table 8 for the env)"""
+    """weight of ASAP's alignment term L_S (default: per env, see ENV_PRESETS)"""
     lambda_p: Optional[float] = None
-    """weight of ASAP's predictor term L_P (default: paper Table 8 for the env)"""
+    """weight of ASAP's predictor term L_P (default: per env, see ENV_PRESETS)"""
     asap_tau: float = 0.01
-    """Polyak coefficient of ASAP's target actor, updated after every actor update (the reference's 0.01)"""
-    mpr_sigma: float = 0.1
-    """geometry probe: std of the observation noise of MPR (our choice; the paper gives none)"""
-    curv_delta: float = 0.1
-    """geometry probe: curvature margin delta of Curv (our choice; the paper gives none)"""
+    """Polyak coefficient of ASAP's target actor, updated after every gradient step (the released code's 0.01)"""
+    mpr_sigma: float = 0.01
+    """geometry probe: std of the observation noise of MPR (the released code's 0.01)"""
+    curv_delta: float = 1.0
+    """geometry probe: curvature margin delta of Curv (the released code's 1.0)"""
     geometry_freq: int = 5_000
     """env steps between critic geometry measurements"""
     geometry_batch: int = 256
@@ -118,25 +119,26 @@ class Args:
     """evaluation episodes after training with --save-model"""
 
 
-# Reference protocol (REFERENCE.md): training budget per env; ASAP lambdas of the paper's Tables 7/8. Fields a user
-# leaves unset come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its lambdas:
-# the paper's Ant/Walker values, its most common MuJoCo locomotion setting).
+# Released protocol (REFERENCE.md): training budget per env; ASAP lambdas of the released SAC runs (the paper's Table 8
+# reprints the TD3 values instead: pass those with --lambda-t/-s/-p for the paper text's variant). Fields a user leaves
+# unset come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its lambdas: lambda_S 5,
+# the released value of three of the six envs).
 ENV_PRESETS = {
-    "LunarLanderContinuous-v3": dict(total_timesteps=500_000, lambda_t=0.005, lambda_s=0.03, lambda_p=2.0),
-    "Pendulum-v1": dict(total_timesteps=100_000, lambda_t=0.005, lambda_s=0.03, lambda_p=2.0),
-    "Reacher-v5": dict(total_timesteps=500_000, lambda_t=0.1, lambda_s=0.1, lambda_p=2.0),
-    "Ant-v5": dict(total_timesteps=1_000_000, lambda_t=0.05, lambda_s=0.3, lambda_p=2.0),
-    "Hopper-v5": dict(total_timesteps=1_000_000, lambda_t=0.07, lambda_s=0.3, lambda_p=2.0),
-    "Walker2d-v5": dict(total_timesteps=1_000_000, lambda_t=0.05, lambda_s=0.3, lambda_p=2.0),
+    "LunarLanderContinuous-v3": dict(total_timesteps=500_000, lambda_t=0.5, lambda_s=10.0, lambda_p=2.0),
+    "Pendulum-v1": dict(total_timesteps=100_000, lambda_t=0.5, lambda_s=5.0, lambda_p=2.0),
+    "Reacher-v5": dict(total_timesteps=500_000, lambda_t=0.5, lambda_s=5.0, lambda_p=2.0),
+    "Ant-v5": dict(total_timesteps=1_000_000, lambda_t=0.5, lambda_s=30.0, lambda_p=2.0),
+    "Hopper-v5": dict(total_timesteps=1_000_000, lambda_t=0.5, lambda_s=10.0, lambda_p=2.0),
+    "Walker2d-v5": dict(total_timesteps=1_000_000, lambda_t=0.5, lambda_s=5.0, lambda_p=2.0),
 }
-DEFAULT_PRESET = dict(total_timesteps=1_000_000, lambda_t=0.05, lambda_s=0.3, lambda_p=2.0)
+DEFAULT_PRESET = dict(total_timesteps=1_000_000, lambda_t=0.5, lambda_s=5.0, lambda_p=2.0)
 # The paper's ids that Gymnasium 1.x no longer has, mapped to the same task.
 PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
-                    "target_network_frequency", "hidden_dim", "geometry_freq", "geometry_batch", "log_freq"}
-# The actor's log std is squashed into this range (CleanRL's choice): no collapse to a point, no exploding noise.
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+                    "target_network_frequency", "geometry_freq", "geometry_batch", "log_freq"}
+# The actor's log std is clamped into this range, as Stable-Baselines3 (the released code's base) does.
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 def resolve_args(args: Args) -> Args:
@@ -154,6 +156,8 @@ def resolve_args(args: Args) -> Args:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
         if name in MUST_BE_POSITIVE and value is not None and value <= 0:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        sys.exit(f"{prog}: error: --hidden-sizes must be one or more positive widths, got {args.hidden_sizes}")
     if args.asap_tau > 1:
         sys.exit(f"{prog}: error: --asap-tau must be at most 1, got {args.asap_tau}")
     source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
@@ -181,17 +185,19 @@ def make_env(env_id, seed, capture_video=False, run_dir="."):
     return thunk
 
 
-def mlp(in_dim, out_dim, hidden_dim, activation):
-    act = ACTIVATIONS[activation]
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), act(), nn.Linear(hidden_dim, hidden_dim), act(), nn.Linear(hidden_dim, out_dim)
-    )
+def mlp(in_dim, out_dim, hidden_sizes, activation):
+    """Linear, activation, ..., Linear: one hidden layer per entry of hidden_sizes."""
+    widths = [in_dim, *hidden_sizes]
+    layers = []
+    for width_in, width_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(width_in, width_out), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], out_dim))
 
 
 class QNetwork(nn.Module):
-    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(256, 256), activation="silu"):
         super().__init__()
-        self.net = mlp(obs_dim + act_dim, 1, hidden_dim, activation)
+        self.net = mlp(obs_dim + act_dim, 1, hidden_sizes, activation)
 
     def forward(self, obs, act):
         return self.net(torch.cat([obs, act], -1))
@@ -200,15 +206,15 @@ class QNetwork(nn.Module):
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy: a shared trunk whose last layer holds the mean head and the log-std head side by side."""
 
-    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(256, 256), activation="silu"):
         super().__init__()
-        self.net = mlp(obs_dim, 2 * act_dim, hidden_dim, activation)
-        self.mu_next = nn.Linear(hidden_dim, act_dim)  # ASAP's next-action head on the same trunk; it never acts
+        self.net = mlp(obs_dim, 2 * act_dim, hidden_sizes, activation)
+        self.mu_next = nn.Linear(hidden_sizes[-1], act_dim)  # ASAP's next-action head on the same trunk; it never acts
 
     def forward(self, obs):
         """(mean, log_std) of the Gaussian before the tanh."""
         mean, log_std = self.net(obs).chunk(2, dim=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         return mean, log_std
 
     def get_action(self, obs):
@@ -229,18 +235,21 @@ class Actor(nn.Module):
         return torch.tanh(self(obs)[0])
 
     def act_and_predict(self, obs):
-        """(pi(s), mu_next(s)): tanh(mean) and the predicted next action, both tanh-squashed, from one pass of the trunk."""
+        """(pi(s), mu_next(s)): tanh(mean) and the predicted next action from one pass of the trunk. mu_next is the plain
+        linear head, no tanh, as in the released SAC code (its TD3 version squashes it)."""
         hidden = self.net[:-1](obs)
         mean, _ = self.net[-1](hidden).chunk(2, dim=-1)
-        return torch.tanh(mean), torch.tanh(self.mu_next(hidden))
+        return torch.tanh(mean), self.mu_next(hidden)
 
 
 def pave_regularizer(qf, obs, actions, next_obs, mpr_sigma, curv_delta):
     """PAVE's three critic terms at replay transitions (s, a, s'), paper Eq. 11, 13, 15 (here only measured).
 
-        MPR  = mean_b || grad_a Q(s + eps, a) - grad_a Q(s, a) ||^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
-        VFC  = mean_b || grad_a Q(s, a) - grad_a Q(s', a) ||^2,         the replay action a at both s and s'
-        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),      v ~ Rademacher, exact Hessian-vector product
+        MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
+        VFC  = mean_{b,j} (d_a_j Q(s, a) - d_a_j Q(s', a))^2,         the replay action a at both s and s'
+        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),    v ~ Rademacher, exact Hessian-vector product
+    MPR and VFC are means over batch AND action dimensions j (`F.mse_loss`), as the released code computes them: the
+    paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on (REFERENCE.md).
 
     The base point, the noisy point and the next state go through the critic as ONE batch of 3B rows; the action
     gradients keep their graph (create_graph) so every term is differentiable in the critic's parameters. Curv gets its
@@ -263,8 +272,8 @@ def pave_regularizer(qf, obs, actions, next_obs, mpr_sigma, curv_delta):
     vhv = (hessian_v * v).sum(-1)
 
     terms = {
-        "mpr": (grad_noisy - grad).square().sum(-1).mean(),
-        "vfc": (grad - grad_next).square().sum(-1).mean(),
+        "mpr": F.mse_loss(grad_noisy, grad),
+        "vfc": F.mse_loss(grad, grad_next),
         "curv": F.relu(vhv + curv_delta).mean(),
         "grad_norm": grad.detach().norm(dim=-1).mean(),
         "vhv": vhv.detach().mean(),
@@ -309,7 +318,8 @@ class ReplayBuffer:
 
     `terminated` only, never `truncated`: a time-limit cut bootstraps from s', which is the true final observation.
     Grad-CAPS also needs the previous observation s_{t-1}: the buffer takes it from the transition added just before,
-    unless that one ended an episode (terminated or truncated), and then uses s itself (the episode's first step).
+    unless that one ended an episode (terminated or truncated), and then uses s itself (the episode's first step: our
+    choice; the released code's buffer gives the previous episode's last observation there, an artefact of its layout).
     """
 
     def __init__(self, capacity, obs_dim, act_dim, device):
@@ -383,15 +393,15 @@ if __name__ == "__main__":
         """[-1, 1] -> the env's bounds: the only place actions leave normalized units."""
         return action_low + (action + 1.0) * 0.5 * (action_high - action_low)
 
-    actor = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_activation).to(device)
-    qf1 = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    qf2 = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    qf1_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    qf2_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
+    actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
+    qf1 = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    qf2 = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    qf1_target = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    qf2_target = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
     # ASAP's slow copy of the whole actor (its mu_next head gives L_S's target)
-    asap_target = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_activation).to(device)
+    asap_target = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
     asap_target.load_state_dict(actor.state_dict())
     # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
     q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate, fused=True)
@@ -444,7 +454,7 @@ if __name__ == "__main__":
                         td_target = b_rewards + (1.0 - b_terminated) * args.gamma * qf_next
                     qf1_loss = F.mse_loss(qf1(b_obs, b_actions).squeeze(-1), td_target)
                     qf2_loss = F.mse_loss(qf2(b_obs, b_actions).squeeze(-1), td_target)
-                    qf_loss = qf1_loss + qf2_loss
+                    qf_loss = 0.5 * (qf1_loss + qf2_loss)  # the released code's (SB3's) halved sum
                     q_optimizer.zero_grad()
                     qf_loss.backward()
                     q_optimizer.step()
@@ -459,7 +469,6 @@ if __name__ == "__main__":
                         actor_optimizer.zero_grad()
                         actor_loss.backward()
                         actor_optimizer.step()
-                        update_asap_target(asap_target, actor, args.asap_tau)
                         # L_T is the Grad-CAPS term: logged under DESIGN.md's name for it
                         losses.update(actor_loss=actor_loss.detach(), gradcaps_t=asap_t.detach(), asap_s=asap_s.detach(),
                                       asap_p=asap_p.detach())
@@ -470,6 +479,7 @@ if __name__ == "__main__":
                             alpha_optimizer.step()
                             alpha = log_alpha.exp().detach()
                             losses["alpha_loss"] = alpha_loss.detach()
+                    update_asap_target(asap_target, actor, args.asap_tau)  # every gradient step, as the released code
                     if n_updates % args.target_network_frequency == 0:
                         with torch.no_grad():
                             torch._foreach_lerp_(targets, online, args.tau)

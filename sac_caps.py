@@ -4,7 +4,7 @@ CAPS changes ONLY the actor loss: it asks the deterministic policy pi(s) = tanh(
 actions in [-1, 1]) to move little between consecutive states (temporal) and between a state and a noisy copy (spatial):
     L(phi) = mean (alpha log pi(a|s) - min_j Q_j(s, a)) + lambda_T * L_T + lambda_S * L_S,   a ~ pi(s)
     L_T = 0.5 * mse(pi(s_t), pi(s_{t+1})),   L_S = 0.5 * mse(pi(s_t), pi(s_bar)),   s_bar = s_t + N(0, sigma^2 I)
-with sigma = 0.2 on raw observations, as the PAVE paper's reference code computes them (REFERENCE.md). Everything else
+with sigma = 0.2 on raw observations, as the PAVE paper's released code computes them (REFERENCE.md). Everything else
 is sac.py (`diff sac.py sac_caps.py` shows exactly what CAPS adds). Unset lambdas come from the paper's Table 8.
 
     python sac_caps.py --env-id Ant-v5 --lambda-t 0.1 --lambda-s 0.5
@@ -84,11 +84,11 @@ class Args:
     """entropy coefficient (fixed, as in the reference; unused with --autotune)"""
     autotune: bool = False
     """learn alpha towards the target entropy -action_dim (starts at alpha = 1, as CleanRL)"""
-    hidden_dim: int = 256
-    """width of the two hidden layers of every network"""
-    actor_activation: Literal["relu", "silu"] = "relu"
-    """activation of the actor's hidden layers"""
-    critic_activation: Literal["relu", "silu"] = "relu"
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """widths of the hidden layers of actor and critics"""
+    actor_activation: Literal["relu", "silu"] = "silu"
+    """activation of the actor's hidden layers (the released code's SiLU; the paper text's baselines: relu)"""
+    critic_activation: Literal["relu", "silu"] = "silu"
     """activation of the critics' hidden layers (ReLU critics have a zero action Hessian almost everywhere)"""
 
     lambda_t: Optional[float] = None
@@ -97,10 +97,10 @@ class Args:
     """weight of CAPS's spatial term L_S (default: paper Table 8 for the env)"""
     caps_sigma: float = 0.2
     """std of CAPS's Gaussian noise on raw observations for L_S (the paper's 0.2)"""
-    mpr_sigma: float = 0.1
-    """geometry probe: std of the observation noise of MPR (our choice; the paper gives none)"""
-    curv_delta: float = 0.1
-    """geometry probe: curvature margin delta of Curv (our choice; the paper gives none)"""
+    mpr_sigma: float = 0.01
+    """geometry probe: std of the observation noise of MPR (the released code's 0.01)"""
+    curv_delta: float = 1.0
+    """geometry probe: curvature margin delta of Curv (the released code's 1.0)"""
     geometry_freq: int = 5_000
     """env steps between critic geometry measurements"""
     geometry_batch: int = 256
@@ -111,7 +111,7 @@ class Args:
     """evaluation episodes after training with --save-model"""
 
 
-# Reference protocol (REFERENCE.md): training budget per env; CAPS lambdas of the paper's Tables 7/8. Fields a user
+# Released protocol (REFERENCE.md): training budget per env; CAPS lambdas of the paper's Tables 7/8. Fields a user
 # leaves unset come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its lambdas:
 # 0.1 / 0.5, the paper's value on five of its six envs).
 ENV_PRESETS = {
@@ -127,9 +127,9 @@ DEFAULT_PRESET = dict(total_timesteps=1_000_000, lambda_t=0.1, lambda_s=0.5)
 PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
-                    "target_network_frequency", "hidden_dim", "geometry_freq", "geometry_batch", "log_freq"}
-# The actor's log std is squashed into this range (CleanRL's choice): no collapse to a point, no exploding noise.
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+                    "target_network_frequency", "geometry_freq", "geometry_batch", "log_freq"}
+# The actor's log std is clamped into this range, as Stable-Baselines3 (the released code's base) does.
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 def resolve_args(args: Args) -> Args:
@@ -147,6 +147,8 @@ def resolve_args(args: Args) -> Args:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
         if name in MUST_BE_POSITIVE and value is not None and value <= 0:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        sys.exit(f"{prog}: error: --hidden-sizes must be one or more positive widths, got {args.hidden_sizes}")
     source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
     preset = {**DEFAULT_PRESET, **ENV_PRESETS.get(args.env_id, {})}
     unset = {name: value for name, value in preset.items() if getattr(args, name) is None}
@@ -172,17 +174,19 @@ def make_env(env_id, seed, capture_video=False, run_dir="."):
     return thunk
 
 
-def mlp(in_dim, out_dim, hidden_dim, activation):
-    act = ACTIVATIONS[activation]
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), act(), nn.Linear(hidden_dim, hidden_dim), act(), nn.Linear(hidden_dim, out_dim)
-    )
+def mlp(in_dim, out_dim, hidden_sizes, activation):
+    """Linear, activation, ..., Linear: one hidden layer per entry of hidden_sizes."""
+    widths = [in_dim, *hidden_sizes]
+    layers = []
+    for width_in, width_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(width_in, width_out), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], out_dim))
 
 
 class QNetwork(nn.Module):
-    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(256, 256), activation="silu"):
         super().__init__()
-        self.net = mlp(obs_dim + act_dim, 1, hidden_dim, activation)
+        self.net = mlp(obs_dim + act_dim, 1, hidden_sizes, activation)
 
     def forward(self, obs, act):
         return self.net(torch.cat([obs, act], -1))
@@ -191,14 +195,14 @@ class QNetwork(nn.Module):
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy: a shared trunk whose last layer holds the mean head and the log-std head side by side."""
 
-    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(256, 256), activation="silu"):
         super().__init__()
-        self.net = mlp(obs_dim, 2 * act_dim, hidden_dim, activation)
+        self.net = mlp(obs_dim, 2 * act_dim, hidden_sizes, activation)
 
     def forward(self, obs):
         """(mean, log_std) of the Gaussian before the tanh."""
         mean, log_std = self.net(obs).chunk(2, dim=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         return mean, log_std
 
     def get_action(self, obs):
@@ -222,9 +226,11 @@ class Actor(nn.Module):
 def pave_regularizer(qf, obs, actions, next_obs, mpr_sigma, curv_delta):
     """PAVE's three critic terms at replay transitions (s, a, s'), paper Eq. 11, 13, 15 (here only measured).
 
-        MPR  = mean_b || grad_a Q(s + eps, a) - grad_a Q(s, a) ||^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
-        VFC  = mean_b || grad_a Q(s, a) - grad_a Q(s', a) ||^2,         the replay action a at both s and s'
-        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),      v ~ Rademacher, exact Hessian-vector product
+        MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
+        VFC  = mean_{b,j} (d_a_j Q(s, a) - d_a_j Q(s', a))^2,         the replay action a at both s and s'
+        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),    v ~ Rademacher, exact Hessian-vector product
+    MPR and VFC are means over batch AND action dimensions j (`F.mse_loss`), as the released code computes them: the
+    paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on (REFERENCE.md).
 
     The base point, the noisy point and the next state go through the critic as ONE batch of 3B rows; the action
     gradients keep their graph (create_graph) so every term is differentiable in the critic's parameters. Curv gets its
@@ -247,8 +253,8 @@ def pave_regularizer(qf, obs, actions, next_obs, mpr_sigma, curv_delta):
     vhv = (hessian_v * v).sum(-1)
 
     terms = {
-        "mpr": (grad_noisy - grad).square().sum(-1).mean(),
-        "vfc": (grad - grad_next).square().sum(-1).mean(),
+        "mpr": F.mse_loss(grad_noisy, grad),
+        "vfc": F.mse_loss(grad, grad_next),
         "curv": F.relu(vhv + curv_delta).mean(),
         "grad_norm": grad.detach().norm(dim=-1).mean(),
         "vhv": vhv.detach().mean(),
@@ -263,7 +269,7 @@ def caps_loss(actor, obs, next_obs, sigma):
         L_S = 0.5 * mse(pi(s_t), pi(s_bar)),   s_bar = s_t + N(0, sigma^2 I)    spatial smoothness, raw observations
 
     mse is F.mse_loss: the mean over batch AND action dimensions. pi is `actor.act`, the deterministic action; both sides
-    of each term keep their graph, as in the reference code. The three states go through the actor as ONE batch of 3B rows.
+    of each term keep their graph, as in the released code. The three states go through the actor as ONE batch of 3B rows.
     Returns (l_t, l_s).
     """
     batch = obs.shape[0]
@@ -344,11 +350,11 @@ if __name__ == "__main__":
         """[-1, 1] -> the env's bounds: the only place actions leave normalized units."""
         return action_low + (action + 1.0) * 0.5 * (action_high - action_low)
 
-    actor = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_activation).to(device)
-    qf1 = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    qf2 = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    qf1_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    qf2_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
+    actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
+    qf1 = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    qf2 = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    qf1_target = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    qf2_target = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
     # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
@@ -402,7 +408,7 @@ if __name__ == "__main__":
                         td_target = b_rewards + (1.0 - b_terminated) * args.gamma * qf_next
                     qf1_loss = F.mse_loss(qf1(b_obs, b_actions).squeeze(-1), td_target)
                     qf2_loss = F.mse_loss(qf2(b_obs, b_actions).squeeze(-1), td_target)
-                    qf_loss = qf1_loss + qf2_loss
+                    qf_loss = 0.5 * (qf1_loss + qf2_loss)  # the released code's (SB3's) halved sum
                     q_optimizer.zero_grad()
                     qf_loss.backward()
                     q_optimizer.step()

@@ -7,8 +7,10 @@ curvature). PAVE changes ONLY the critic loss (paper Eq. 16, Algorithm 1), for e
     VFC  = E || grad_a Q(s_t, a_t) - grad_a Q(s_{t+1}, a_t) ||^2                    (Eq. 13: temporal consistency)
     Curv = E max(0, v^T grad2_aa Q(s, a) v + delta),  v ~ Rademacher                (Eq. 15: keeps mu >= delta)
 Everything else is sac.py (`diff sac.py sac_pave.py` shows exactly what PAVE adds: the terms, written out for speed in
-`pave_regularizer`, and the --compile / --pave-batch flags). Actor and critics use SiLU here (the curvature term needs a
-twice-differentiable critic). Unset lambdas come from the paper's Table 8.
+`pave_regularizer`, and the --compile / --pave-batch flags). The curvature term needs a twice-differentiable critic: SiLU,
+every script's default. As in the released code, MPR and VFC are means over batch and action dimensions (E ||.||^2 / the
+action dimension), sigma = 0.01, delta = 1.0, one eps and one v serve both critics, and the terms are added to SAC's
+halved TD loss 0.5 (mse1 + mse2). Unset lambdas: the paper's Table 8.
 
     python sac_pave.py --env-id Ant-v5 --seed 1
 """
@@ -87,10 +89,10 @@ class Args:
     """entropy coefficient (fixed, as in the reference; unused with --autotune)"""
     autotune: bool = False
     """learn alpha towards the target entropy -action_dim (starts at alpha = 1, as CleanRL)"""
-    hidden_dim: int = 256
-    """width of the two hidden layers of every network"""
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """widths of the hidden layers of actor and critics"""
     actor_activation: Literal["relu", "silu"] = "silu"
-    """activation of the actor's hidden layers (SiLU for PAVE, as the paper's runs most likely used, REFERENCE.md)"""
+    """activation of the actor's hidden layers (the released code's SiLU)"""
     critic_activation: Literal["relu", "silu"] = "silu"
     """activation of the critics' hidden layers (SiLU: ReLU critics have a zero action Hessian almost everywhere)"""
 
@@ -100,10 +102,10 @@ class Args:
     """weight of VFC, vector field consistency (default: paper Table 8 for the env)"""
     lambda3: Optional[float] = None
     """weight of Curv, curvature preservation (default: paper Table 8 for the env)"""
-    mpr_sigma: float = 0.1
-    """std of the observation noise eps of MPR (our choice; the paper gives none)"""
-    curv_delta: float = 0.1
-    """curvature margin delta of Curv (our choice; the paper gives none)"""
+    mpr_sigma: float = 0.01
+    """std of the observation noise eps of MPR (the released code's 0.01, every env)"""
+    curv_delta: float = 1.0
+    """curvature margin delta of Curv (the released code's 1.0, every env)"""
     pave_batch: Optional[int] = None
     """opt-in approximation: regularize only this many transitions of each batch (default: all, the paper's terms)"""
     compile: Literal["auto", "yes", "no"] = "auto"
@@ -118,7 +120,7 @@ class Args:
     """evaluation episodes after training with --save-model"""
 
 
-# Reference protocol (REFERENCE.md): training budget per env; PAVE-SAC lambdas of the paper's Table 8. Fields a user
+# Released protocol (REFERENCE.md): training budget per env; PAVE-SAC lambdas of the paper's Table 8. Fields a user
 # leaves unset come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its lambdas: the
 # paper's Ant/Reacher values, the only setting Table 8 uses twice and the one of its SAC headline result, Ant).
 ENV_PRESETS = {
@@ -135,9 +137,9 @@ PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reache
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 COMPILE_MIN_STEPS = 10_000  # --compile auto: a run this long (after learning starts) earns back the compilation time
 MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
-                    "target_network_frequency", "hidden_dim", "geometry_freq", "geometry_batch", "log_freq", "pave_batch"}
-# The actor's log std is squashed into this range (CleanRL's choice): no collapse to a point, no exploding noise.
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+                    "target_network_frequency", "geometry_freq", "geometry_batch", "log_freq", "pave_batch"}
+# The actor's log std is clamped into this range, as Stable-Baselines3 (the released code's base) does.
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 def resolve_args(args: Args) -> Args:
@@ -155,6 +157,10 @@ def resolve_args(args: Args) -> Args:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
         if name in MUST_BE_POSITIVE and value is not None and value <= 0:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        sys.exit(f"{prog}: error: --hidden-sizes must be one or more positive widths, got {args.hidden_sizes}")
+    if len(args.hidden_sizes) != 2:  # pave_regularizer's derivatives are written out for two hidden layers
+        sys.exit(f"{prog}: error: --hidden-sizes must name two hidden layers for PAVE's critics, got {args.hidden_sizes}")
     if args.pave_batch is not None and args.pave_batch > args.batch_size:
         sys.exit(f"{prog}: error: --pave-batch must be at most --batch-size ({args.batch_size}), got {args.pave_batch}")
     source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
@@ -182,17 +188,19 @@ def make_env(env_id, seed, capture_video=False, run_dir="."):
     return thunk
 
 
-def mlp(in_dim, out_dim, hidden_dim, activation):
-    act = ACTIVATIONS[activation]
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), act(), nn.Linear(hidden_dim, hidden_dim), act(), nn.Linear(hidden_dim, out_dim)
-    )
+def mlp(in_dim, out_dim, hidden_sizes, activation):
+    """Linear, activation, ..., Linear: one hidden layer per entry of hidden_sizes."""
+    widths = [in_dim, *hidden_sizes]
+    layers = []
+    for width_in, width_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(width_in, width_out), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], out_dim))
 
 
 class QNetwork(nn.Module):
-    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(256, 256), activation="silu"):
         super().__init__()
-        self.net = mlp(obs_dim + act_dim, 1, hidden_dim, activation)
+        self.net = mlp(obs_dim + act_dim, 1, hidden_sizes, activation)
 
     def forward(self, obs, act):
         return self.net(torch.cat([obs, act], -1))
@@ -231,14 +239,14 @@ class Critics(nn.Module):
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy: a shared trunk whose last layer holds the mean head and the log-std head side by side."""
 
-    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(256, 256), activation="silu"):
         super().__init__()
-        self.net = mlp(obs_dim, 2 * act_dim, hidden_dim, activation)
+        self.net = mlp(obs_dim, 2 * act_dim, hidden_sizes, activation)
 
     def forward(self, obs):
         """(mean, log_std) of the Gaussian before the tanh."""
         mean, log_std = self.net(obs).chunk(2, dim=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         return mean, log_std
 
     def get_action(self, obs):
@@ -276,9 +284,11 @@ def activation_derivatives(kind, z, k):
 def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pave_batch=None):
     """PAVE's three critic terms at replay transitions (s, a, s'), paper Eq. 11, 13, 15 and Algorithm 1, for every critic.
 
-        MPR  = mean_b || grad_a Q(s + eps, a) - grad_a Q(s, a) ||^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
-        VFC  = mean_b || grad_a Q(s, a) - grad_a Q(s', a) ||^2,         the replay action a at both s and s'
-        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),      v ~ Rademacher, exact Hessian-vector product
+        MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
+        VFC  = mean_{b,j} (d_a_j Q(s, a) - d_a_j Q(s', a))^2,         the replay action a at both s and s'
+        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),    v ~ Rademacher, exact Hessian-vector product
+    MPR and VFC are means over batch AND action dimensions j (`F.mse_loss`), as the released code computes them: the
+    paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on (REFERENCE.md).
 
     How (our implementation of that math): td3.py's `pave_regularizer` takes these derivatives with autograd, which needs
     a double backward for grad_a Q and a triple one for the Hessian-vector product. Here they are written out for the
@@ -292,7 +302,8 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pav
     parameter gradients). The rows s, s + eps and s' go through the critics as one batch, Curv reuses the activations of
     the s rows, and the critics' weights are stacked (Critics) so that every matrix product serves all critics at once (bmm).
 
-    critics: Critics of 2-hidden-layer MLPs (SiLU or ReLU); each critic draws its own eps and v.
+    critics: Critics of 2-hidden-layer MLPs (SiLU or ReLU). ONE eps draw and ONE v draw serve every critic (the released
+    code's way), drawn in the order td3.py's version draws them, so the two agree on the same seed.
     pave_batch: regularize only the first pave_batch transitions of the (uniformly sampled) batch: an opt-in
     approximation (--pave-batch), unbiased but noisier; None: all of them, the paper's terms.
     Returns (q, terms): q = Q(s, a), shape (n_critics, B), the TD prediction of every transition from the same evaluation;
@@ -304,13 +315,13 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pav
     kind = type(critics.activation)
     w1, b1, w2, b2, w3, b3 = critics.w1, critics.b1, critics.w2, critics.b2, critics.w3, critics.b3
     wa = w1[:, :, obs_dim:]
-    eps = mpr_sigma * torch.randn(n, k, obs_dim, dtype=obs.dtype, device=obs.device)
-    v = torch.randint(0, 2, (n, k, actions.shape[1]), device=obs.device).to(obs.dtype) * 2 - 1
+    eps = mpr_sigma * torch.randn(k, obs_dim, dtype=obs.dtype, device=obs.device)
+    v = torch.randint(0, 2, (k, actions.shape[1]), device=obs.device).to(obs.dtype) * 2 - 1
 
     # rows: s, s + eps, s' of the k regularized transitions, then s of the others (their Q only)
-    states = torch.cat([obs[:k].expand(n, -1, -1), obs[:k] + eps, next_obs[:k].expand(n, -1, -1), obs[k:].expand(n, -1, -1)], 1)
-    row_actions = torch.cat([actions[:k], actions[:k], actions[:k], actions[k:]]).expand(n, -1, -1)
-    z1 = torch.baddbmm(b1, torch.cat([states, row_actions], -1), w1.mT)
+    states = torch.cat([obs[:k], obs[:k] + eps, next_obs[:k], obs[k:]])
+    row_actions = torch.cat([actions[:k], actions[:k], actions[:k], actions[k:]])
+    z1 = torch.baddbmm(b1, torch.cat([states, row_actions], -1).expand(n, -1, -1), w1.mT)
     h1, d1, dd1 = activation_derivatives(kind, z1, k)
     z2 = torch.baddbmm(b2, h1, w2.mT)
     h2, d2, dd2 = activation_derivatives(kind, z2, k)
@@ -319,13 +330,13 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pav
 
     grad_h1 = torch.bmm(d2[:, : 3 * k] * w3, w2)  # dQ/dh1 = W2^T (sigma'(z2) * w3)
     grad, grad_noisy, grad_next = torch.bmm(d1[:, : 3 * k] * grad_h1, wa).split(k, 1)  # dQ/da = Wa^T (sigma'(z1) * dQ/dh1)
-    r1 = torch.bmm(v, wa.mT)  # d z1 / dt along a + t v
+    r1 = torch.bmm(v.expand(n, -1, -1), wa.mT)  # d z1 / dt along a + t v
     r2 = torch.bmm(d1[:, :k] * r1, w2.mT)  # d z2 / dt
     vhv = (dd2 * r2.square() * w3).sum(-1) + (dd1 * r1.square() * grad_h1[:, :k]).sum(-1)
 
     terms = {
-        "mpr": (grad_noisy - grad).square().sum(-1).mean(-1),
-        "vfc": (grad - grad_next).square().sum(-1).mean(-1),
+        "mpr": (grad_noisy - grad).square().mean((1, 2)),  # mean over batch and action dims: F.mse_loss per critic
+        "vfc": (grad - grad_next).square().mean((1, 2)),
         "curv": F.relu(vhv + curv_delta).mean(-1),
         "grad_norm": grad.detach().norm(dim=-1).mean(-1),
         "vhv": vhv.detach().mean(-1),
@@ -430,10 +441,10 @@ if __name__ == "__main__":
         """[-1, 1] -> the env's bounds: the only place actions leave normalized units."""
         return action_low + (action + 1.0) * 0.5 * (action_high - action_low)
 
-    actor = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_activation).to(device)
+    actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
     # the twin critics as one module (Critics: stacked weights), built from two QNetworks as sac.py makes them
-    qf = Critics([QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device) for _ in range(2)])
-    qf_target = Critics([QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device) for _ in range(2)])
+    qf = Critics([QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device) for _ in range(2)])
+    qf_target = Critics([QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device) for _ in range(2)])
     qf_target.load_state_dict(qf.state_dict())
     # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, fused=True)
@@ -446,10 +457,11 @@ if __name__ == "__main__":
         q, reg = pave_regularizer(qf, b_obs, b_actions, b_next_obs, args.mpr_sigma, args.curv_delta, args.pave_batch)
         qf1_loss, qf2_loss = (q - td_target).square().mean(-1)
         pave = {name: reg[name].sum() for name in ("mpr", "vfc", "curv")}
-        qf_loss = qf1_loss + qf2_loss + args.lambda1 * pave["mpr"] + args.lambda2 * pave["vfc"] + args.lambda3 * pave["curv"]
+        qf_loss = 0.5 * (qf1_loss + qf2_loss) + args.lambda1 * pave["mpr"] + args.lambda2 * pave["vfc"] + args.lambda3 * pave["curv"]
         return qf_loss, qf1_loss, qf2_loss, pave
 
-    critic_loss = compile_or_not(critic_loss, args.compile, args.total_timesteps - args.learning_starts)
+    training_steps = (args.total_timesteps - args.learning_starts) // args.train_freq * args.gradient_steps
+    critic_loss = compile_or_not(critic_loss, args.compile, training_steps)
     if args.autotune:
         target_entropy = -float(act_dim)
         log_alpha = torch.zeros((), device=device, requires_grad=True)

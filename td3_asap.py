@@ -1,13 +1,13 @@
 """TD3 + ASAP: Aligning actions with predictions from preceding states (Kwak & Hwang, 2026), a baseline of PAVE.
 
 ASAP changes ONLY the actor. The actor gets a second head mu_next on its hidden layers that predicts the NEXT action
-from the current state; a Polyak-averaged copy of the whole actor (tau 0.01, after every actor update) supplies that
+from the current state; a Polyak-averaged copy of the whole actor (tau 0.01, after every gradient step) supplies that
 prediction as a slowly moving target the next action is pulled towards. On normalized actions in [-1, 1]:
     L(phi) = -mean Q_1(s, pi(s)) + lambda_T * L_T + lambda_S * L_S + lambda_P * L_P
     L_T = the Grad-CAPS term on (s_{t-1}, s_t, s_{t+1})       (see asap_loss; the buffer also stores s_{t-1})
     L_S = 0.5 * mse(pi(s_{t+1}), mu_next_target(s_t))         align the next action with the target's prediction
     L_P = 0.5 * mse(mu_next(s_t), pi(s_{t+1}) detached)       train the predictor
-as the PAVE paper's reference code computes them (REFERENCE.md). mu_next never acts: the checkpoint evaluates like any
+as the PAVE paper's released code computes them (REFERENCE.md). mu_next never acts: the checkpoint evaluates like any
 other. L_T is logged as losses/gradcaps_t (it IS the Grad-CAPS term), L_S and L_P as losses/asap_s and losses/asap_p.
 Everything else is td3.py (`diff td3.py td3_asap.py` shows exactly what ASAP adds). Unset lambdas: paper Table 7.
 
@@ -65,19 +65,19 @@ class Args:
     """env steps to train for (default: the reference budget of the env, see ENV_PRESETS)"""
     learning_rate: float = 1e-3
     """Adam learning rate of actor and critics"""
-    buffer_size: int = 1_000_000
-    """replay buffer capacity"""
-    gamma: float = 0.99
-    """discount factor"""
+    buffer_size: Optional[int] = None
+    """replay buffer capacity (default: per env, see ENV_PRESETS)"""
+    gamma: Optional[float] = None
+    """discount factor (default: per env, see ENV_PRESETS)"""
     tau: float = 0.005
     """Polyak coefficient of the target networks"""
-    batch_size: int = 100
+    batch_size: int = 256
     """replay batch size"""
     learning_starts: int = 10_000
     """uniform random actions for this many steps before learning starts"""
-    train_freq: int = 50
+    train_freq: int = 1
     """env steps between training bursts"""
-    gradient_steps: int = 50
+    gradient_steps: int = 1
     """gradient steps per training burst"""
     policy_frequency: int = 2
     """the actor and targets are updated every this many critic updates"""
@@ -87,11 +87,11 @@ class Args:
     """std of the target policy smoothing noise (normalized action units)"""
     noise_clip: float = 0.5
     """clip of the target policy smoothing noise"""
-    hidden_dim: int = 256
-    """width of the two hidden layers of every network"""
-    actor_activation: Literal["relu", "silu"] = "relu"
-    """activation of the actor's hidden layers"""
-    critic_activation: Literal["relu", "silu"] = "relu"
+    hidden_sizes: tuple[int, ...] = (400, 300)
+    """widths of the hidden layers of actor and critics"""
+    actor_activation: Literal["relu", "silu"] = "silu"
+    """activation of the actor's hidden layers (the released code's SiLU; the paper text's baselines: relu)"""
+    critic_activation: Literal["relu", "silu"] = "silu"
     """activation of the critics' hidden layers (ReLU critics have a zero action Hessian almost everywhere)"""
 
     lambda_t: Optional[float] = None
@@ -101,11 +101,11 @@ class Args:
     lambda_p: Optional[float] = None
     """weight of ASAP's predictor term L_P (default: paper Table 7 for the env)"""
     asap_tau: float = 0.01
-    """Polyak coefficient of ASAP's target actor, updated after every actor update (the reference's 0.01)"""
-    mpr_sigma: float = 0.1
-    """geometry probe: std of the observation noise of MPR (our choice; the paper gives none)"""
-    curv_delta: float = 0.1
-    """geometry probe: curvature margin delta of Curv (our choice; the paper gives none)"""
+    """Polyak coefficient of ASAP's target actor, updated after every gradient step (the released code's 0.01)"""
+    mpr_sigma: float = 0.01
+    """geometry probe: std of the observation noise of MPR (the released code's 0.01)"""
+    curv_delta: float = 1.0
+    """geometry probe: curvature margin delta of Curv (the released code's 1.0)"""
     geometry_freq: int = 5_000
     """env steps between critic geometry measurements"""
     geometry_batch: int = 256
@@ -116,23 +116,23 @@ class Args:
     """evaluation episodes after training with --save-model"""
 
 
-# Reference protocol (REFERENCE.md): training budget per env; ASAP lambdas of the paper's Tables 7/8. Fields a user
+# Released protocol (REFERENCE.md): training budget, discount and buffer per env; ASAP lambdas of the paper's Tables 7/8. Fields a user
 # leaves unset come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its lambdas:
 # the paper's Ant/Walker values, its most common MuJoCo locomotion setting).
 ENV_PRESETS = {
-    "LunarLanderContinuous-v3": dict(total_timesteps=500_000, lambda_t=0.005, lambda_s=0.03, lambda_p=2.0),
-    "Pendulum-v1": dict(total_timesteps=100_000, lambda_t=0.005, lambda_s=0.03, lambda_p=2.0),
-    "Reacher-v5": dict(total_timesteps=500_000, lambda_t=0.1, lambda_s=0.1, lambda_p=2.0),
-    "Ant-v5": dict(total_timesteps=1_000_000, lambda_t=0.05, lambda_s=0.3, lambda_p=2.0),
-    "Hopper-v5": dict(total_timesteps=1_000_000, lambda_t=0.07, lambda_s=0.3, lambda_p=2.0),
-    "Walker2d-v5": dict(total_timesteps=1_000_000, lambda_t=0.05, lambda_s=0.3, lambda_p=2.0),
+    "LunarLanderContinuous-v3": dict(total_timesteps=500_000, gamma=0.98, buffer_size=200_000, lambda_t=0.005, lambda_s=0.03, lambda_p=2.0),
+    "Pendulum-v1": dict(total_timesteps=100_000, gamma=0.98, buffer_size=200_000, lambda_t=0.005, lambda_s=0.03, lambda_p=2.0),
+    "Reacher-v5": dict(total_timesteps=500_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.1, lambda_s=0.1, lambda_p=2.0),
+    "Ant-v5": dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.05, lambda_s=0.3, lambda_p=2.0),
+    "Hopper-v5": dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.07, lambda_s=0.3, lambda_p=2.0),
+    "Walker2d-v5": dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.05, lambda_s=0.3, lambda_p=2.0),
 }
-DEFAULT_PRESET = dict(total_timesteps=1_000_000, lambda_t=0.05, lambda_s=0.3, lambda_p=2.0)
+DEFAULT_PRESET = dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.05, lambda_s=0.3, lambda_p=2.0)
 # The paper's ids that Gymnasium 1.x no longer has, mapped to the same task.
 PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
-                    "hidden_dim", "geometry_freq", "geometry_batch", "log_freq"}
+                    "geometry_freq", "geometry_batch", "log_freq"}
 
 
 def resolve_args(args: Args) -> Args:
@@ -150,6 +150,8 @@ def resolve_args(args: Args) -> Args:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
         if name in MUST_BE_POSITIVE and value is not None and value <= 0:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        sys.exit(f"{prog}: error: --hidden-sizes must be one or more positive widths, got {args.hidden_sizes}")
     if args.asap_tau > 1:
         sys.exit(f"{prog}: error: --asap-tau must be at most 1, got {args.asap_tau}")
     source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
@@ -177,17 +179,19 @@ def make_env(env_id, seed, capture_video=False, run_dir="."):
     return thunk
 
 
-def mlp(in_dim, out_dim, hidden_dim, activation):
-    act = ACTIVATIONS[activation]
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), act(), nn.Linear(hidden_dim, hidden_dim), act(), nn.Linear(hidden_dim, out_dim)
-    )
+def mlp(in_dim, out_dim, hidden_sizes, activation):
+    """Linear, activation, ..., Linear: one hidden layer per entry of hidden_sizes."""
+    widths = [in_dim, *hidden_sizes]
+    layers = []
+    for width_in, width_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(width_in, width_out), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], out_dim))
 
 
 class QNetwork(nn.Module):
-    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(400, 300), activation="silu"):
         super().__init__()
-        self.net = mlp(obs_dim + act_dim, 1, hidden_dim, activation)
+        self.net = mlp(obs_dim + act_dim, 1, hidden_sizes, activation)
 
     def forward(self, obs, act):
         return self.net(torch.cat([obs, act], -1))
@@ -196,10 +200,10 @@ class QNetwork(nn.Module):
 class Actor(nn.Module):
     """TD3's actor plus ASAP's next-action head `mu_next` on the same hidden layers; only the action head acts."""
 
-    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(400, 300), activation="silu"):
         super().__init__()
-        self.net = mlp(obs_dim, act_dim, hidden_dim, activation)
-        self.mu_next = nn.Linear(hidden_dim, act_dim)
+        self.net = mlp(obs_dim, act_dim, hidden_sizes, activation)
+        self.mu_next = nn.Linear(hidden_sizes[-1], act_dim)
 
     def forward(self, obs):
         return torch.tanh(self.net(obs))
@@ -217,9 +221,11 @@ class Actor(nn.Module):
 def pave_regularizer(qf, obs, actions, next_obs, mpr_sigma, curv_delta):
     """PAVE's three critic terms at replay transitions (s, a, s'), paper Eq. 11, 13, 15 (here only measured).
 
-        MPR  = mean_b || grad_a Q(s + eps, a) - grad_a Q(s, a) ||^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
-        VFC  = mean_b || grad_a Q(s, a) - grad_a Q(s', a) ||^2,         the replay action a at both s and s'
-        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),      v ~ Rademacher, exact Hessian-vector product
+        MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
+        VFC  = mean_{b,j} (d_a_j Q(s, a) - d_a_j Q(s', a))^2,         the replay action a at both s and s'
+        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),    v ~ Rademacher, exact Hessian-vector product
+    MPR and VFC are means over batch AND action dimensions j (`F.mse_loss`), as the released code computes them: the
+    paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on (REFERENCE.md).
 
     The base point, the noisy point and the next state go through the critic as ONE batch of 3B rows; the action
     gradients keep their graph (create_graph) so every term is differentiable in the critic's parameters. Curv gets its
@@ -242,8 +248,8 @@ def pave_regularizer(qf, obs, actions, next_obs, mpr_sigma, curv_delta):
     vhv = (hessian_v * v).sum(-1)
 
     terms = {
-        "mpr": (grad_noisy - grad).square().sum(-1).mean(),
-        "vfc": (grad - grad_next).square().sum(-1).mean(),
+        "mpr": F.mse_loss(grad_noisy, grad),
+        "vfc": F.mse_loss(grad, grad_next),
         "curv": F.relu(vhv + curv_delta).mean(),
         "grad_norm": grad.detach().norm(dim=-1).mean(),
         "vhv": vhv.detach().mean(),
@@ -288,7 +294,8 @@ class ReplayBuffer:
 
     `terminated` only, never `truncated`: a time-limit cut bootstraps from s', which is the true final observation.
     Grad-CAPS also needs the previous observation s_{t-1}: the buffer takes it from the transition added just before,
-    unless that one ended an episode (terminated or truncated), and then uses s itself (the episode's first step).
+    unless that one ended an episode (terminated or truncated), and then uses s itself (the episode's first step: our
+    choice; the released code's buffer gives the previous episode's last observation there, an artefact of its layout).
     """
 
     def __init__(self, capacity, obs_dim, act_dim, device):
@@ -362,17 +369,17 @@ if __name__ == "__main__":
         """[-1, 1] -> the env's bounds: the only place actions leave normalized units."""
         return action_low + (action + 1.0) * 0.5 * (action_high - action_low)
 
-    actor = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_activation).to(device)
-    qf1 = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    qf2 = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    actor_target = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_activation).to(device)
-    qf1_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    qf2_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
+    actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
+    qf1 = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    qf2 = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    actor_target = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
+    qf1_target = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    qf2_target = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
     actor_target.load_state_dict(actor.state_dict())
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
     # ASAP's own slow copy of the whole actor (its mu_next head gives L_S's target); TD3's actor_target stays as it is
-    asap_target = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_activation).to(device)
+    asap_target = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
     asap_target.load_state_dict(actor.state_dict())
     # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
     q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate, fused=True)
@@ -434,10 +441,10 @@ if __name__ == "__main__":
                         actor_optimizer.step()
                         with torch.no_grad():
                             torch._foreach_lerp_(targets, online, args.tau)
-                        update_asap_target(asap_target, actor, args.asap_tau)
                         # L_T is the Grad-CAPS term: logged under DESIGN.md's name for it
                         losses.update(actor_loss=actor_loss.detach(), gradcaps_t=asap_t.detach(), asap_s=asap_s.detach(),
                                       asap_p=asap_p.detach())
+                    update_asap_target(asap_target, actor, args.asap_tau)  # every gradient step, as the released code
                 losses.update(qf1_loss=qf1_loss.detach(), qf2_loss=qf2_loss.detach())
 
             if global_step - last_log >= args.log_freq and losses:

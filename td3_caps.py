@@ -4,7 +4,7 @@ CAPS changes ONLY the actor loss: it asks the deterministic policy pi (normalize
 between consecutive states (temporal) and between a state and a noisy copy of it (spatial):
     L(phi) = -mean Q_1(s, pi(s)) + lambda_T * L_T + lambda_S * L_S
     L_T = 0.5 * mse(pi(s_t), pi(s_{t+1})),   L_S = 0.5 * mse(pi(s_t), pi(s_bar)),   s_bar = s_t + N(0, sigma^2 I)
-with sigma = 0.2 on raw observations, as the PAVE paper's reference code computes them (REFERENCE.md). Everything else
+with sigma = 0.2 on raw observations, as the PAVE paper's released code computes them (REFERENCE.md). Everything else
 is td3.py (`diff td3.py td3_caps.py` shows exactly what CAPS adds). Unset lambdas come from the paper's Table 7.
 
     python td3_caps.py --env-id Hopper-v5 --lambda-t 0.1 --lambda-s 0.5
@@ -61,19 +61,19 @@ class Args:
     """env steps to train for (default: the reference budget of the env, see ENV_PRESETS)"""
     learning_rate: float = 1e-3
     """Adam learning rate of actor and critics"""
-    buffer_size: int = 1_000_000
-    """replay buffer capacity"""
-    gamma: float = 0.99
-    """discount factor"""
+    buffer_size: Optional[int] = None
+    """replay buffer capacity (default: per env, see ENV_PRESETS)"""
+    gamma: Optional[float] = None
+    """discount factor (default: per env, see ENV_PRESETS)"""
     tau: float = 0.005
     """Polyak coefficient of the target networks"""
-    batch_size: int = 100
+    batch_size: int = 256
     """replay batch size"""
     learning_starts: int = 10_000
     """uniform random actions for this many steps before learning starts"""
-    train_freq: int = 50
+    train_freq: int = 1
     """env steps between training bursts"""
-    gradient_steps: int = 50
+    gradient_steps: int = 1
     """gradient steps per training burst"""
     policy_frequency: int = 2
     """the actor and targets are updated every this many critic updates"""
@@ -83,11 +83,11 @@ class Args:
     """std of the target policy smoothing noise (normalized action units)"""
     noise_clip: float = 0.5
     """clip of the target policy smoothing noise"""
-    hidden_dim: int = 256
-    """width of the two hidden layers of every network"""
-    actor_activation: Literal["relu", "silu"] = "relu"
-    """activation of the actor's hidden layers"""
-    critic_activation: Literal["relu", "silu"] = "relu"
+    hidden_sizes: tuple[int, ...] = (400, 300)
+    """widths of the hidden layers of actor and critics"""
+    actor_activation: Literal["relu", "silu"] = "silu"
+    """activation of the actor's hidden layers (the released code's SiLU; the paper text's baselines: relu)"""
+    critic_activation: Literal["relu", "silu"] = "silu"
     """activation of the critics' hidden layers (ReLU critics have a zero action Hessian almost everywhere)"""
 
     lambda_t: Optional[float] = None
@@ -96,10 +96,10 @@ class Args:
     """weight of CAPS's spatial term L_S (default: paper Table 7 for the env)"""
     caps_sigma: float = 0.2
     """std of CAPS's Gaussian noise on raw observations for L_S (the paper's 0.2)"""
-    mpr_sigma: float = 0.1
-    """geometry probe: std of the observation noise of MPR (our choice; the paper gives none)"""
-    curv_delta: float = 0.1
-    """geometry probe: curvature margin delta of Curv (our choice; the paper gives none)"""
+    mpr_sigma: float = 0.01
+    """geometry probe: std of the observation noise of MPR (the released code's 0.01)"""
+    curv_delta: float = 1.0
+    """geometry probe: curvature margin delta of Curv (the released code's 1.0)"""
     geometry_freq: int = 5_000
     """env steps between critic geometry measurements"""
     geometry_batch: int = 256
@@ -110,23 +110,23 @@ class Args:
     """evaluation episodes after training with --save-model"""
 
 
-# Reference protocol (REFERENCE.md): training budget per env; CAPS lambdas of the paper's Tables 7/8. Fields a user
+# Released protocol (REFERENCE.md): training budget, discount and buffer per env; CAPS lambdas of the paper's Tables 7/8. Fields a user
 # leaves unset come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its lambdas:
 # 0.1 / 0.5, the paper's value on five of its six envs).
 ENV_PRESETS = {
-    "LunarLanderContinuous-v3": dict(total_timesteps=500_000, lambda_t=0.1, lambda_s=0.5),
-    "Pendulum-v1": dict(total_timesteps=100_000, lambda_t=1.0, lambda_s=5.0),
-    "Reacher-v5": dict(total_timesteps=500_000, lambda_t=0.1, lambda_s=0.5),
-    "Ant-v5": dict(total_timesteps=1_000_000, lambda_t=0.1, lambda_s=0.5),
-    "Hopper-v5": dict(total_timesteps=1_000_000, lambda_t=0.1, lambda_s=0.5),
-    "Walker2d-v5": dict(total_timesteps=1_000_000, lambda_t=0.1, lambda_s=0.5),
+    "LunarLanderContinuous-v3": dict(total_timesteps=500_000, gamma=0.98, buffer_size=200_000, lambda_t=0.1, lambda_s=0.5),
+    "Pendulum-v1": dict(total_timesteps=100_000, gamma=0.98, buffer_size=200_000, lambda_t=1.0, lambda_s=5.0),
+    "Reacher-v5": dict(total_timesteps=500_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.1, lambda_s=0.5),
+    "Ant-v5": dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.1, lambda_s=0.5),
+    "Hopper-v5": dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.1, lambda_s=0.5),
+    "Walker2d-v5": dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.1, lambda_s=0.5),
 }
-DEFAULT_PRESET = dict(total_timesteps=1_000_000, lambda_t=0.1, lambda_s=0.5)
+DEFAULT_PRESET = dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.1, lambda_s=0.5)
 # The paper's ids that Gymnasium 1.x no longer has, mapped to the same task.
 PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
-                    "hidden_dim", "geometry_freq", "geometry_batch", "log_freq"}
+                    "geometry_freq", "geometry_batch", "log_freq"}
 
 
 def resolve_args(args: Args) -> Args:
@@ -144,6 +144,8 @@ def resolve_args(args: Args) -> Args:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
         if name in MUST_BE_POSITIVE and value is not None and value <= 0:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        sys.exit(f"{prog}: error: --hidden-sizes must be one or more positive widths, got {args.hidden_sizes}")
     source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
     preset = {**DEFAULT_PRESET, **ENV_PRESETS.get(args.env_id, {})}
     unset = {name: value for name, value in preset.items() if getattr(args, name) is None}
@@ -169,26 +171,28 @@ def make_env(env_id, seed, capture_video=False, run_dir="."):
     return thunk
 
 
-def mlp(in_dim, out_dim, hidden_dim, activation):
-    act = ACTIVATIONS[activation]
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), act(), nn.Linear(hidden_dim, hidden_dim), act(), nn.Linear(hidden_dim, out_dim)
-    )
+def mlp(in_dim, out_dim, hidden_sizes, activation):
+    """Linear, activation, ..., Linear: one hidden layer per entry of hidden_sizes."""
+    widths = [in_dim, *hidden_sizes]
+    layers = []
+    for width_in, width_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(width_in, width_out), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], out_dim))
 
 
 class QNetwork(nn.Module):
-    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(400, 300), activation="silu"):
         super().__init__()
-        self.net = mlp(obs_dim + act_dim, 1, hidden_dim, activation)
+        self.net = mlp(obs_dim + act_dim, 1, hidden_sizes, activation)
 
     def forward(self, obs, act):
         return self.net(torch.cat([obs, act], -1))
 
 
 class Actor(nn.Module):
-    def __init__(self, obs_dim, act_dim, hidden_dim=256, activation="relu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(400, 300), activation="silu"):
         super().__init__()
-        self.net = mlp(obs_dim, act_dim, hidden_dim, activation)
+        self.net = mlp(obs_dim, act_dim, hidden_sizes, activation)
 
     def forward(self, obs):
         return torch.tanh(self.net(obs))
@@ -201,9 +205,11 @@ class Actor(nn.Module):
 def pave_regularizer(qf, obs, actions, next_obs, mpr_sigma, curv_delta):
     """PAVE's three critic terms at replay transitions (s, a, s'), paper Eq. 11, 13, 15 (here only measured).
 
-        MPR  = mean_b || grad_a Q(s + eps, a) - grad_a Q(s, a) ||^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
-        VFC  = mean_b || grad_a Q(s, a) - grad_a Q(s', a) ||^2,         the replay action a at both s and s'
-        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),      v ~ Rademacher, exact Hessian-vector product
+        MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
+        VFC  = mean_{b,j} (d_a_j Q(s, a) - d_a_j Q(s', a))^2,         the replay action a at both s and s'
+        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),    v ~ Rademacher, exact Hessian-vector product
+    MPR and VFC are means over batch AND action dimensions j (`F.mse_loss`), as the released code computes them: the
+    paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on (REFERENCE.md).
 
     The base point, the noisy point and the next state go through the critic as ONE batch of 3B rows; the action
     gradients keep their graph (create_graph) so every term is differentiable in the critic's parameters. Curv gets its
@@ -226,8 +232,8 @@ def pave_regularizer(qf, obs, actions, next_obs, mpr_sigma, curv_delta):
     vhv = (hessian_v * v).sum(-1)
 
     terms = {
-        "mpr": (grad_noisy - grad).square().sum(-1).mean(),
-        "vfc": (grad - grad_next).square().sum(-1).mean(),
+        "mpr": F.mse_loss(grad_noisy, grad),
+        "vfc": F.mse_loss(grad, grad_next),
         "curv": F.relu(vhv + curv_delta).mean(),
         "grad_norm": grad.detach().norm(dim=-1).mean(),
         "vhv": vhv.detach().mean(),
@@ -242,7 +248,7 @@ def caps_loss(actor, obs, next_obs, sigma):
         L_S = 0.5 * mse(pi(s_t), pi(s_bar)),   s_bar = s_t + N(0, sigma^2 I)    spatial smoothness, raw observations
 
     mse is F.mse_loss: the mean over batch AND action dimensions. pi is `actor.act`, the deterministic action; both sides
-    of each term keep their graph, as in the reference code. The three states go through the actor as ONE batch of 3B rows.
+    of each term keep their graph, as in the released code. The three states go through the actor as ONE batch of 3B rows.
     Returns (l_t, l_s).
     """
     batch = obs.shape[0]
@@ -323,12 +329,12 @@ if __name__ == "__main__":
         """[-1, 1] -> the env's bounds: the only place actions leave normalized units."""
         return action_low + (action + 1.0) * 0.5 * (action_high - action_low)
 
-    actor = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_activation).to(device)
-    qf1 = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    qf2 = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    actor_target = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_activation).to(device)
-    qf1_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
-    qf2_target = QNetwork(obs_dim, act_dim, args.hidden_dim, args.critic_activation).to(device)
+    actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
+    qf1 = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    qf2 = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    actor_target = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
+    qf1_target = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
+    qf2_target = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
     actor_target.load_state_dict(actor.state_dict())
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
