@@ -19,7 +19,7 @@ OBS_DIM, ACT_DIM = 5, 3
 
 def _actor(dtype=torch.float32, seed=0):
     torch.manual_seed(seed)
-    return sac.Actor(OBS_DIM, ACT_DIM, 64).to(dtype), torch.randn(256, OBS_DIM, dtype=dtype)
+    return sac.Actor(OBS_DIM, ACT_DIM, (64, 48)).to(dtype), torch.randn(256, OBS_DIM, dtype=dtype)
 
 
 def test_log_prob_is_the_change_of_variables_density():
@@ -36,28 +36,30 @@ def test_log_prob_is_the_change_of_variables_density():
 
 
 def test_log_prob_stays_finite_where_log_of_one_minus_tanh_squared_fails():
-    """mean 12, std e^-5: tanh(u) rounds to 1 in float32, so log(1 - a^2) = -inf; the stable form matches float64 math."""
+    """mean 12, std e^-20: tanh(u) rounds to 1 in float32, so log(1 - a^2) = -inf; the stable form matches float64 math."""
     actor, obs = _actor()
     head = actor.net[-1]  # mean rows first, log-std rows second
     with torch.no_grad():
         head.weight.zero_()
-        head.bias.copy_(torch.tensor([12.0] * ACT_DIM + [-30.0] * ACT_DIM))  # tanh(-30) = -1: log_std at its floor -5
+        head.bias.copy_(torch.tensor([12.0] * ACT_DIM + [-30.0] * ACT_DIM))  # log_std -30, clamped to its floor -20
         torch.manual_seed(5)
         a, log_prob, _ = actor.get_action(obs)
     torch.manual_seed(5)
     noise = torch.randn(obs.shape[0], ACT_DIM).double()  # the draw get_action made
-    u = 12.0 + math.exp(-5.0) * noise
-    # log N(u; 12, e^-10) - log(1 - tanh(u)^2), with 1 - tanh(u)^2 = 1 / cosh(u)^2
-    expected = (-0.5 * noise.square() + 5.0 - 0.5 * math.log(2 * math.pi) + 2.0 * torch.log(torch.cosh(u))).sum(-1)
+    u = 12.0 + math.exp(-20.0) * noise
+    # log N(u; 12, e^-40) - log(1 - tanh(u)^2), with 1 - tanh(u)^2 = 1 / cosh(u)^2
+    expected = (-0.5 * noise.square() + 20.0 - 0.5 * math.log(2 * math.pi) + 2.0 * torch.log(torch.cosh(u))).sum(-1)
     assert torch.equal(a, torch.ones_like(a)) and not torch.isfinite(torch.log(1 - a.square())).any()
     torch.testing.assert_close(log_prob.double(), expected, rtol=1e-6, atol=1e-4)
 
 
-def test_log_std_is_squashed_into_its_range():
+def test_log_std_is_clamped_into_the_released_range():
+    """SB3's clamp to [-20, 2] (the released code's), not CleanRL's tanh squash: values inside pass unchanged."""
+    assert (sac.LOG_STD_MIN, sac.LOG_STD_MAX) == (-20.0, 2.0)
     actor, obs = _actor()
     with torch.no_grad():
         actor.net[-1].weight.zero_()
-        for raw, expected in [(-30.0, sac.LOG_STD_MIN), (0.0, (sac.LOG_STD_MIN + sac.LOG_STD_MAX) / 2), (30.0, sac.LOG_STD_MAX)]:
+        for raw, expected in [(-30.0, -20.0), (-19.5, -19.5), (0.0, 0.0), (1.5, 1.5), (30.0, 2.0)]:
             actor.net[-1].bias.fill_(raw)
             assert torch.allclose(actor(obs)[1], torch.full((256, ACT_DIM), expected)), raw
 
@@ -78,7 +80,7 @@ def test_regularizer_is_td3_paves_byte_for_byte_and_in_value():
         assert inspect.getsource(getattr(sac_pave, name)) == inspect.getsource(getattr(td3_pave, name)), name
     assert inspect.getsource(sac.pave_regularizer) == inspect.getsource(td3.pave_regularizer)
     torch.manual_seed(0)
-    qf = sac_pave.QNetwork(OBS_DIM, ACT_DIM, 64, "silu")
+    qf = sac_pave.QNetwork(OBS_DIM, ACT_DIM, (64, 48), "silu")
     obs, next_obs, actions = torch.randn(64, OBS_DIM), torch.randn(64, OBS_DIM), torch.rand(64, ACT_DIM) * 2 - 1
     results = []
     for module in (td3_pave, sac_pave):  # the training path: the critics as one module
@@ -114,7 +116,7 @@ def test_defaults_are_the_reference_protocol():
     args = sac.Args()
     assert (args.learning_rate, args.batch_size, args.learning_starts, args.train_freq, args.gradient_steps) == (1e-3, 100, 10_000, 50, 50)
     assert (args.alpha, args.autotune, args.policy_frequency, args.target_network_frequency) == (0.2, False, 1, 1)
-    assert (args.hidden_dim, args.actor_activation, args.critic_activation) == (256, "relu", "relu")
+    assert (args.hidden_sizes, args.actor_activation, args.critic_activation) == ((256, 256), "silu", "silu")
     assert (sac_pave.Args().actor_activation, sac_pave.Args().critic_activation) == ("silu", "silu")
 
 
@@ -123,8 +125,10 @@ def test_defaults_are_the_reference_protocol():
 COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/action_change", "charts/SPS", "charts/SPS_train",
                "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "losses/alpha", "eval/return", "eval/sm",
                "geometry/mpr", "geometry/vfc", "geometry/curv", "geometry/grad_norm", "geometry/vhv"]
-# sac.py on Pendulum learns alpha; sac_pave.py on Pendulum overrides one Table 8 lambda.
-EXTRA = {("sac.py", "Pendulum-v1"): ["--autotune"], ("sac_pave.py", "Pendulum-v1"): ["--lambda1", "0.5"]}
+# sac.py on Pendulum learns alpha, on Hopper runs the paper text's ReLU variant; sac_pave.py on Pendulum overrides one
+# Table 8 lambda.
+EXTRA = {("sac.py", "Pendulum-v1"): ["--autotune"], ("sac.py", "Hopper-v5"): ["--actor-activation", "relu", "--critic-activation", "relu"],
+         ("sac_pave.py", "Pendulum-v1"): ["--lambda1", "0.5"]}
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])
@@ -140,8 +144,9 @@ def test_short_real_run_writes_checkpoint_and_scalars(script, env_id, tmp_path):
     # the checkpoint rebuilds with the script's own classes
     module = sac_pave if script == "sac_pave.py" else sac
     args = ckpt["args"]
-    module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_dim"], args["actor_activation"]).load_state_dict(ckpt["actor"])
-    module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_dim"], args["critic_activation"]).load_state_dict(ckpt["qf1"])
+    assert tuple(args["hidden_sizes"]) == (256, 256)
+    module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["actor_activation"]).load_state_dict(ckpt["actor"])
+    module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["critic_activation"]).load_state_dict(ckpt["qf1"])
 
     scalars = read_scalars(run_dir)
     tags = COMMON_TAGS + (["losses/mpr", "losses/vfc", "losses/curv"] if script == "sac_pave.py" else [])
@@ -157,14 +162,18 @@ def test_short_real_run_writes_checkpoint_and_scalars(script, env_id, tmp_path):
     else:
         assert "log_alpha" not in ckpt and "losses/alpha_loss" not in scalars
         assert scalars["losses/alpha"] == pytest.approx([0.2] * len(scalars["losses/alpha"]))
+    relu = (script, env_id) == ("sac.py", "Hopper-v5")
+    assert (args["actor_activation"], args["critic_activation"]) == (("relu", "relu") if relu else ("silu", "silu"))
     if script == "sac_pave.py":
-        assert (args["actor_activation"], args["critic_activation"]) == ("silu", "silu")
         expected = {"Pendulum-v1": (0.5, 0.005, 0.5), "Hopper-v5": TABLE_8["Hopper-v5"]}[env_id]  # --lambda1 0.5 wins
         assert (args["lambda1"], args["lambda2"], args["lambda3"]) == expected
         assert max(scalars["losses/mpr"]) > 0 and max(scalars["losses/vfc"]) > 0
     else:
-        assert "losses/mpr" not in scalars and args["critic_activation"] == "relu"
+        assert "losses/mpr" not in scalars
+    if relu:
         assert all(v == 0 for v in scalars["geometry/vhv"]), "a ReLU critic has zero action curvature"
+    else:
+        assert all(v != 0 for v in scalars["geometry/vhv"]), "a SiLU critic has action curvature"
 
 
 @pytest.mark.parametrize("script, extra", [("sac.py", ["--autotune"]), ("sac_pave.py", [])])

@@ -13,6 +13,7 @@ import td3
 import td3_pave
 
 OBS_DIM, ACT_DIM = 5, 3
+HIDDEN = (64, 48)  # two hidden layers of different widths, as the released [400, 300]
 
 
 class QuadraticCritic(nn.Module):
@@ -26,13 +27,13 @@ class QuadraticCritic(nn.Module):
         return ((obs @ self.C) * act).sum(-1, keepdim=True) + 0.5 * ((act @ self.P) * act).sum(-1, keepdim=True)
 
 
-def quadratic_case(batch, seed=0):
+def quadratic_case(batch, seed=0, act_dim=ACT_DIM):
     g = torch.Generator().manual_seed(seed)
-    C = torch.randn(OBS_DIM, ACT_DIM, generator=g)
-    A = torch.randn(ACT_DIM, ACT_DIM, generator=g)
-    P = -(A @ A.T) / 2 + 0.3 * torch.eye(ACT_DIM)  # symmetric, indefinite: some v^T P v above -delta, some below
+    C = torch.randn(OBS_DIM, act_dim, generator=g)
+    A = torch.randn(act_dim, act_dim, generator=g)
+    P = -(A @ A.T) / 2 + 0.3 * torch.eye(act_dim)  # symmetric, indefinite: some v^T P v above -delta, some below
     obs, next_obs = torch.randn(batch, OBS_DIM, generator=g), torch.randn(batch, OBS_DIM, generator=g)
-    actions = torch.rand(batch, ACT_DIM, generator=g) * 2 - 1
+    actions = torch.rand(batch, act_dim, generator=g) * 2 - 1
     return QuadraticCritic(C, P), obs, actions, next_obs
 
 
@@ -43,20 +44,23 @@ def test_q_is_the_critic_value_at_the_replay_pair():
 
 
 def test_vfc_equals_closed_form_exactly():
-    """VFC = mean ||grad_a Q(s, a) - grad_a Q(s', a)||^2 = mean ||C^T (s - s')||^2 (the P a part cancels)."""
+    """VFC = mean over batch and action dims of (grad_a Q(s, a) - grad_a Q(s', a))^2 = mean ||C^T (s - s')||^2 / action_dim
+    (the P a part cancels; the released code's F.mse_loss form)."""
     qf, obs, actions, next_obs = quadratic_case(128)
     _, terms = td3.pave_regularizer(qf, obs, actions, next_obs, 0.1, 0.1)
-    expected = ((obs - next_obs) @ qf.C.detach()).square().sum(-1).mean()
+    expected = ((obs - next_obs) @ qf.C.detach()).square().sum(-1).mean() / ACT_DIM
     torch.testing.assert_close(terms["vfc"], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_mpr_monte_carlo_mean_approaches_sigma2_frobenius():
-    """MPR = mean ||C^T eps||^2 with eps ~ N(0, sigma^2 I): expectation sigma^2 ||C||_F^2 (paper Eq. 12, exact here)."""
+@pytest.mark.parametrize("act_dim", [2, 3])
+def test_mpr_monte_carlo_mean_approaches_sigma2_frobenius_over_action_dim(act_dim):
+    """MPR = mean over batch and action dims of (C^T eps)_j^2 with eps ~ N(0, sigma^2 I): expectation
+    sigma^2 ||C||_F^2 / action_dim (paper Eq. 12 in the released code's mean-over-dimensions form, exact here)."""
     sigma, batch = 0.3, 40_000
-    qf, obs, actions, next_obs = quadratic_case(batch)
+    qf, obs, actions, next_obs = quadratic_case(batch, act_dim=act_dim)
     torch.manual_seed(0)
     _, terms = td3.pave_regularizer(qf, obs, actions, next_obs, sigma, 0.1)
-    expected = sigma**2 * qf.C.detach().square().sum()
+    expected = sigma**2 * qf.C.detach().square().sum() / act_dim
     # std of ||C^T eps||^2 / its mean is below sqrt(2) here: 40 000 samples give a relative error well under 3%
     assert abs(terms["mpr"].item() - expected.item()) / expected.item() < 0.03
     # and with no noise there is nothing to penalize
@@ -94,7 +98,7 @@ def test_curv_with_isotropic_curvature_does_not_depend_on_v():
 def _critic_case(activation="silu", n_critics=1, batch=100, seed=0):
     """n QNetworks (as td3.py makes them), the same critics as td3_pave.py's Critics module, and a random batch."""
     torch.manual_seed(seed)
-    critics = [td3_pave.QNetwork(OBS_DIM, ACT_DIM, 64, activation) for _ in range(n_critics)]
+    critics = [td3_pave.QNetwork(OBS_DIM, ACT_DIM, HIDDEN, activation) for _ in range(n_critics)]
     obs, next_obs = torch.randn(batch, OBS_DIM), torch.randn(batch, OBS_DIM)
     actions = torch.rand(batch, ACT_DIM) * 2 - 1
     return critics, td3_pave.Critics(critics), obs, actions, next_obs
@@ -119,7 +123,7 @@ def test_critics_module_is_its_qnetworks():
         torch.testing.assert_close(q[i], qf(obs, actions).squeeze(-1), rtol=1e-5, atol=1e-6)
         state = ensemble.member_state_dict(i)
         assert all(torch.equal(state[name], p) for name, p in qf.state_dict().items())
-        fresh = td3_pave.QNetwork(OBS_DIM, ACT_DIM, 64, "silu")
+        fresh = td3_pave.QNetwork(OBS_DIM, ACT_DIM, HIDDEN, "silu")
         fresh.load_state_dict(state)  # checkpoints store these: they load into td3.py's QNetwork
     with torch.no_grad():
         ensemble.w2[0] += 1.0  # a copy: training the module leaves the QNetworks it was built from alone
@@ -135,7 +139,7 @@ def autograd_reference(qf, obs, actions, next_obs, eps, v, curv_delta):
 
     grad, grad_noisy, grad_next = action_grad(obs), action_grad(obs + eps), action_grad(next_obs)
     vhv = (torch.autograd.grad((grad * v).sum(), actions, create_graph=True)[0] * v).sum(-1)
-    terms = {"mpr": (grad_noisy - grad).square().sum(-1).mean(), "vfc": (grad - grad_next).square().sum(-1).mean(),
+    terms = {"mpr": F.mse_loss(grad_noisy, grad), "vfc": F.mse_loss(grad, grad_next),
              "curv": F.relu(vhv + curv_delta).mean(), "grad_norm": grad.norm(dim=-1).mean(), "vhv": vhv.mean()}
     return qf(obs, actions).squeeze(-1), terms
 
@@ -157,10 +161,10 @@ def test_closed_form_equals_autograd_in_terms_gradients_and_adam_updates(activat
     for step in range(2):
         torch.manual_seed(100 + step)
         q, terms = td3_pave.pave_regularizer(critics, obs, actions, next_obs, sigma, delta)
-        torch.manual_seed(100 + step)  # replay the noise the function drew: eps first, then v, one slice per critic
-        eps = sigma * torch.randn(2, len(obs), OBS_DIM)
-        v = torch.randint(0, 2, (2, len(obs), ACT_DIM)).float() * 2 - 1
-        ref_q, ref_terms = zip(*[autograd_reference(qf, obs, actions, next_obs, eps[i], v[i], delta) for i, qf in enumerate(reference)])
+        torch.manual_seed(100 + step)  # replay the noise the function drew: eps first, then v, one draw for both critics
+        eps = sigma * torch.randn(len(obs), OBS_DIM)
+        v = torch.randint(0, 2, (len(obs), ACT_DIM)).float() * 2 - 1
+        ref_q, ref_terms = zip(*[autograd_reference(qf, obs, actions, next_obs, eps, v, delta) for qf in reference])
         torch.testing.assert_close(q, torch.stack(ref_q), rtol=1e-5, atol=1e-6)
         for name in terms:
             torch.testing.assert_close(terms[name], torch.stack([t[name] for t in ref_terms]), rtol=1e-4, atol=1e-8, msg=name)
@@ -194,6 +198,22 @@ def test_td3_measures_what_td3_pave_trains_on():
     torch.testing.assert_close(q_b[0], q_a)
     for name in terms_a:
         torch.testing.assert_close(terms_b[name][0], terms_a[name], rtol=1e-4, atol=1e-8, msg=name)
+
+
+def test_one_noise_draw_serves_both_critics():
+    """The released code draws eps and v once per step for both critics: two identical critics get identical terms, and
+    td3_pave.py draws exactly what td3.py's single-critic version draws (same seed, same terms for each critic)."""
+    (qf,), _, obs, actions, next_obs = _critic_case()
+    twins = td3_pave.Critics([qf, qf])
+    _, terms = td3_pave.pave_regularizer(twins, obs, actions, next_obs, 0.1, 1.0)
+    for name in ("mpr", "curv", "vhv"):  # the noisy terms
+        assert torch.equal(terms[name][0], terms[name][1]), name
+    torch.manual_seed(5)
+    _, terms = td3_pave.pave_regularizer(twins, obs, actions, next_obs, 0.1, 1.0)
+    torch.manual_seed(5)
+    _, single = td3.pave_regularizer(qf, obs, actions, next_obs, 0.1, 1.0)
+    for name in single:
+        torch.testing.assert_close(terms[name], single[name].expand(2), rtol=1e-4, atol=1e-8, msg=name)
 
 
 def test_pave_batch_regularizes_exactly_the_first_transitions():
@@ -276,11 +296,24 @@ def test_compiled_critic_loss_equals_eager():
 
 
 @pytest.mark.parametrize("module", [td3_pave, sac_pave])
-@pytest.mark.parametrize("value,message", [(0, "--pave-batch must be positive"), (101, "--pave-batch must be at most --batch-size (100)")])
-def test_bad_pave_batch_is_refused(module, value, message):
-    with pytest.raises(SystemExit) as exit_info:
-        module.resolve_args(module.Args(env_id="Pendulum-v1", pave_batch=value))
-    assert message in str(exit_info.value.code)
+def test_bad_pave_batch_is_refused(module):
+    batch = module.Args().batch_size
+    for value, message in [(0, "--pave-batch must be positive"), (batch + 1, f"--pave-batch must be at most --batch-size ({batch})")]:
+        with pytest.raises(SystemExit) as exit_info:
+            module.resolve_args(module.Args(env_id="Pendulum-v1", pave_batch=value))
+        assert message in str(exit_info.value.code)
+
+
+@pytest.mark.parametrize("module", [td3_pave, sac_pave])
+def test_pave_needs_two_hidden_layers_and_the_base_takes_any(module):
+    """PAVE's derivatives are written out for the 2-hidden-layer critic; the plain scripts build any depth."""
+    with pytest.raises(SystemExit, match="--hidden-sizes must name two hidden layers"):
+        module.resolve_args(module.Args(env_id="Pendulum-v1", hidden_sizes=(64, 64, 64)))
+    with pytest.raises(SystemExit, match="--hidden-sizes must be one or more positive widths"):
+        td3.resolve_args(td3.Args(env_id="Pendulum-v1", hidden_sizes=(64, 0)))
+    qf = td3.QNetwork(OBS_DIM, ACT_DIM, (32, 16, 8))
+    assert [layer.weight.shape for layer in qf.net if isinstance(layer, nn.Linear)] == [(32, 8), (16, 32), (8, 16), (1, 8)]
+    assert qf(torch.zeros(4, OBS_DIM), torch.zeros(4, ACT_DIM)).shape == (4, 1)
 
 
 def test_compile_or_not_follows_the_flag_and_falls_back_to_eager(monkeypatch, capsys):
@@ -328,35 +361,44 @@ COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/actio
                "geometry/mpr", "geometry/vfc", "geometry/curv", "geometry/grad_norm", "geometry/vhv"]
 
 
+# the paper text's ReLU variant of the base on Hopper; the Hopper PAVE run also takes the compiled path (--compile auto
+# leaves a run this short eager) and overrides one preset lambda
+EXTRA = {("td3.py", "Hopper-v5"): ["--actor-activation", "relu", "--critic-activation", "relu"],
+         ("td3_pave.py", "Hopper-v5"): ["--lambda3", "0.01", "--compile", "yes"]}
+
+
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])
 @pytest.mark.parametrize("script", ["td3.py", "td3_pave.py"])
 def test_short_real_run_writes_checkpoint_and_scalars(script, env_id, tmp_path):
-    # the Hopper PAVE run also takes the compiled path (--compile auto leaves a run this short eager)
-    extra = ["--lambda3", "0.01", "--compile", "yes"] if (script, env_id) == ("td3_pave.py", "Hopper-v5") else []
-    run_dir, ckpt = train(script, env_id, tmp_path, *extra)
+    run_dir, ckpt = train(script, env_id, tmp_path, *EXTRA.get((script, env_id), []))
     assert ckpt["format"] == td3.CHECKPOINT_FORMAT
     assert (ckpt["script"], ckpt["algo"], ckpt["env_id"], ckpt["global_step"]) == (script, "td3", env_id, 400)
     assert ckpt["args"]["exp_name"] == script[:-3] and ckpt["args"]["seed"] == 1
     for net in ("actor", "qf1", "qf2"):
         assert all(torch.isfinite(t).all() for t in ckpt[net].values()), net
-    # the checkpoint rebuilds with the script's own classes
+    # the checkpoint rebuilds with the script's own classes, [400, 300] as the released code
     module = td3_pave if script == "td3_pave.py" else td3
     args = ckpt["args"]
-    module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_dim"], args["actor_activation"]).load_state_dict(ckpt["actor"])
-    module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_dim"], args["critic_activation"]).load_state_dict(ckpt["qf1"])
+    assert tuple(args["hidden_sizes"]) == (400, 300) and ckpt["qf1"]["net.2.weight"].shape == (300, 400)
+    module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["actor_activation"]).load_state_dict(ckpt["actor"])
+    module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["critic_activation"]).load_state_dict(ckpt["qf1"])
 
     scalars = read_scalars(run_dir)
     tags = COMMON_TAGS + (["losses/mpr", "losses/vfc", "losses/curv"] if script == "td3_pave.py" else [])
     for tag in tags:
         assert all_finite(scalars.get(tag, [])), f"{tag} missing or not finite"
+    relu = (script, env_id) == ("td3.py", "Hopper-v5")
+    assert (args["actor_activation"], args["critic_activation"]) == (("relu", "relu") if relu else ("silu", "silu"))
     if script == "td3_pave.py":
-        assert (args["actor_activation"], args["critic_activation"]) == ("silu", "silu")
         expected = {"Pendulum-v1": (2.0, 0.005, 2.0), "Hopper-v5": (0.1, 0.005, 0.01)}[env_id]  # --lambda3 0.01 wins
         assert (args["lambda1"], args["lambda2"], args["lambda3"]) == expected
         assert max(scalars["losses/mpr"]) > 0 and max(scalars["losses/vfc"]) > 0
     else:
-        assert "losses/mpr" not in scalars and args["critic_activation"] == "relu"
+        assert "losses/mpr" not in scalars
+    if relu:
         assert all(v == 0 for v in scalars["geometry/vhv"]), "a ReLU critic has zero action curvature"
+    else:
+        assert all(v != 0 for v in scalars["geometry/vhv"]), "a SiLU critic has action curvature"
 
 
 @pytest.mark.parametrize("script,extra", [("td3.py", []), ("td3_pave.py", []), ("td3_pave.py", ["--compile", "yes"])])
