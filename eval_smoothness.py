@@ -68,6 +68,14 @@ def action_change(actions) -> float:
     return float(np.abs(np.diff(a, axis=0)).mean())
 
 
+def hidden_sizes_of(args):
+    """The hidden layer widths of a checkpoint's networks, from its saved args: `hidden_sizes` (a list), or, in
+    checkpoints written before that flag existed, two layers of `hidden_dim` (256-256)."""
+    if "hidden_sizes" in args:
+        return tuple(args["hidden_sizes"])
+    return (args["hidden_dim"],) * 2
+
+
 class CheckpointError(Exception):
     """A checkpoint that cannot be evaluated; the message is one line that names the problem."""
 
@@ -118,7 +126,7 @@ def load_policy(checkpoint_path, device="cpu"):
         raise CheckpointError(f"unknown env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     try:
         module = importlib.import_module(Path(script).stem)
-        actor = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_dim"], args["actor_activation"])
+        actor = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["actor_activation"])
         actor.load_state_dict(ckpt["actor"])
     except Exception as e:
         raise CheckpointError(f"cannot rebuild its actor with {script} ({reason(e)})") from None

@@ -38,6 +38,7 @@ from torch.func import jacrev, vmap  # noqa: E402
 CHECKPOINT_FORMAT = "pave-checkpoint/1"
 BASE_SCRIPTS = ("td3.py", "sac.py")  # the reference checkpoint is a plain one, as in the paper
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the training scripts sit next to this file
+from eval_smoothness import hidden_sizes_of  # noqa: E402
 
 
 @dataclass
@@ -108,8 +109,8 @@ def load_checkpoint(path, critic):
     try:
         module = importlib.import_module(Path(ckpt["script"]).stem)
         args = ckpt["args"]
-        actor = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_dim"], args["actor_activation"])
-        qf = module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_dim"], args["critic_activation"])
+        actor = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["actor_activation"])
+        qf = module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["critic_activation"])
         actor.load_state_dict(ckpt["actor"])
         qf.load_state_dict(ckpt[critic])
     except Exception as e:
