@@ -4,14 +4,22 @@ Every checkpoint written by a training script with --save-model is rebuilt with 
 deterministic episodes (TD3: the actor's output; SAC: tanh of the mean), all episodes of a checkpoint in parallel in one
 vector env with one batched policy call per step. Per episode: return, length, the FFT smoothness score `sm` and the
 mean absolute action change, both on actions in ENV units. Evaluation seeds are EVAL_SEED + episode index (10 000 on),
-far from the training seeds. Checkpoints are grouped by (method, env) across training seeds and, as the reference
-code does, every table entry is mean (std) over the pooled episodes of all seeds (numpy's std, ddof = 0).
+far from the training seeds. Checkpoints are grouped by (method, env) across training seeds.
 
-Observation noise (Table 3): the policy sees o + u * sigma_base, u ~ U(-sigma, sigma) per dimension and step; the env's
-own state is never touched. sigma_base is the per-dimension std of all observations of the clean (sigma = 0) episodes
-of every checkpoint of that env in the same call, so all methods of an env get the same noise; the outputs say how many.
+Clean rows (sigma = 0, Tables 1-2): --episodes (10) episodes per checkpoint; as the reference code does, a cell is
+mean (std) over the pooled episodes of all seeds (numpy's std, ddof = 0).
 
-    python eval_smoothness.py runs/*/*.pt --episodes 10 --noise 0 0.01 0.05 0.1 --plot
+Noisy rows (sigma > 0, Table 3), REFERENCE.md's protocol: --noise-episodes (20) episodes per checkpoint and sigma; per
+step and dimension the policy sees clip(o + u * sigma_base, obs_low, obs_high), u ~ U(-sigma, sigma), and the env's own
+state is never touched; a cell is the mean over seeds of each seed's mean (std over those per-seed means). sigma_base
+is the per-dimension std (floored at 1e-6) of the observations of --scale-episodes (20) clean episodes of the
+first-seed Base model of the env's algorithm family (td3.py run as `td3` for every td3_* method, sac.py as `sac` for
+sac_*; first seed = the earliest of RELEASED_SEEDS, else the lowest), locked for every method of that env and family.
+The base model comes from --base-checkpoint, else from the evaluated checkpoints. Without one (our fallback, reported
+in the printed notes, table.md and results.json) sigma_base is the std of the pooled clean observations of the
+evaluated checkpoints of that env and family. table.csv and results.json keep both statistics for every row.
+
+    python eval_smoothness.py runs/*/*.pt --noise 0 0.01 0.05 0.1 --plot
 """
 
 import csv
@@ -35,6 +43,11 @@ from tqdm import tqdm
 CHECKPOINT_FORMAT = "pave-checkpoint/1"
 CHECKPOINT_KEYS = ("script", "env_id", "args", "obs_dim", "act_dim", "actor")
 EVAL_SEED = 10_000  # episode i of an evaluation resets its env with EVAL_SEED + i
+EPISODES = 10  # clean episodes per checkpoint (Tables 1-2)
+NOISE_EPISODES = 20  # episodes per checkpoint and noise level sigma > 0 (Table 3)
+SCALE_EPISODES = 20  # clean episodes of the first-seed base model that sigma_base is measured on (Table 3)
+SCALE_FLOOR = 1e-6  # sigma_base is floored here per dimension (a constant observation dimension gets no zero scale)
+RELEASED_SEEDS = (178132, 410580, 922852, 787576, 660993)  # training seeds of the released runs, in their order
 PROG = Path(__file__).name
 REPO = Path(__file__).resolve().parent
 if str(REPO) not in sys.path:
@@ -91,6 +104,7 @@ class Policy:
     path: str
     script: str
     method: str  # the run's exp_name (the script's stem unless the user renamed it): the grouping key
+    algo: str  # the algorithm family, "td3" or "sac": the checkpoint's `algo`, else its script's name before any "_"
     env_id: str
     train_seed: int
     obs_dim: int
@@ -130,8 +144,9 @@ def load_policy(checkpoint_path, device="cpu"):
         actor.load_state_dict(ckpt["actor"])
     except Exception as e:
         raise CheckpointError(f"cannot rebuild its actor with {script} ({reason(e)})") from None
-    return Policy(str(checkpoint_path), script, args.get("exp_name") or Path(script).stem, env_id, args.get("seed"),
-                  ckpt["obs_dim"], actor.to(device).eval(), module.make_env, device)
+    return Policy(str(checkpoint_path), script, args.get("exp_name") or Path(script).stem,
+                  str(ckpt.get("algo") or Path(script).stem.split("_")[0]), env_id, args.get("seed"), ckpt["obs_dim"],
+                  actor.to(device).eval(), module.make_env, device)
 
 
 def control_period(env):
@@ -146,9 +161,10 @@ def control_period(env):
 def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noise_seed=0):
     """Deterministic episodes in parallel, episode i on env seed `seed + i`; each sub-env's first episode only.
 
-    With obs_noise = sigma > 0 the policy sees obs + U(-sigma, sigma) * obs_scale (per dimension, drawn with
-    `noise_seed`); the env steps unperturbed. Returns per-episode lists under "return", "length", "sm",
-    "action_change", the episodes' ENV-unit "actions" and clean "observations" (arrays (length, dim)), and "dt".
+    With obs_noise = sigma > 0 the policy sees clip(obs + u * obs_scale, obs_low, obs_high), u ~ U(-sigma, sigma) per
+    dimension and step (drawn with `noise_seed`), the bounds being the env's observation space; the env steps
+    unperturbed. Returns per-episode lists under "return", "length", "sm", "action_change", the episodes' ENV-unit
+    "actions" and clean "observations" (arrays (length, dim)), and "dt".
     """
     try:
         envs = gym.vector.SyncVectorEnv([policy.make_env(policy.env_id, seed + i) for i in range(episodes)])
@@ -158,6 +174,7 @@ def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noi
         raise CheckpointError(f"policy takes {policy.obs_dim} observation dims, {policy.env_id} gives "
                               f"{envs.single_observation_space.shape}")
     low, high = envs.single_action_space.low, envs.single_action_space.high
+    obs_low, obs_high = envs.single_observation_space.low, envs.single_observation_space.high
     noise_rng = np.random.default_rng(noise_seed)
     obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
     running = np.ones(episodes, dtype=bool)
@@ -166,7 +183,7 @@ def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noi
     while running.any():
         seen = obs
         if obs_noise > 0:
-            seen = obs + noise_rng.uniform(-obs_noise, obs_noise, obs.shape) * obs_scale
+            seen = np.clip(obs + noise_rng.uniform(-obs_noise, obs_noise, obs.shape) * obs_scale, obs_low, obs_high)
         with torch.no_grad():
             action = policy.actor.act(torch.as_tensor(seen, dtype=torch.float32, device=policy.device)).cpu().numpy()
         env_action = low + (action + 1.0) * 0.5 * (high - low)
@@ -192,29 +209,82 @@ def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noi
     }
 
 
-def observation_scale(clean_results):
-    """sigma_base: per-dimension std of every observation of the given clean rollouts; also (samples, episodes)."""
-    episodes = [obs for result in clean_results for obs in result["observations"]]
-    pooled = np.concatenate(episodes)
-    return pooled.std(axis=0), len(pooled), len(episodes)
+def is_base(policy):
+    """Whether a policy is the Base model of its algorithm family: td3.py (sac.py) run under its own name td3 (sac)."""
+    return policy.script == f"{policy.algo}.py" and policy.method == policy.algo
 
 
-def evaluate(checkpoint_path, episodes=10, obs_noise=0.0, seed=EVAL_SEED, device="cpu", obs_scale=None, noise_seed=0):
+def seed_order(policy):
+    """Sort key: training seeds in the released order (178132 first), then any other seed, lowest first; then path."""
+    seed = policy.train_seed
+    if seed in RELEASED_SEEDS:
+        return (0, RELEASED_SEEDS.index(seed), policy.path)
+    return (1, seed if isinstance(seed, int) else float("inf"), policy.path)
+
+
+def observation_std(observations):
+    """Per-dimension std (ddof 0) of a list of observation arrays (steps, dim), floored at SCALE_FLOOR; and the count."""
+    pooled = np.concatenate(observations)
+    return np.maximum(pooled.std(axis=0), SCALE_FLOOR), len(pooled)
+
+
+def sigma_base(bases, pool=(), scale_episodes=SCALE_EPISODES, seed=EVAL_SEED, clean=None, clean_episodes=EPISODES):
+    """sigma_base of one (env, algorithm family) for Table 3, as a dict: "sigma_base" (a list), "fallback", "checkpoint",
+    "method", "train_seed", "episodes", "samples", "how" (one sentence for the notes).
+
+    REFERENCE.md's protocol: of `bases`, the candidate Base models of that env and family, the first-seed one (seed_order)
+    runs `scale_episodes` clean deterministic episodes on env seeds seed, seed + 1, ...; sigma_base is the per-dimension
+    std of their observations, floored at 1e-6. With no candidate, the fallback (our choice, flagged "fallback": True and
+    said in "how"): the same std over the pooled clean observations of the policies in `pool`, their results in `clean`
+    (path -> rollout result) where given, else `clean_episodes` fresh episodes each. Raises CheckpointError.
+    """
+    base = min(bases, key=seed_order, default=None)
+    if base is not None:
+        std, samples = observation_std(rollout(base, scale_episodes, seed)["observations"])
+        return {"sigma_base": std.tolist(), "fallback": False, "checkpoint": base.path, "method": base.method,
+                "train_seed": base.train_seed, "episodes": scale_episodes, "samples": samples,
+                "how": f"per-dimension std (floored at {SCALE_FLOOR:g}) of {samples} observations of {scale_episodes} "
+                       f"clean episodes of the first-seed base model {base.method} (training seed {base.train_seed}, "
+                       f"{base.path}); every method of the env and family uses it"}
+    if not pool:
+        raise ValueError("sigma_base needs a base model or policies to pool")
+    clean = clean or {}
+    observations = [obs for p in pool for obs in (clean.get(p.path) or rollout(p, clean_episodes, seed))["observations"]]
+    std, samples = observation_std(observations)
+    return {"sigma_base": std.tolist(), "fallback": True, "checkpoint": None, "method": None, "train_seed": None,
+            "episodes": len(observations), "samples": samples,
+            "how": f"FALLBACK, not the paper's protocol: no usable {pool[0].algo} base model of this env was given or evaluated "
+                   f"(pass one with --base-checkpoint), so sigma_base is the per-dimension std (floored at "
+                   f"{SCALE_FLOOR:g}) of {samples} pooled observations of {len(observations)} clean episodes of "
+                   f"{len(pool)} evaluated checkpoint(s); every method of the env and family uses it"}
+
+
+def evaluate(checkpoint_path, episodes=None, obs_noise=0.0, seed=EVAL_SEED, device="cpu", obs_scale=None, noise_seed=0,
+             base_checkpoint=None, scale_episodes=SCALE_EPISODES):
     """Deterministic evaluation of one checkpoint: per-episode "return", "length", "sm", "action_change" (lists).
 
-    With obs_noise > 0 and no obs_scale given, sigma_base comes from this checkpoint's own clean episodes on the same
-    seeds (the CLI instead pools the clean episodes of all checkpoints of an env). Also returns "actions",
-    "observations", "dt", "eval_seeds", "obs_noise", "obs_scale" and "obs_scale_note". Raises CheckpointError.
+    episodes: None for the paper's count, EPISODES (10) clean or NOISE_EPISODES (20) under noise. With obs_noise > 0,
+    sigma_base is `obs_scale` when given (benchmark.py gets it once per env and family from sigma_base()), else
+    sigma_base() measures it on `base_checkpoint` (a path), on this checkpoint itself when it is a Base model, or, as
+    the reported fallback, on this checkpoint's own `scale_episodes` clean episodes. Also returns "actions",
+    "observations", "dt", "eval_seeds", "obs_noise", "obs_scale", "obs_scale_note" and "obs_scale_fallback" (None when
+    the caller gave obs_scale or there is no noise). Raises CheckpointError.
     """
     policy = load_policy(checkpoint_path, device)
-    note = None
-    if obs_noise > 0 and obs_scale is None:
-        obs_scale, samples, n_episodes = observation_scale([rollout(policy, episodes, seed)])
-        note = f"std per dimension of {samples} observations of {n_episodes} clean episodes of this checkpoint"
-    result = rollout(policy, episodes, seed, obs_noise, obs_scale, noise_seed)
-    scale = None if obs_scale is None else np.asarray(obs_scale).tolist()
+    episodes = episodes or (NOISE_EPISODES if obs_noise > 0 else EPISODES)
+    scale = {"sigma_base": obs_scale, "how": "given by the caller", "fallback": None} if obs_scale is not None else None
+    if obs_noise > 0 and scale is None:
+        base = load_policy(base_checkpoint, device) if base_checkpoint else policy
+        if base.env_id != policy.env_id:
+            raise CheckpointError(f"base checkpoint {base_checkpoint} is for {base.env_id}, not {policy.env_id}")
+        scale = sigma_base([base] if base_checkpoint or is_base(policy) else [], [policy], scale_episodes, seed,
+                           clean_episodes=scale_episodes)
+    result = rollout(policy, episodes, seed, obs_noise, None if scale is None else np.asarray(scale["sigma_base"]),
+                     noise_seed)
     return {**result, "eval_seeds": [seed + i for i in range(episodes)], "obs_noise": obs_noise,
-            "obs_scale": scale, "obs_scale_note": note or ("given by the caller" if scale is not None else None)}
+            "obs_scale": None if scale is None else np.asarray(scale["sigma_base"]).tolist(),
+            "obs_scale_note": None if scale is None else scale["how"],
+            "obs_scale_fallback": None if scale is None else scale["fallback"]}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -225,10 +295,18 @@ def evaluate(checkpoint_path, episodes=10, obs_noise=0.0, seed=EVAL_SEED, device
 class Args:
     checkpoints: tyro.conf.Positional[list[str]]
     """checkpoint files (.pt) written by the training scripts with --save-model (any methods, envs and seeds)"""
-    episodes: int = 10
-    """deterministic evaluation episodes per checkpoint and noise level"""
+    episodes: int = EPISODES
+    """clean deterministic episodes per checkpoint (Tables 1-2: 10)"""
     noise: tuple[float, ...] = (0.0,)
     """observation-noise levels sigma (paper Table 3: 0.01 0.05 0.1); 0 is the clean evaluation of Tables 1-2"""
+    noise_episodes: int = NOISE_EPISODES
+    """deterministic episodes per checkpoint and noise level sigma > 0 (Table 3: 20)"""
+    scale_episodes: int = SCALE_EPISODES
+    """clean episodes of the first-seed base model whose observations give sigma_base (Table 3: 20)"""
+    base_checkpoint: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
+    """Base model (td3.py or sac.py checkpoint) whose clean episodes give sigma_base of its env and algorithm family;
+    repeatable; when several share an env and family the first-seed one is used; it takes precedence over base
+    checkpoints among CHECKPOINTS, which are used when this names none for that env and family"""
     seed: int = EVAL_SEED
     """episode i resets its env with seed + i (far from training seeds)"""
     noise_seed: int = 0
@@ -236,7 +314,7 @@ class Args:
     out_dir: str = "reports/smoothness"
     """where table.csv, episodes.csv, results.json, table.md (and with --plot the PNG figures) go"""
     per_seed: bool = False
-    """also show, in the printed and Markdown tables, mean (std) over seeds of the per-seed means"""
+    """also show, for every row, mean (std) over seeds of the per-seed means (noisy rows' main cells already are that)"""
     plot: bool = False
     """write per env: the mean FFT amplitude spectrum per method, and one episode's actions per method"""
     device: str = "cpu"
@@ -254,14 +332,16 @@ def mean_std(values):
 
 
 def summarize(records):
-    """One row per (env, method, sigma): pooled mean (std) over all episodes of all seeds, and over per-seed means."""
+    """One row per (env, method, sigma), with mean and std over the pooled episodes of all seeds (`<key>_mean`,
+    `<key>_std`) and over the per-seed means (`<key>_seed_mean`, `<key>_seed_std`); `cell_statistic` names the one the
+    printed table shows: "episodes" for clean rows (Tables 1-2), "seed means" for noisy rows (Table 3)."""
     groups = defaultdict(list)
     for record in records:
         groups[(record["env_id"], record["method"], record["obs_noise"])].append(record)
     rows = []
     for (env_id, method, sigma), group in sorted(groups.items()):
         row = {"method": method, "env_id": env_id, "obs_noise": sigma, "seeds": len(group),
-               "episodes": sum(len(r["return"]) for r in group)}
+               "episodes": sum(len(r["return"]) for r in group), "cell_statistic": "seed means" if sigma > 0 else "episodes"}
         for key in ("return", "sm", "action_change", "length"):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([v for r in group for v in r[key]])
             row[f"{key}_seed_mean"], row[f"{key}_seed_std"] = mean_std([np.mean(r[key]) for r in group])
@@ -271,15 +351,19 @@ def summarize(records):
 
 
 def markdown_table(rows, per_seed):
-    """The paper-style table as aligned Markdown: readable in a terminal, pasteable into a README or paper draft."""
-    header = ["method", "env", "sigma", "seeds", "episodes", "return", "sm", "|a_t - a_t-1|"]
+    """The paper-style table as aligned Markdown: readable in a terminal, pasteable into a README or paper draft.
+
+    A cell is mean (std) of the row's `cell_statistic` (column "std over"); per_seed adds the over-seeds columns."""
+    header = ["method", "env", "sigma", "seeds", "episodes", "std over", "return", "sm", "|a_t - a_t-1|"]
     if per_seed:
         header += ["return (over seeds)", "sm (over seeds)"]
     lines = [header]
     for row in rows:
+        of = "_seed" if row["cell_statistic"] == "seed means" else ""
         line = [row["method"], row["env_id"], f"{row['obs_noise']:g}", str(row["seeds"]), str(row["episodes"]),
-                f"{row['return_mean']:.1f} ({row['return_std']:.1f})", f"{row['sm_mean']:.3f} ({row['sm_std']:.3f})",
-                f"{row['action_change_mean']:.3f} ({row['action_change_std']:.3f})"]
+                row["cell_statistic"], f"{row[f'return{of}_mean']:.1f} ({row[f'return{of}_std']:.1f})",
+                f"{row[f'sm{of}_mean']:.3f} ({row[f'sm{of}_std']:.3f})",
+                f"{row[f'action_change{of}_mean']:.3f} ({row[f'action_change{of}_std']:.3f})"]
         if per_seed:
             line += [f"{row['return_seed_mean']:.1f} ({row['return_seed_std']:.1f})",
                      f"{row['sm_seed_mean']:.3f} ({row['sm_seed_std']:.3f})"]
@@ -353,9 +437,25 @@ def plot_env(env_id, records, out_dir):
     return paths
 
 
-def write_outputs(out_dir, rows, records, scales, failures, args, per_seed):
-    """table.csv (one row per method, env, sigma), episodes.csv (one row per episode), results.json (both, the protocol,
-    sigma_base and the failures), table.md (the table with its notes)."""
+def protocol(args, noise_levels):
+    """The evaluation protocol in words: {"clean": ..., "noise": ...} (an entry only for the rows the call has)."""
+    described = {}
+    if 0.0 in noise_levels:
+        described["clean"] = (
+            f"sigma = 0 rows: {args.episodes} clean deterministic episodes per checkpoint on env seeds {args.seed} .. "
+            f"{args.seed + args.episodes - 1}; cell = mean (std) over the pooled episodes of all seeds (ddof 0)")
+    if any(sigma > 0 for sigma in noise_levels):
+        described["noise"] = (
+            f"sigma > 0 rows: {args.noise_episodes} episodes per checkpoint and sigma on env seeds {args.seed} .. "
+            f"{args.seed + args.noise_episodes - 1}, noise seed {args.noise_seed}; per step and dimension the policy sees "
+            "clip(o + u * sigma_base, obs_low, obs_high), u ~ U(-sigma, sigma), the env's state unchanged; cell = mean "
+            "over seeds of each seed's mean (std over those per-seed means, ddof 0)")
+    return described
+
+
+def write_outputs(out_dir, rows, records, summary, notes, per_seed):
+    """table.csv (one row per method, env, sigma), episodes.csv (one row per episode), results.json (both, the notes and
+    `summary`: the protocol, the noise seed, sigma_base per env and family, the failures), table.md (table and notes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
@@ -371,48 +471,47 @@ def write_outputs(out_dir, rows, records, scales, failures, args, per_seed):
         writer = csv.DictWriter(f, fieldnames=list(episode_rows[0]) if episode_rows else ["method"])
         writer.writeheader()
         writer.writerows(episode_rows)
-    protocol = (f"{args.episodes} deterministic episodes per checkpoint and sigma, env seeds {args.seed} .. "
-                f"{args.seed + args.episodes - 1}; mean (std) over the pooled episodes of all seeds (std with ddof 0); "
-                "sm and |a_t - a_t-1| on actions in env units")
-    notes = [f"- {protocol}."]
-    notes += [f"- {env_id}: sigma_base = {s['how']}." for env_id, s in scales.items()]
-    notes += [f"- failed: {f['checkpoint']}: {f['error']}" for f in failures]
     with open(out_dir / "results.json", "w") as f:
-        json.dump({"protocol": protocol, "noise_seed": args.noise_seed, "obs_scale": scales, "rows": rows,
-                   "episodes": episode_rows, "failures": failures}, f, indent=1)
+        json.dump({**summary, "notes": notes, "rows": rows, "episodes": episode_rows}, f, indent=1)
     (out_dir / "table.md").write_text(markdown_table(rows, per_seed) + "\n\n" + "\n".join(notes) + "\n")
-    return notes
 
 
 def main(argv=None):
     """The CLI; returns the exit status (1 when any checkpoint failed, after reporting all the others)."""
     args = tyro.cli(Args, args=argv, description=__doc__)
-    if args.episodes < 1 or any(sigma < 0 for sigma in args.noise):
-        print(f"{PROG}: error: --episodes must be positive and every --noise level non-negative", file=sys.stderr)
+    if min(args.episodes, args.noise_episodes, args.scale_episodes) < 1 or any(sigma < 0 for sigma in args.noise):
+        print(f"{PROG}: error: --episodes, --noise-episodes and --scale-episodes must be positive and every --noise "
+              "level non-negative", file=sys.stderr)
         return 2
     noise_levels = sorted(set(args.noise))
+    noisy_levels = [sigma for sigma in noise_levels if sigma > 0]
     start = time.time()
-    failures, policies = [], []
+    failures, policies, given_bases = [], [], []
 
     def failed(path, message):
         fail_line(path, message)
         failures.append({"checkpoint": str(path), "error": message})
 
+    for path in args.base_checkpoint:
+        try:
+            given_bases.append(load_policy(path, args.device))
+        except CheckpointError as e:
+            print(f"{PROG}: error: --base-checkpoint {path}: {e}", file=sys.stderr)
+            return 2
     for path in args.checkpoints:
         try:
             policies.append(load_policy(path, args.device))
         except CheckpointError as e:
             failed(path, str(e))
 
-    # the clean rollouts always run: they are the sigma = 0 rows and the observations sigma_base comes from
-    noisy_levels = [sigma for sigma in noise_levels if sigma > 0]
+    # the clean rollouts always run: they are the sigma = 0 rows and the fallback's observations
     progress = tqdm(total=len(policies) * (1 + len(noisy_levels)), unit="eval", disable=not args.progress_bar)
     clean, records, scales, interrupted = {}, [], {}, False
 
     def record(policy, result, sigma):
         records.append({"method": policy.method, "env_id": policy.env_id, "train_seed": policy.train_seed,
                         "checkpoint": policy.path, "obs_noise": sigma,
-                        "eval_seeds": [args.seed + i for i in range(args.episodes)], **result})
+                        "eval_seeds": [args.seed + i for i in range(len(result["return"]))], **result})
 
     try:
         for policy in policies:
@@ -424,19 +523,24 @@ def main(argv=None):
             except Exception as e:  # one bad checkpoint must not cost the others
                 failed(policy.path, str(e) if isinstance(e, CheckpointError) else reason(e))
             progress.update(1 + len(noisy_levels) * (policy.path not in clean))
-        for env_id in sorted({p.env_id for p in policies}):
-            same_env = [p for p in policies if p.env_id == env_id and p.path in clean]
-            if noisy_levels and same_env:
-                scale, samples, n_episodes = observation_scale([clean[p.path] for p in same_env])
-                scales[env_id] = {"sigma_base": scale.tolist(), "samples": samples, "how": (
-                    f"per-dimension std of {samples} observations from {n_episodes} clean episodes of "
-                    f"{len(same_env)} checkpoint(s) (every method of the env shares it)")}
-        for policy in (p for p in policies if p.path in clean):
+        # sigma_base once per (env, algorithm family), locked for every method of it
+        for key in sorted({(p.env_id, p.algo) for p in policies if p.path in clean} if noisy_levels else []):
+            same = [p for p in policies if (p.env_id, p.algo) == key and p.path in clean]
+            bases = [b for b in given_bases if (b.env_id, b.algo) == key] or [p for p in same if is_base(p)]
+            progress.set_description(f"sigma_base {key[0]} {key[1]}")
+            try:
+                scales[key] = sigma_base(bases, same, args.scale_episodes, args.seed, clean, args.episodes)
+            except Exception as e:
+                for p in same:
+                    failed(p.path, f"no noisy rows: sigma_base of {key[0]} {key[1]} failed "
+                                   f"({e if isinstance(e, CheckpointError) else reason(e)})")
+        for policy in (p for p in policies if (p.env_id, p.algo) in scales):
+            scale = np.asarray(scales[policy.env_id, policy.algo]["sigma_base"])
             for sigma in noisy_levels:
                 progress.set_description(f"{policy.method} {policy.env_id} seed {policy.train_seed} sigma {sigma:g}")
                 try:
-                    scale = np.asarray(scales[policy.env_id]["sigma_base"])
-                    record(policy, rollout(policy, args.episodes, args.seed, sigma, scale, args.noise_seed), sigma)
+                    result = rollout(policy, args.noise_episodes, args.seed, sigma, scale, args.noise_seed)
+                    record(policy, result, sigma)
                 except Exception as e:
                     failed(policy.path, f"at sigma {sigma:g}: {e if isinstance(e, CheckpointError) else reason(e)}")
                 progress.update(1)
@@ -447,14 +551,26 @@ def main(argv=None):
         progress.close()
 
     rows = summarize(records)
+    described = protocol(args, noise_levels)
+    lines = [f"- {text}." for text in described.values()]
+    lines += ["- table.csv and results.json hold both statistics for every row: `<key>_mean`/`<key>_std` over the pooled "
+              "episodes, `<key>_seed_mean`/`<key>_seed_std` over the per-seed means; sm and |a_t - a_t-1| on actions in "
+              "env units."]
+    lines += [f"- sigma_base of {env_id} ({algo}): {s['how']}." for (env_id, algo), s in scales.items()]
+    used = {s["checkpoint"] for s in scales.values()}
+    lines += [f"- --base-checkpoint {b.path} not used (no {b.algo} checkpoint of {b.env_id} evaluated under noise, or "
+              "another given base of an earlier seed was used)." for b in given_bases if b.path not in used]
+    lines += [f"- failed: {f['checkpoint']}: {f['error']}" for f in failures]
+    summary = {"protocol": described, "noise_seed": args.noise_seed, "failures": failures,
+               "obs_scale": [{"env_id": env_id, "algo": algo, **s} for (env_id, algo), s in scales.items()]}
     out_dir = Path(args.out_dir)
-    notes = write_outputs(out_dir, rows, records, scales, failures, args, args.per_seed)
-    print(markdown_table(rows, args.per_seed) + "\n" + "\n".join(notes))
+    write_outputs(out_dir, rows, records, summary, lines, args.per_seed)
+    print(markdown_table(rows, args.per_seed) + "\n" + "\n".join(lines))
     written = ["table.csv", "episodes.csv", "results.json", "table.md"]
     if args.plot:
         for env_id in sorted({r["env_id"] for r in records}):
-            clean_records = [{"method": p.method, "eval_seeds": records[0]["eval_seeds"], **clean[p.path]}
-                             for p in policies if p.env_id == env_id and p.path in clean]
+            clean_records = [{"method": p.method, "eval_seeds": [args.seed + i for i in range(args.episodes)],
+                              **clean[p.path]} for p in policies if p.env_id == env_id and p.path in clean]
             if clean_records:
                 written += [p.name for p in plot_env(env_id, clean_records, out_dir)]
     print(f"{len(records)} evaluations of {len(clean)} checkpoint(s) in {time.time() - start:.1f} s; "

@@ -1,17 +1,21 @@
-"""eval_smoothness.py: sm and action change against closed forms, evaluation of real checkpoints (clean, noisy,
-deterministic), the CLI's grouped tables and files, and one-line errors that cost no other checkpoint its result."""
+"""eval_smoothness.py: sm and action change against closed forms, evaluation of checkpoints (clean, noisy,
+deterministic, old format), Table 3's noise protocol (sigma_base from the first-seed base model, clipping to the
+observation bounds, its own episode count, std over per-seed means), the CLI's grouped tables and files, and one-line
+errors that cost no other checkpoint its result. Checkpoints are untrained networks saved in-process (tiny_checkpoints)."""
 
 import csv
 import json
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from runs import run_script, train
+from runs import run_script
+from tiny_checkpoints import write_checkpoint, write_old_checkpoint
 
 import eval_smoothness
-from eval_smoothness import action_change, evaluate, smoothness_score
+from eval_smoothness import action_change, evaluate, load_policy, rollout, smoothness_score
 
 EPISODES = 3
 PENDULUM_STEPS = 200  # Pendulum-v1's time limit: every episode has this length
@@ -25,14 +29,21 @@ def sinusoid(amplitude, cycles, n, phase=0.3):
 
 @pytest.fixture(scope="session")
 def td3_checkpoint(tmp_path_factory):
-    run_dir, _ = train("td3.py", "Pendulum-v1", tmp_path_factory.mktemp("td3"))
-    return next(run_dir.glob("*.pt"))
+    return write_checkpoint(tmp_path_factory.mktemp("td3") / "td3.pt", "td3.py", seed=1)
 
 
 @pytest.fixture(scope="session")
 def sac_checkpoint(tmp_path_factory):
-    run_dir, _ = train("sac.py", "Pendulum-v1", tmp_path_factory.mktemp("sac"))
-    return next(run_dir.glob("*.pt"))
+    return write_checkpoint(tmp_path_factory.mktemp("sac") / "sac.pt", "sac.py", seed=1)
+
+
+def clean_std(path, episodes):
+    """sigma_base by hand: per-dimension std of the observations of `episodes` clean episodes of one checkpoint."""
+    return np.concatenate(rollout(load_policy(path), episodes)["observations"]).std(axis=0)
+
+
+def by_algo(results):
+    return {entry["algo"]: entry for entry in results["obs_scale"]}
 
 
 def variant(checkpoint, path, **changes):
@@ -114,10 +125,11 @@ def test_evaluation_is_deterministic(td3_checkpoint):
 
 def test_observation_noise_reaches_the_policy_only(td3_checkpoint):
     clean = evaluate(td3_checkpoint, episodes=2)
-    noisy = evaluate(td3_checkpoint, episodes=2, obs_noise=0.1)
-    # sigma_base from this checkpoint's clean episodes on the same seeds
-    assert noisy["obs_scale"] == pytest.approx(np.concatenate(clean["observations"]).std(axis=0).tolist())
-    assert "400 observations" in noisy["obs_scale_note"]
+    noisy = evaluate(td3_checkpoint, episodes=2, obs_noise=0.1, scale_episodes=3)
+    # a td3.py checkpoint run as td3 is a base model: sigma_base from its own 3 clean episodes on the same seeds
+    assert noisy["obs_scale"] == pytest.approx(clean_std(td3_checkpoint, 3).tolist())
+    assert "600 observations of 3 clean episodes of the first-seed base model td3" in noisy["obs_scale_note"]
+    assert noisy["obs_scale_fallback"] is False
     assert not np.allclose(noisy["actions"][0], clean["actions"][0])
     # the env was never perturbed: replaying the recorded actions in a fresh env gives the same states and return
     env = gym.make("Pendulum-v1")
@@ -131,6 +143,158 @@ def test_observation_noise_reaches_the_policy_only(td3_checkpoint):
     # the noise is u * sigma_base: a zero scale leaves the clean episode unchanged
     unscaled = evaluate(td3_checkpoint, episodes=2, obs_noise=0.1, obs_scale=np.zeros(3))
     assert unscaled["return"] == clean["return"] and unscaled["obs_scale_note"] == "given by the caller"
+    # without an episode count, the paper's: 10 clean, 20 under noise
+    assert len(evaluate(td3_checkpoint)["return"]) == 10
+    assert len(evaluate(td3_checkpoint, obs_noise=0.1, obs_scale=np.ones(3))["return"]) == 20
+
+
+class Recorder:
+    """Wraps an actor and keeps every observation batch the policy is shown."""
+
+    def __init__(self, actor):
+        self.actor, self.seen = actor, []
+
+    def act(self, obs):
+        self.seen.append(obs.numpy().copy())
+        return self.actor.act(obs)
+
+
+def test_noisy_observations_are_clipped_to_the_observation_bounds(td3_checkpoint):
+    high = np.array([1.0, 1.0, 8.0])  # Pendulum-v1: cos, sin, angular velocity; low = -high
+    policy = load_policy(td3_checkpoint)
+    policy.actor = Recorder(policy.actor)
+    result = rollout(policy, 2, obs_noise=0.1, obs_scale=np.full(3, 1000.0), noise_seed=5)
+    seen = np.concatenate(policy.actor.seen)
+    assert seen.shape == (2 * PENDULUM_STEPS, 3)
+    assert np.all(np.abs(seen) <= high)
+    assert np.isclose(np.abs(seen), high).mean() > 0.9  # |u| * 1000 is mostly far beyond the bounds: clipped onto them
+    # the first step by hand: clip(o + u * sigma_base, low, high) with u from the noise seed
+    u = np.random.default_rng(5).uniform(-0.1, 0.1, (2, 3))
+    first_obs = np.stack([obs[0] for obs in result["observations"]])
+    assert seen[:2] == pytest.approx(np.clip(first_obs + u * 1000.0, -high, high), abs=1e-6)
+    # a small scale: o + u * sigma_base itself where it stays inside the bounds (here all but cos near 1)
+    policy.actor.seen.clear()
+    rollout(policy, 2, obs_noise=0.1, obs_scale=np.full(3, 0.5), noise_seed=5)
+    unclipped = first_obs + u * 0.5
+    assert policy.actor.seen[0] == pytest.approx(np.clip(unclipped, -high, high), abs=1e-6)
+    assert (np.abs(unclipped) < high).sum() >= 4
+
+
+def test_first_seed_is_the_earliest_released_seed_else_the_lowest():
+    def first(*seeds):
+        return min([SimpleNamespace(train_seed=seed, path=f"{i}.pt") for i, seed in enumerate(seeds)],
+                   key=eval_smoothness.seed_order).train_seed
+
+    assert eval_smoothness.RELEASED_SEEDS == (178132, 410580, 922852, 787576, 660993)
+    assert first(660993, 922852, 410580) == 410580  # the released order, not the numeric one
+    assert first(1, 787576) == 787576  # a released seed comes before any other
+    assert first(7, 3, None, 12) == 3
+
+
+def test_sigma_base_comes_from_the_first_seed_base_model(tmp_path):
+    td3_second = write_checkpoint(tmp_path / "td3_410580.pt", "td3.py", seed=410580)
+    td3_first = write_checkpoint(tmp_path / "td3_178132.pt", "td3.py", seed=178132)
+    pave = write_checkpoint(tmp_path / "pave_178132.pt", "td3_pave.py", seed=178132)
+    sac_third = write_checkpoint(tmp_path / "sac_922852.pt", "sac.py", seed=922852)
+    sac_second = write_checkpoint(tmp_path / "sac_410580.pt", "sac.py", seed=410580)
+    out = tmp_path / "out"
+    status = eval_smoothness.main([str(p) for p in (td3_second, pave, td3_first, sac_third, sac_second)] + [
+        "--noise", "0.1", "--episodes", "1", "--noise-episodes", "2", "--scale-episodes", "3", "--out-dir", str(out),
+        "--no-progress-bar"])
+    assert status == 0
+    results = json.loads((out / "results.json").read_text())
+    scales = by_algo(results)
+    # one sigma_base per algorithm family: td3 and td3_pave share the td3 base's of seed 178132, not seed 410580's
+    expected, other = clean_std(td3_first, 3), clean_std(td3_second, 3)
+    assert not np.allclose(expected, other, rtol=0.05)
+    td3 = scales["td3"]
+    assert (td3["checkpoint"], td3["train_seed"], td3["method"], td3["fallback"]) == (str(td3_first), 178132, "td3", False)
+    assert (td3["episodes"], td3["samples"]) == (3, 3 * PENDULUM_STEPS)
+    assert td3["sigma_base"] == pytest.approx(expected.tolist())
+    assert (scales["sac"]["checkpoint"], scales["sac"]["train_seed"]) == (str(sac_second), 410580)
+    assert scales["sac"]["sigma_base"] == pytest.approx(clean_std(sac_second, 3).tolist())
+    # the noisy episodes of td3_pave ran with that sigma_base
+    with open(out / "episodes.csv") as f:
+        pave_returns = [float(r["return"]) for r in csv.DictReader(f) if r["method"] == "td3_pave"]
+    by_hand = rollout(load_policy(pave), 2, obs_noise=0.1, obs_scale=expected)["return"]
+    assert pave_returns == pytest.approx(by_hand, rel=1e-6)
+    assert "first-seed base model td3 (training seed 178132" in (out / "table.md").read_text()
+
+
+def test_base_checkpoint_flag_names_the_base_model(tmp_path, capsys):
+    td3_second = write_checkpoint(tmp_path / "td3_410580.pt", "td3.py", seed=410580)
+    td3_first = write_checkpoint(tmp_path / "td3_178132.pt", "td3.py", seed=178132)
+    pave = write_checkpoint(tmp_path / "pave.pt", "td3_pave.py", seed=178132)
+    common = ["--noise", "0.1", "--noise-episodes", "1", "--scale-episodes", "2", "--no-progress-bar"]
+    # the evaluated checkpoints hold no base model: the flag names it (the first seed of those it names)
+    assert eval_smoothness.main([str(pave), "--base-checkpoint", str(td3_second), "--base-checkpoint", str(td3_first),
+                                 "--out-dir", str(tmp_path / "a"), *common]) == 0
+    scale = by_algo(json.loads((tmp_path / "a" / "results.json").read_text()))["td3"]
+    assert (scale["checkpoint"], scale["fallback"]) == (str(td3_first), False)
+    assert scale["sigma_base"] == pytest.approx(clean_std(td3_first, 2).tolist())
+    assert f"--base-checkpoint {td3_second} not used" in capsys.readouterr().out
+    # a named base model takes precedence over an evaluated one
+    assert eval_smoothness.main([str(td3_second), str(pave), "--base-checkpoint", str(td3_first),
+                                 "--out-dir", str(tmp_path / "b"), *common]) == 0
+    assert by_algo(json.loads((tmp_path / "b" / "results.json").read_text()))["td3"]["checkpoint"] == str(td3_first)
+    # evaluate() takes it too
+    assert evaluate(pave, episodes=1, obs_noise=0.1, base_checkpoint=td3_first, scale_episodes=2)["obs_scale"] == \
+        pytest.approx(scale["sigma_base"])
+    # one that cannot be loaded is one line and exit 2, before anything runs
+    capsys.readouterr()
+    assert eval_smoothness.main([str(pave), "--base-checkpoint", str(tmp_path / "nowhere.pt"), *common]) == 2
+    assert capsys.readouterr().err.strip() == f"eval_smoothness.py: error: --base-checkpoint {tmp_path / 'nowhere.pt'}: no such file"
+
+
+def test_without_a_base_model_the_fallback_is_said(tmp_path, capsys):
+    paves = [write_checkpoint(tmp_path / f"pave_{seed}.pt", "td3_pave.py", seed=seed) for seed in (178132, 410580)]
+    out = tmp_path / "out"
+    assert eval_smoothness.main([*map(str, paves), "--noise", "0", "0.05", "--episodes", "2", "--noise-episodes", "1",
+                                 "--out-dir", str(out), "--no-progress-bar"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    scale = by_algo(results)["td3"]
+    # the pooled clean episodes (--episodes of them) of the evaluated checkpoints of the env and family
+    pooled = np.concatenate([obs for p in paves for obs in rollout(load_policy(p), 2)["observations"]]).std(axis=0)
+    assert (scale["fallback"], scale["checkpoint"], scale["episodes"]) == (True, None, 4)
+    assert scale["sigma_base"] == pytest.approx(pooled.tolist())
+    printed = capsys.readouterr().out
+    for text in (printed, (out / "table.md").read_text(), " ".join(results["notes"])):
+        assert "sigma_base of Pendulum-v1 (td3): FALLBACK, not the paper's protocol: no usable td3 base model" in text
+    assert evaluate(paves[0], episodes=1, obs_noise=0.05, scale_episodes=2)["obs_scale_fallback"] is True
+
+
+def record(seed, sigma, returns, sm):
+    return {"method": "m", "env_id": "E-v0", "obs_noise": sigma, "train_seed": seed, "return": returns, "sm": sm,
+            "action_change": sm, "length": [10] * len(returns)}
+
+
+def test_noisy_rows_show_the_std_over_per_seed_means():
+    records = [record(seed, sigma, returns, sm) for sigma in (0.0, 0.1)
+               for seed, returns, sm in ((1, [1.0, 3.0], [0.1, 0.3]), (2, [5.0, 7.0], [0.5, 0.7]))]
+    clean, noisy = eval_smoothness.summarize(records)
+    # pooled episodes: returns 1 3 5 7 -> mean 4, std sqrt(5); per-seed means 2 and 6 -> mean 4, std 2
+    for row in (clean, noisy):
+        assert (row["return_mean"], row["return_std"]) == pytest.approx((4.0, 5**0.5))
+        assert (row["return_seed_mean"], row["return_seed_std"]) == pytest.approx((4.0, 2.0))
+        assert (row["sm_std"], row["sm_seed_std"]) == pytest.approx((0.05**0.5, 0.2))
+    assert (clean["cell_statistic"], noisy["cell_statistic"]) == ("episodes", "seed means")
+    lines = eval_smoothness.markdown_table([clean, noisy], per_seed=False).splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert cells[0][5:8] == ["episodes", "4.0 (2.2)", "0.400 (0.224)"]
+    assert cells[1][5:8] == ["seed means", "4.0 (2.0)", "0.400 (0.200)"]
+
+
+@pytest.mark.parametrize("script", ["td3.py", "sac.py"])
+def test_old_checkpoint_with_hidden_dim_evaluates(script, tmp_path):
+    path, actor_net, _ = write_old_checkpoint(tmp_path / "old.pt", script, hidden_dim=256)
+    args = torch.load(path, weights_only=True)["args"]
+    assert "hidden_sizes" not in args and eval_smoothness.hidden_sizes_of(args) == (256, 256)
+    result = evaluate(path, episodes=2)
+    assert result["length"] == [PENDULUM_STEPS] * 2 and all(np.isfinite(result["return"]))
+    with torch.no_grad():
+        output = actor_net(torch.as_tensor(result["observations"][0][:1], dtype=torch.float32))[0]
+    expected = 2.0 * torch.tanh(output[:1]).numpy()  # TD3: tanh of the output; SAC: tanh of the mean (first half)
+    assert result["actions"][0][0] == pytest.approx(expected, rel=1e-5)
 
 
 # ---- the command line -------------------------------------------------------------------------------------------
@@ -140,29 +304,36 @@ def test_cli_groups_seeds_one_row_per_noise_level(td3_checkpoint, sac_checkpoint
     second_seed = variant(td3_checkpoint, tmp_path / "td3_seed2.pt", args={"seed": 2})
     out = tmp_path / "out"
     status = eval_smoothness.main([str(td3_checkpoint), str(second_seed), str(sac_checkpoint), "--episodes", "2",
-                                   "--noise", "0", "0.05", "--out-dir", str(out), "--per-seed", "--plot",
-                                   "--no-progress-bar"])
+                                   "--noise", "0", "0.05", "--noise-episodes", "3", "--scale-episodes", "2",
+                                   "--out-dir", str(out), "--per-seed", "--plot", "--no-progress-bar"])
     assert status == 0
     results = json.loads((out / "results.json").read_text())
     rows = {(r["method"], r["obs_noise"]): r for r in results["rows"]}
     assert sorted(rows) == [("sac", 0.0), ("sac", 0.05), ("td3", 0.0), ("td3", 0.05)]
-    td3_clean = rows[("td3", 0.0)]
+    td3_clean, td3_noisy = rows[("td3", 0.0)], rows[("td3", 0.05)]
     assert (td3_clean["seeds"], td3_clean["episodes"], td3_clean["train_seeds"]) == (2, 4, "1 2")
+    assert (td3_noisy["seeds"], td3_noisy["episodes"]) == (2, 6)  # --noise-episodes, not --episodes
     # both "seeds" are the same policy on the same evaluation seeds: pooled mean = one seed's mean, seed std = 0
     single = evaluate(td3_checkpoint, episodes=2)
     assert td3_clean["return_mean"] == pytest.approx(np.mean(single["return"]))
     assert td3_clean["return_std"] == pytest.approx(np.std(single["return"]))
     assert td3_clean["sm_mean"] == pytest.approx(np.mean(single["sm"])) and td3_clean["sm_seed_std"] == 0.0
-    # one sigma_base for the env, from all clean episodes of all three checkpoints
-    assert results["obs_scale"]["Pendulum-v1"]["samples"] == 3 * 2 * PENDULUM_STEPS
+    assert td3_noisy["return_seed_std"] == 0.0 and td3_noisy["return_std"] > 0.0
+    # sigma_base per algorithm family, from the first seed's base model (seeds 1 and 2: the lowest)
+    scales = by_algo(results)
+    assert (scales["td3"]["checkpoint"], scales["td3"]["samples"]) == (str(td3_checkpoint), 2 * PENDULUM_STEPS)
+    assert scales["sac"]["checkpoint"] == str(sac_checkpoint)
     with open(out / "episodes.csv") as f:
         episodes = list(csv.DictReader(f))
-    assert len(episodes) == 3 * 2 * 2
+    assert len(episodes) == 3 * 2 + 3 * 3
+    assert sorted({int(r["eval_seed"]) for r in episodes if r["obs_noise"] == "0.05"}) == [10_000, 10_001, 10_002]
     with open(out / "table.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
     printed = capsys.readouterr().out
     for text in (printed, (out / "table.md").read_text()):
-        assert f"| {td3_clean['return_mean']:.1f} ({td3_clean['return_std']:.1f})" in text and "sigma_base" in text
+        assert f"| episodes   | {td3_clean['return_mean']:.1f} ({td3_clean['return_std']:.1f})" in text
+        assert f"| seed means | {td3_noisy['return_seed_mean']:.1f} (0.0)" in text  # noisy rows: std over seed means
+        assert "sigma_base" in text and "cell = mean over seeds of each seed's mean" in text
     for name in ("spectrum_Pendulum-v1.png", "actions_Pendulum-v1.png"):
         assert (out / name).stat().st_size > 10_000
 
