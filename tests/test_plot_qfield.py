@@ -1,14 +1,14 @@
-"""plot_qfield.py: Eq. 17 and Lemma 4.1 against quadratic critics, a real figure and table, clear errors."""
+"""plot_qfield.py: Eq. 17 and Lemma 4.1 against quadratic critics, a real figure and table, old checkpoints, clear errors."""
 
 import csv
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import matplotlib.pyplot as plt
 import pytest
 import torch
 import torch.nn as nn
-from runs import run_script, train
+from runs import run_script
+from tiny_checkpoints import write_checkpoint, write_old_checkpoint
 
 import plot_qfield
 
@@ -131,20 +131,12 @@ def test_no_bound_where_the_critic_is_not_concave_in_the_action():
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Three tiny real Pendulum runs side by side: TD3 with a SiLU and with a ReLU critic, SAC with a SiLU critic.
-
-    One thread each, so that the parallel runs do not fight over the cores; narrow nets keep the training short.
-    """
+    """Three Pendulum checkpoints of untrained 64-64 networks, saved in-process: TD3 with SiLU and with ReLU, SAC with
+    SiLU (what is checked holds for any weights: finite statistics, and zero second derivatives for ReLU)."""
+    folder = tmp_path_factory.mktemp("checkpoints")
     runs = [("td3.py", "td3_silu", "silu"), ("td3.py", "td3_relu", "relu"), ("sac.py", "sac_silu", "silu")]
-
-    def run(script, name, activation):
-        run_dir, _ = train(script, "Pendulum-v1", tmp_path_factory.mktemp(name), "--exp-name", name, "--hidden-dim", 64,
-                           "--critic-activation", activation, "--eval-episodes", 1)
-        return name, run_dir / f"{name}.pt"
-
-    with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(len(runs)) as pool:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        return dict(pool.map(lambda r: run(*r), runs))
+    return {name: write_checkpoint(folder / f"{name}.pt", script, exp_name=name, hidden_sizes=(64, 64), activation=activation)
+            for script, name, activation in runs}
 
 
 def test_real_checkpoints_give_a_figure_and_a_finite_table(checkpoints, tmp_path):
@@ -168,6 +160,22 @@ def test_real_checkpoints_give_a_figure_and_a_finite_table(checkpoints, tmp_path
     relu = rows["td3_relu"]
     assert float(relu["M"]) == 0.0 and float(relu["mu"]) == 0.0 and int(relu["mu_nonpos"]) == 300
     assert float(rows["td3_silu"]["M"]) > 0.0 and float(rows["sac_silu"]["M"]) > 0.0
+
+
+@pytest.mark.parametrize("script", ["td3.py", "sac.py"])
+def test_old_checkpoint_with_hidden_dim_loads_and_is_analyzed(script, tmp_path):
+    """A checkpoint written before --hidden-sizes (args hold hidden_dim 256, ReLU networks) is rebuilt exactly."""
+    path, actor_net, qf_net = write_old_checkpoint(tmp_path / "old.pt", script, hidden_dim=256)
+    ckpt = plot_qfield.load_checkpoint(str(path), "qf1")
+    states = plot_qfield.rollout_states(ckpt, 20, seed=1)
+    actions = ckpt.actor.act(states)
+    torch.testing.assert_close(ckpt.qf(states, actions), qf_net.double()(torch.cat([states, actions], -1)))
+    mean = actor_net.double()(states)[:, :1]  # TD3: the whole output (one action dim); SAC: the mean half
+    torch.testing.assert_close(actions, torch.tanh(mean))
+    row = plot_qfield.geometry_statistics(ckpt, states)
+    # ReLU networks are piecewise linear: both second derivatives vanish at every visited state
+    assert row["states"] == 20 and row["M"] == 0.0 and row["mu"] == 0.0 and row["mu_nonpos"] == 20
+    assert math.isfinite(row["policy_jacobian"]) and row["policy_jacobian"] > 0.0
 
 
 def test_missing_file_is_one_clear_line(tmp_path):
