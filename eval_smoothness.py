@@ -253,8 +253,8 @@ def sigma_base(bases, pool=(), scale_episodes=SCALE_EPISODES, seed=EVAL_SEED, cl
     std, samples = observation_std(observations)
     return {"sigma_base": std.tolist(), "fallback": True, "checkpoint": None, "method": None, "train_seed": None,
             "episodes": len(observations), "samples": samples,
-            "how": f"FALLBACK, not the paper's protocol: no usable {pool[0].algo} base model of this env was given or evaluated "
-                   f"(pass one with --base-checkpoint), so sigma_base is the per-dimension std (floored at "
+            "how": f"FALLBACK, not the paper's protocol: no usable base model ({pool[0].algo}.py run as {pool[0].algo}) of "
+                   f"this env, so sigma_base is the per-dimension std (floored at "
                    f"{SCALE_FLOOR:g}) of {samples} pooled observations of {len(observations)} clean episodes of "
                    f"{len(pool)} evaluated checkpoint(s); every method of the env and family uses it"}
 
@@ -556,7 +556,8 @@ def main(argv=None):
     lines += ["- table.csv and results.json hold both statistics for every row: `<key>_mean`/`<key>_std` over the pooled "
               "episodes, `<key>_seed_mean`/`<key>_seed_std` over the per-seed means; sm and |a_t - a_t-1| on actions in "
               "env units."]
-    lines += [f"- sigma_base of {env_id} ({algo}): {s['how']}." for (env_id, algo), s in scales.items()]
+    lines += [f"- sigma_base of {env_id} ({algo}): {s['how']}" + (" (name a base model with --base-checkpoint)." if s["fallback"]
+              else ".") for (env_id, algo), s in scales.items()]
     used = {s["checkpoint"] for s in scales.values()}
     lines += [f"- --base-checkpoint {b.path} not used (no {b.algo} checkpoint of {b.env_id} evaluated under noise, or "
               "another given base of an earlier seed was used)." for b in given_bases if b.path not in used]

@@ -259,7 +259,8 @@ def test_without_a_base_model_the_fallback_is_said(tmp_path, capsys):
     assert scale["sigma_base"] == pytest.approx(pooled.tolist())
     printed = capsys.readouterr().out
     for text in (printed, (out / "table.md").read_text(), " ".join(results["notes"])):
-        assert "sigma_base of Pendulum-v1 (td3): FALLBACK, not the paper's protocol: no usable td3 base model" in text
+        assert "sigma_base of Pendulum-v1 (td3): FALLBACK, not the paper's protocol: no usable base model (td3.py run as " \
+               "td3) of this env" in text and "(name a base model with --base-checkpoint)." in text
     assert evaluate(paves[0], episodes=1, obs_noise=0.05, scale_episodes=2)["obs_scale_fallback"] is True
 
 
