@@ -6,12 +6,13 @@ with the study folder (--out) as working directory, so it writes <out>/runs/<E>_
 and its stdout and stderr go to <out>/logs/<E>__<variant>__<S>.log. The variant name (its --exp-name) says what differs
 between runs of one script (td3_pave-lambda3_0.5), so a run is found again by globbing runs/<E>__<variant>__<S>__*/<variant>.pt.
 
-Studies (--env-ids, --seeds and --extra override any suite's grid; seeds default to 1-5):
+Studies (--env-ids, --seeds and --extra override any suite's grid; seeds default to the released runs' five, in their
+order 178132 410580 922852 787576 660993, eval_smoothness.RELEASED_SEEDS, so "seed 1" is 178132 as in REFERENCE.md):
     --suite paper-td3     Table 1: td3 td3_caps td3_gradcaps td3_asap td3_pave on the paper's six envs
     --suite paper-sac     Table 2: the same with sac*
     --suite noise         Table 3: paper-td3's variants on LunarLander and Walker (the paper's two), evaluated under
-                          observation noise 0.01 0.05 0.1 (--noise-levels); same run names, so in the same --out it reuses
-                          paper-td3's runs
+                          observation noise 0.01 0.05 0.1 (--noise-levels) with eval_smoothness's protocol; same run names,
+                          so in the same --out it reuses paper-td3's runs
     --suite ablation      Table 4: td3 with SiLU, then td3_pave with MPR only, MPR + VFC, all three (lambdas zeroed)
     --suite sensitivity   Figure 4: td3_pave on Pendulum, one lambda at a time over --grid (0, 1e-3 .. 10), the others at presets
     --scripts td3.py td3_pave.py --env-ids Pendulum-v1 --seeds 1 2 --extra "--total-timesteps 20000"   (any scripts)
@@ -36,7 +37,10 @@ Backends:
 Report (<out>/report/, after the runs, or alone with --report-only): every finished run is evaluated with
 eval_smoothness.evaluate (--episodes deterministic episodes per run, cached in <out>/eval/); tables pool the episodes
 of all seeds and show mean (std) per env, best in bold and second underlined (re higher, sm lower is better):
-table1.md (return and sm), table3_noise.md (noise suite), table5_throughput.md (mean over seeds of the last logged
+table1.md (return and sm), table3_noise.md (noise suite: REFERENCE.md's Table 3 protocol through eval_smoothness's
+functions: sigma_base from 20 clean episodes of the env's first-seed base run per algorithm family, noisy observations
+clipped to the observation bounds, --noise-episodes (20) per run and sigma, cells mean (std) over the per-seed means),
+table5_throughput.md (mean over seeds of the last logged
 charts/SPS_train), learning_curves.png (charts/episodic_return, mean and std band over seeds), sensitivity_<env>.png
 (sensitivity suite), and index.md linking them.
 
@@ -199,7 +203,12 @@ def build_study(args):
         if env_id in PAPER_ENV_IDS:
             print(f"note: {env_id} (the paper's id) is not in Gymnasium 1.x; using {PAPER_ENV_IDS[env_id]}, the same task")
     study.env_ids = list(dict.fromkeys(PAPER_ENV_IDS.get(e, e) for e in env_ids))
-    study.seeds = args.seeds
+    if args.seeds:
+        study.seeds = args.seeds
+    else:  # imported here, not at the top: eval_smoothness loads torch and Gymnasium, which --help and bad input do not need
+        from eval_smoothness import RELEASED_SEEDS
+
+        study.seeds = list(RELEASED_SEEDS)
     if args.noise_levels is not None:
         study.noise_levels = tuple(args.noise_levels)
     return study
@@ -405,10 +414,7 @@ def run_study(study, out, args):
 # Reporting: evaluation, Markdown tables, figures
 # ----------------------------------------------------------------------------------------------------------------------
 def evaluation(run, checkpoint, out, episodes, obs_noise=0.0, obs_scale=None):
-    """Per-episode lists EPISODE_KEYS of eval_smoothness.evaluate, cached in <out>/eval/ (recomputed if obs_scale changed).
-
-    A clean evaluation also keeps per-dimension sums of the observations it saw, from which write_report pools sigma_base.
-    """
+    """Per-episode lists EPISODE_KEYS of eval_smoothness.evaluate, cached in <out>/eval/ (recomputed if obs_scale changed)."""
     cache = out / "eval" / f"{run.name}__noise{obs_noise:g}__{episodes}ep.json"
     if cache.exists():
         saved = json.loads(cache.read_text())
@@ -417,27 +423,12 @@ def evaluation(run, checkpoint, out, episodes, obs_noise=0.0, obs_scale=None):
             return saved
     from eval_smoothness import evaluate
 
-    scale = {} if obs_scale is None else {"obs_scale": obs_scale}  # the first evaluate() has no obs_scale
-    result = evaluate(str(checkpoint), episodes=episodes, obs_noise=obs_noise, **scale)
+    result = evaluate(str(checkpoint), episodes=episodes, obs_noise=obs_noise, obs_scale=obs_scale)
     saved = {key: [float(x) for x in result[key]] for key in EPISODE_KEYS}
     saved["obs_scale"] = None if obs_scale is None else [float(x) for x in obs_scale]
-    if obs_noise == 0 and "observations" in result:
-        seen = np.concatenate(result["observations"]).astype(np.float64)
-        saved.update(obs_count=len(seen), obs_sum=seen.sum(0).tolist(), obs_sumsq=np.square(seen).sum(0).tolist())
     cache.parent.mkdir(exist_ok=True)
     cache.write_text(json.dumps(saved))
     return saved
-
-
-def pooled_observation_scale(clean_results):
-    """sigma_base: per-dimension std of every observation of these clean evaluations (None if they kept no sums)."""
-    kept = [r for r in clean_results if "obs_sum" in r]
-    if not kept:
-        return None
-    count = sum(r["obs_count"] for r in kept)
-    mean = np.sum([r["obs_sum"] for r in kept], axis=0) / count
-    variance = np.sum([r["obs_sumsq"] for r in kept], axis=0) / count - mean**2
-    return np.sqrt(np.maximum(variance, 0.0)).tolist(), count
 
 
 def format_mean_std(values):
@@ -447,7 +438,8 @@ def format_mean_std(values):
 
 
 def markdown_table(title, row_labels, columns, cells):
-    """A paper-style table: columns = [(header, higher_is_better)], cells[row][column] = pooled values or None.
+    """A paper-style table: columns = [(header, higher_is_better)], cells[row][column] = values (pooled episodes or
+    per-seed means) or None.
 
     Cells show mean (std); per column the best mean is bold and the second underlined.
     """
@@ -549,34 +541,49 @@ def write_report(study, out, args):
 
     results, unreadable, scale_notes = {}, [], []  # results[(run, noise)] = its evaluation
 
-    def evaluate_into_results(run, obs_noise=0.0, obs_scale=None):
+    def evaluate_into_results(run, obs_noise=0.0, obs_scale=None, episodes=args.episodes):
         try:
-            results[run, obs_noise] = evaluation(run, checkpoints[run], out, args.episodes, obs_noise, obs_scale)
+            results[run, obs_noise] = evaluation(run, checkpoints[run], out, episodes, obs_noise, obs_scale)
         except Exception as error:  # a damaged checkpoint must not take the whole report down
             unreadable.append(f"{run.name} (noise {obs_noise:g}): {type(error).__name__}: {error}")
 
     for run in tqdm(finished, desc="evaluating", unit="run", leave=False):
         evaluate_into_results(run)
-    clean = {run: result for (run, _), result in results.items()}
+    clean = [run for run, _ in results]
     if study.noise_levels:
-        # as Table 3 needs: one sigma_base per env, from the clean episodes of all its runs, so all methods get the same noise
+        import eval_smoothness  # Table 3's protocol, as eval_smoothness.py follows it
+
+        noise_episodes = args.noise_episodes or eval_smoothness.NOISE_EPISODES
         for env_id in study.env_ids:
-            pooled_scale = pooled_observation_scale([r for run, r in clean.items() if run.env_id == env_id])
-            scale = pooled_scale[0] if pooled_scale else None
-            if pooled_scale:
-                scale_notes.append(f"{short_env(env_id)}: per-dimension std of {pooled_scale[1]} observations of the clean "
-                                   "evaluation episodes of all its runs")
-            todo = [(run, n) for run in clean if run.env_id == env_id for n in study.noise_levels]
-            for run, obs_noise in tqdm(todo, desc=f"noise {short_env(env_id)}", unit="eval", leave=False):
-                evaluate_into_results(run, obs_noise, scale)
-    pooled = {}  # pooled[(variant, env, noise)] = {"return": [...], "sm": [...]} over the episodes of every finished seed
+            policies = {}
+            for run in (r for r in clean if r.env_id == env_id):
+                try:
+                    policies[run] = eval_smoothness.load_policy(checkpoints[run])
+                except eval_smoothness.CheckpointError as error:
+                    unreadable.append(f"{run.name} (noise): {error}")
+            for algo in sorted({policy.algo for policy in policies.values()}):
+                family = {run: policy for run, policy in policies.items() if policy.algo == algo}
+                # one sigma_base per env and algorithm family: the first-seed base run's (else the reported fallback)
+                try:
+                    scale = eval_smoothness.sigma_base([p for p in family.values() if eval_smoothness.is_base(p)],
+                                                       list(family.values()), clean_episodes=args.episodes)
+                except Exception as error:
+                    unreadable.append(f"σ_base of {short_env(env_id)} {algo} (no noisy rows): {type(error).__name__}: {error}")
+                    continue
+                scale_notes.append(f"{short_env(env_id)} {algo}: {scale['how']}")
+                todo = [(run, n) for run in family for n in study.noise_levels]
+                for run, obs_noise in tqdm(todo, desc=f"noise {short_env(env_id)} {algo}", unit="eval", leave=False):
+                    evaluate_into_results(run, obs_noise, scale["sigma_base"], noise_episodes)
+    # over the episodes of every finished seed (clean tables), and the per-seed means (noise table: Table 3's cells)
+    pooled, seed_means = {}, {}  # [(variant, env, noise)] = {"return": [...], "sm": [...]}
     for (run, obs_noise), result in results.items():
-        entry = pooled.setdefault((run.variant, run.env_id, obs_noise), {"return": [], "sm": []})
-        entry["return"] += result["return"]
-        entry["sm"] += result["sm"]
+        key = (run.variant, run.env_id, obs_noise)
+        for name in ("return", "sm"):
+            pooled.setdefault(key, {"return": [], "sm": []})[name] += result[name]
+            seed_means.setdefault(key, {"return": [], "sm": []})[name].append(float(np.mean(result[name])))
 
     def cell(variant, env_id, noise, key):
-        return pooled.get((variant, env_id, noise), {}).get(key)
+        return (seed_means if noise > 0 else pooled).get((variant, env_id, noise), {}).get(key)
 
     labels = [v.label for v in study.variants]
     tables = {}
@@ -588,7 +595,9 @@ def write_report(study, out, args):
                    for e in study.env_ids for n in study.noise_levels for key in ("re", "sm")]
         cells = [[cell(v, e, n, key) for e in study.env_ids for n in study.noise_levels for key in ("return", "sm")]
                  for v in study.variants]
-        tables["table3_noise.md"] = markdown_table("Table 3: return and smoothness under observation noise σ", labels, columns, cells)
+        title = (f"Table 3: return and smoothness under observation noise σ ({noise_episodes} episodes per run and σ); "
+                 "mean over seeds of the per-seed means (std over those means)")
+        tables["table3_noise.md"] = markdown_table(title, labels, columns, cells)
 
     run_dirs = {run: checkpoints[run].parent for run in finished}
     sps = {}  # (variant, env) -> last logged SPS after learning starts, per seed
@@ -620,7 +629,9 @@ def write_report(study, out, args):
     if unreadable:
         index += ["Not evaluated: " + "; ".join(unreadable), ""]
     if scale_notes:
-        index += ["Observation noise: the policy sees o + U(-σ, σ) * σ_base per dimension; σ_base of " + "; ".join(scale_notes), ""]
+        index += ["Observation noise (Table 3, as eval_smoothness.py): per step and dimension the policy sees "
+                  "clip(o + u σ_base, obs_low, obs_high), u ~ U(-σ, σ), the env's state unchanged; a cell is the mean over "
+                  "seeds of the per-seed means (std over those means). σ_base of " + "; ".join(scale_notes), ""]
     index += ["## Tables", ""]
     for name, text in tables.items():
         index += [f"[{name}]({name})", "", text]
@@ -707,7 +718,8 @@ def parse_study_args(argv):
     study.add_argument("--suite", help=f"a named study: {', '.join(SUITES)}")
     study.add_argument("--scripts", nargs="+", help="training scripts of an explicit study (relative to the repository, or paths)")
     parser.add_argument("--env-ids", nargs="+", help="override the suite's envs")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="training seeds (default: the released runs' five in their order, eval_smoothness.RELEASED_SEEDS)")
     parser.add_argument("--extra", default="", help='flags for every run, one string: --extra "--total-timesteps 20000"')
     parser.add_argument("--noise-levels", nargs="+", type=float,
                         help="observation noise levels evaluated for Table 3 (noise suite: 0.01 0.05 0.1)")
@@ -727,11 +739,13 @@ def parse_study_args(argv):
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("--report-only", action="store_true", help="no training: report on the runs already in --out")
     parser.add_argument("--no-report", action="store_true", help="train only")
-    parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per run for the tables (the paper's 10)")
+    parser.add_argument("--episodes", type=int, default=10, help="clean evaluation episodes per run for the tables (the paper's 10)")
+    parser.add_argument("--noise-episodes", type=int,
+                        help="evaluation episodes per run and noise level (default: Table 3's 20, eval_smoothness.NOISE_EPISODES)")
     args = parser.parse_args(argv)
     args.workers = args.workers or max(1, (os.cpu_count() or 1) // args.cpus_per_run)
-    for name in ("workers", "cpus_per_run", "episodes"):
-        if getattr(args, name) <= 0:
+    for name in ("workers", "cpus_per_run", "episodes", "noise_episodes"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive")
     if args.gpus_per_run < 0:
         fail("--gpus-per-run must be non-negative")

@@ -1,5 +1,5 @@
 """benchmark.py: tiny studies end to end on the local backend and on a local Ray instance, failures, resume, reports,
-throughput, and one-line errors on bad input."""
+the noise table by Table 3's protocol, the released seeds as default, throughput, and one-line errors on bad input."""
 
 import os
 import re
@@ -11,8 +11,13 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import pytest
 from runs import REPO
+from tiny_checkpoints import write_checkpoint
+
+import eval_smoothness
+from benchmark import format_mean_std
 
 # A few hundred real steps per run; --log-freq 100 so that the runs log SPS for the throughput table.
 TINY_EXTRA = "--total-timesteps 300 --learning-starts 100 --buffer-size 1000 --eval-episodes 2 --log-freq 100 --geometry-freq 100"
@@ -156,12 +161,43 @@ def test_dry_run_prints_the_suites_commands(tmp_path):
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 5 * 6 * 5  # methods x envs x seeds
     assert all(" --save-model " in line and "> logs/" in line for line in lines)
-    assert any("td3_asap.py --env-id Walker2d-v5 --seed 5 --exp-name td3_asap" in line for line in lines)
+    # the released runs' seeds, in their order
+    seeds = [int(line.split(" --seed ")[1].split()[0]) for line in lines if "td3_asap.py --env-id Walker2d-v5 " in line]
+    assert seeds == [178132, 410580, 922852, 787576, 660993]
     assert not (tmp_path / "s").exists()  # a dry run writes nothing
     ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--extra", "--total-timesteps 1000", cwd=tmp_path).stdout
     assert "td3.py --env-id LunarLanderContinuous-v3 --seed 1 --exp-name td3-silu --save-model --no-progress-bar " \
            "--actor-activation silu --critic-activation silu --total-timesteps 1000" in ablation
     assert "--exp-name td3_pave-mpr --save-model --no-progress-bar --lambda2 0 --lambda3 0" in ablation
+
+
+def test_noise_table_follows_table_3s_protocol(tmp_path):
+    """A study folder of in-process checkpoints, reported with --report-only: sigma_base from the first-seed (178132) td3
+    run's 20 clean episodes, --noise-episodes per run, cells mean (std) over the per-seed means; checked by hand with
+    eval_smoothness's functions."""
+    out, seeds, paths = tmp_path / "study", (410580, 178132), {}
+    for name in ("td3", "td3_pave"):
+        for seed in seeds:
+            folder = out / "runs" / f"Pendulum-v1__{name}__{seed}__0"
+            folder.mkdir(parents=True)
+            paths[name, seed] = write_checkpoint(folder / f"{name}.pt", f"{name}.py", seed=seed, init_seed=seed + len(name))
+    result = benchmark("--scripts", "td3.py", "td3_pave.py", "--env-ids", "Pendulum-v1", "--seeds", *seeds, "--noise-levels", 0.1,
+                       "--episodes", 1, "--noise-episodes", 2, "--report-only", "--out", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    policy = {key: eval_smoothness.load_policy(path) for key, path in paths.items()}
+    scale = np.concatenate(eval_smoothness.rollout(policy["td3", 178132], 20)["observations"]).std(axis=0)
+    text = (out / "report" / "table3_noise.md").read_text()
+    assert "|  | Pendulum σ=0.1 re | Pendulum σ=0.1 sm |" in text and "(2 episodes per run and σ)" in text
+    table = table_rows(text)
+    for name in ("td3", "td3_pave"):
+        noisy = [eval_smoothness.rollout(policy[name, seed], 2, obs_noise=0.1, obs_scale=scale) for seed in seeds]
+        cells = [re.sub(r"\*\*|</?u>", "", cell) for cell in table[name]]
+        assert cells == [format_mean_std([np.mean(r[key]) for r in noisy]) for key in ("return", "sm")]
+        assert cells[1] != format_mean_std([v for r in noisy for v in r["sm"]])  # not the pooled episodes' std
+    index = (out / "report" / "index.md").read_text()
+    assert "Pendulum td3: per-dimension std (floored at 1e-06) of 4000 observations of 20 clean episodes of the first-seed " \
+           f"base model td3 (training seed 178132, {paths['td3', 178132]})" in index
+    assert "clip(o + u σ_base, obs_low, obs_high)" in index and "FALLBACK" not in index
 
 
 @pytest.mark.parametrize("args, message", [
@@ -186,5 +222,8 @@ def test_throughput_reports_sps_and_ratio_to_the_base_script(tmp_path):
     assert set(rows) == {"td3", "td3_pave", "td3_pave --pave-batch 25"}, rows
     base, pave, sub_batch = (rows[label] for label in ("td3", "td3_pave", "td3_pave --pave-batch 25"))
     assert float(base[1]) == 1.0 and float(pave[0]) > 0 and float(sub_batch[0]) > 0
-    assert abs(float(pave[1]) - float(pave[0]) / float(base[0])) < 0.01
+    # the ratio comes from the unrounded SPS, which the table shows to 0.1 (and the ratio to 0.01): at a few SPS (a busy
+    # machine) the rounding alone moves pave / base by more than 0.01
+    sps_pave, sps_base = float(pave[0]), float(base[0])
+    assert (sps_pave - 0.05) / (sps_base + 0.05) - 0.005 <= float(pave[1]) <= (sps_pave + 0.05) / (sps_base - 0.05) + 0.005
     assert not list(tmp_path.iterdir())  # without --out, its runs go to a temporary folder that is removed
