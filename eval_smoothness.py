@@ -18,6 +18,8 @@ sac_*; first seed = the earliest of RELEASED_SEEDS, else the lowest), locked for
 The base model comes from --base-checkpoint, else from the evaluated checkpoints. Without one (our fallback, reported
 in the printed notes, table.md and results.json) sigma_base is the std of the pooled clean observations of the
 evaluated checkpoints of that env and family. table.csv and results.json keep both statistics for every row.
+Our choices where REFERENCE.md is silent: the sigma_base episodes use the evaluation seeds (EVAL_SEED on); every
+checkpoint gets the same noise stream (--noise-seed), so methods differ by policy, not by draw.
 
     python eval_smoothness.py runs/*/*.pt --noise 0 0.01 0.05 0.1 --plot
 """
@@ -210,7 +212,9 @@ def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noi
 
 
 def is_base(policy):
-    """Whether a policy is the Base model of its algorithm family: td3.py (sac.py) run under its own name td3 (sac)."""
+    """Whether a policy is the Base model of its algorithm family: td3.py (sac.py) run under its own name td3 (sac).
+
+    A renamed plain run (benchmark.py's ablation variant td3-silu) is not one: name it with --base-checkpoint."""
     return policy.script == f"{policy.algo}.py" and policy.method == policy.algo
 
 
@@ -305,8 +309,8 @@ class Args:
     """clean episodes of the first-seed base model whose observations give sigma_base (Table 3: 20)"""
     base_checkpoint: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
     """Base model (td3.py or sac.py checkpoint) whose clean episodes give sigma_base of its env and algorithm family;
-    repeatable; when several share an env and family the first-seed one is used; it takes precedence over base
-    checkpoints among CHECKPOINTS, which are used when this names none for that env and family"""
+    of several for one env and family the first-seed one is used; it takes precedence over base checkpoints among
+    CHECKPOINTS (ours), which are used where this names none"""
     seed: int = EVAL_SEED
     """episode i resets its env with seed + i (far from training seeds)"""
     noise_seed: int = 0
