@@ -16,6 +16,8 @@ order 178132 410580 922852 787576 660993, eval_smoothness.RELEASED_SEEDS, so "se
     --suite ablation      Table 4: td3 with SiLU, then td3_pave with MPR only, MPR + VFC, all three (lambdas zeroed)
     --suite sensitivity   Figure 4: td3_pave on Pendulum, one lambda at a time over --grid (0, 1e-3 .. 10), the others at presets
     --scripts td3.py td3_pave.py --env-ids Pendulum-v1 --seeds 1 2 --extra "--total-timesteps 20000"   (any scripts)
+Every script runs the released code's SiLU networks; --paper-text-activations runs every method but PAVE with ReLU, as
+the paper text's section 6.1 says, under run names ending in -relu (the ablation's SiLU base stays as it is).
 Scripts a suite names that are not in the repository are left out with a note; scripts given by --scripts must exist.
 
 Nothing is lost:
@@ -146,8 +148,10 @@ def method_variants(algo):
 
 
 def ablation_variants():
+    # the paper's Table 4 base "modified to incorporate SiLU": every script's default now, so it is plain td3 (and the
+    # same run as paper-td3's Base in one --out), kept SiLU also under --paper-text-activations
     return [
-        Variant("td3.py", "td3-silu", "Base (SiLU)", ("--actor-activation", "silu", "--critic-activation", "silu")),
+        Variant("td3.py", "td3", "Base (SiLU)"),
         Variant("td3_pave.py", "td3_pave-mpr", "+ MPR", ("--lambda2", "0", "--lambda3", "0")),
         Variant("td3_pave.py", "td3_pave-mpr_vfc", "+ MPR + VFC", ("--lambda3", "0")),
         Variant("td3_pave.py", "td3_pave", "+ MPR + VFC + Curv"),
@@ -211,7 +215,18 @@ def build_study(args):
         study.seeds = list(RELEASED_SEEDS)
     if args.noise_levels is not None:
         study.noise_levels = tuple(args.noise_levels)
+    if args.paper_text_activations:
+        study.variants = [paper_text_variant(v) if study.name != "ablation" else v for v in study.variants]
     return study
+
+
+def paper_text_variant(variant):
+    """The paper text's section 6.1 setting: Base, CAPS, Grad-CAPS and ASAP with ReLU actor and critics (the released code
+    runs SiLU everywhere, our default); PAVE keeps SiLU. Renamed (-relu) so that both settings can share one --out."""
+    if Path(variant.script).stem.endswith("_pave"):
+        return variant
+    return Variant(variant.script, f"{variant.name}-relu", f"{variant.label} (ReLU)",
+                   (*variant.flags, "--actor-activation", "relu", "--critic-activation", "relu"), variant.sweep)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -723,6 +738,8 @@ def parse_study_args(argv):
     parser.add_argument("--extra", default="", help='flags for every run, one string: --extra "--total-timesteps 20000"')
     parser.add_argument("--noise-levels", nargs="+", type=float,
                         help="observation noise levels evaluated for Table 3 (noise suite: 0.01 0.05 0.1)")
+    parser.add_argument("--paper-text-activations", action="store_true",
+                        help="the paper text's ReLU for every method but PAVE (default: the released code's SiLU everywhere)")
     parser.add_argument("--grid", nargs="+", type=float, help=f"sensitivity suite: the values of each lambda (default {SENSITIVITY_GRID})")
     parser.add_argument("--out", type=Path, help="the study folder (default: studies/<suite>)")
     parser.add_argument("--backend", default="local", choices=["local", "ray"])

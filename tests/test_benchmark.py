@@ -166,9 +166,27 @@ def test_dry_run_prints_the_suites_commands(tmp_path):
     assert seeds == [178132, 410580, 922852, 787576, 660993]
     assert not (tmp_path / "s").exists()  # a dry run writes nothing
     ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--extra", "--total-timesteps 1000", cwd=tmp_path).stdout
-    assert "td3.py --env-id LunarLanderContinuous-v3 --seed 1 --exp-name td3-silu --save-model --no-progress-bar " \
-           "--actor-activation silu --critic-activation silu --total-timesteps 1000" in ablation
+    # the ablation's base is plain td3 (SiLU is every script's default), under --paper-text-activations too
+    assert "td3.py --env-id LunarLanderContinuous-v3 --seed 1 --exp-name td3 --save-model --no-progress-bar " \
+           "--total-timesteps 1000" in ablation
     assert "--exp-name td3_pave-mpr --save-model --no-progress-bar --lambda2 0 --lambda3 0" in ablation
+    relu_ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--paper-text-activations", cwd=tmp_path).stdout
+    assert "relu" not in relu_ablation and "--exp-name td3 " in relu_ablation
+
+
+def test_paper_text_activations_make_every_method_but_pave_relu(tmp_path):
+    """--paper-text-activations: the paper text's section 6.1 (ReLU baselines, SiLU PAVE), under their own run names."""
+    result = benchmark("--suite", "paper-sac", "--env-ids", "Pendulum-v1", "--seeds", 1, "--dry-run", "--paper-text-activations",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 5
+    relu = " --actor-activation relu --critic-activation relu"
+    for name in ("sac", "sac_caps", "sac_gradcaps", "sac_asap"):
+        (line,) = [line for line in lines if f" --exp-name {name}-relu " in line]
+        assert line.startswith("cd ") and f"/{name}.py " in line and relu in line, line
+    (pave,) = [line for line in lines if "sac_pave.py" in line]
+    assert " --exp-name sac_pave " in pave and "relu" not in pave
 
 
 def test_noise_table_follows_table_3s_protocol(tmp_path):
