@@ -1,0 +1,299 @@
+"""The critic analyses of the PAVE paper's released code, on any of our checkpoints: does the critic have a small M and a
+kept mu, and does its action gradient turn smoothly along the greedy policy's own trajectories?
+
+Every checkpoint (TD3 or SAC, any env) runs the deterministic episodes of eval_smoothness.py (--episodes 10, env seeds
+10 000, 10 001, ...: the same states whose smoothness score that tool reports). At every visited state s, with
+a = pi(s) the actor's deterministic normalized action (SAC: tanh(mean)), the exact derivatives of the critic Q1 (float64,
+torch.func, all states of an episode in one vmapped call) give:
+- M = ||grad2_sa Q(s, a)||_2 (spectral norm) and mu = |tr grad2_aa Q(s, a)|; per checkpoint M_sup = max over steps and
+  mu_inf = min over steps (Proposition 4.2's sup and inf). mu is the released code's stand-in for the curvature
+  -lambda_max(grad2_aa Q) of the bound L <= M / mu: it ignores the sign (a convex critic has a large mu too), so read it
+  with the concavity rates.
+- the gradient flip rate: cos(grad_a Q(s_t, pi(s_t)), grad_a Q(s_t+1, pi(s_t+1))) for consecutive steps of one episode
+  (never across episodes); the share with cos < 0, and the cosine's mean and median (one action dim: cos is the sign
+  of the product of the two derivatives, so the flip rate is the share of sign changes).
+- the concavity rate: share of steps with tr grad2_aa Q < -delta (--delta 1.0, PAVE's margin), and the negative-definite
+  rate: share of steps where every eigenvalue of grad2_aa Q (symmetrized) is < 0.
+Checkpoints are grouped by (method, env), method = the run's exp_name; a cell is mean (std) over the group's training
+seeds (numpy's std, ddof 0) of the per-seed values. checkpoints.csv keeps the per-seed values (and the means of M and mu
+over steps), table.csv the groups, table.md both tables and the protocol.
+
+Where we differ from the released scripts (our choices): their episodes start from one reset seed per training seed
+and continue unseeded; ours are eval_smoothness.py's, seeded per episode and the same for every checkpoint. Their
+concavity rate pools the steps of all seeds (ours is per seed, then mean (std); the pooled rate is in table.csv as
+concave_rate_pooled). They run float32; we run float64.
+
+A separate file from plot_qfield.py, which draws the landscape: these are statistics over full evaluation episodes,
+grouped across seeds with a table CLI like eval_smoothness.py's, and one file holding both CLIs would be two tools in
+one. plot_qfield.py reuses this file's loader and exact derivatives.
+
+    python critic_geometry.py runs/*/td3.pt runs/*/td3_pave.pt --out-dir reports/geometry
+"""
+
+import copy
+import csv
+import importlib
+import math
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from torch.func import jacrev, vmap
+
+REPO = Path(__file__).resolve().parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # the training scripts whose classes rebuild the networks sit next to this file
+from eval_smoothness import (  # noqa: E402
+    EPISODES,
+    EVAL_SEED,
+    CheckpointError,
+    Policy,
+    hidden_sizes_of,
+    load_policy,
+    reason,
+    rollout,
+    seed_order,
+)
+
+PROG = Path(__file__).name
+DELTA = 1.0  # the concavity margin: PAVE's Curv term and the released concavity rate use tr grad2_aa Q < -1.0
+
+
+@dataclass(eq=False)  # compared by identity
+class Critic:
+    """A checkpoint rebuilt for geometry: eval_smoothness's Policy (its float32 actor steps the env) plus float64 frozen
+    copies of the actor and of one critic, for exact derivatives."""
+
+    policy: Policy
+    actor: torch.nn.Module
+    qf: torch.nn.Module
+    step: int
+
+
+def load_critic(path, critic="qf1"):
+    """Rebuild a checkpoint's actor and critic `critic` with the script that wrote it; CheckpointError (one line) on
+    anything unusable. eval_smoothness.load_policy checks the file and rebuilds the actor; the critic comes from the
+    same file, read again (weights_only: no code in it runs)."""
+    policy = load_policy(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if critic not in ckpt:
+        raise CheckpointError(f"holds no {critic!r} state dict: without a critic there is no Q-field to analyze")
+    try:
+        args = ckpt["args"]
+        module = importlib.import_module(Path(policy.script).stem)
+        qf = module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["critic_activation"])
+        qf.load_state_dict(ckpt[critic])
+    except Exception as e:
+        raise CheckpointError(f"cannot rebuild its {critic} with {policy.script} ({reason(e)})") from None
+    # float64 so that second derivatives measure the network, not round-off; frozen: only the inputs are differentiated
+    actor = copy.deepcopy(policy.actor).double().eval().requires_grad_(False)
+    return Critic(policy, actor, qf.double().eval().requires_grad_(False), int(ckpt.get("global_step", 0)))
+
+
+def derivatives(qf, obs, actions):
+    """Exact derivatives of Q at each row (s, a), one vmapped call for the whole batch: grad_a Q (B, act_dim),
+    H_sa = grad2_sa Q (B, act_dim, obs_dim) with H_sa[b, j, i] = d2Q / (da_j ds_i), and H_aa = grad2_aa Q (B, act, act)."""
+
+    def action_grad(s, a):
+        grad = jacrev(lambda a: qf(s[None], a[None])[0, 0])(a)
+        return grad, grad  # the second copy comes back as aux: one pass gives the gradient and both Jacobians of it
+
+    (h_sa, h_aa), grad = vmap(jacrev(action_grad, argnums=(0, 1), has_aux=True))(obs, actions)
+    return grad, h_sa, h_aa
+
+
+def state_geometry(qf, obs, actions):
+    """Per state (1-D tensors of length B): M = ||H_sa||_2, trace = tr H_aa, lambda_max = the largest eigenvalue of
+    H_aa (symmetrized, as the released code does), and grad = grad_a Q (B, act_dim)."""
+    grad, h_sa, h_aa = derivatives(qf, obs, actions)
+    return {"grad": grad, "M": torch.linalg.matrix_norm(h_sa, ord=2), "trace": h_aa.diagonal(dim1=-2, dim2=-1).sum(-1),
+            "lambda_max": torch.linalg.eigvalsh(0.5 * (h_aa + h_aa.transpose(-1, -2)))[:, -1]}
+
+
+def consecutive_cosines(grad):
+    """cos(g_t, g_t+1) for consecutive rows of one episode's action gradients (T, act_dim): shape (T - 1,). A zero
+    gradient gives cos 0 (torch's cosine_similarity, eps 1e-8), as in the released code."""
+    return F.cosine_similarity(grad[:-1], grad[1:], dim=-1)
+
+
+def trajectory_statistics(qf, actor, episodes, delta=DELTA):
+    """The released analyses of one checkpoint over its deterministic episodes.
+
+    episodes: a list of observation arrays, one (T_k, obs_dim) per episode, in visiting order. Returns a dict: steps,
+    pairs (consecutive-step pairs), M_sup, M_mean, mu_inf, mu_mean, flip_rate, cos_mean, cos_median, concave_rate,
+    negdef_rate, trace_mean (NaN where there is nothing to count, e.g. no pairs)."""
+    per_step, cosines = defaultdict(list), []
+    for observations in episodes:
+        obs = torch.as_tensor(np.asarray(observations), dtype=torch.float64)
+        if len(obs) == 0:
+            continue
+        geometry = state_geometry(qf, obs, actor.act(obs))
+        for key in ("M", "trace", "lambda_max"):
+            per_step[key].append(geometry[key])
+        cosines.append(consecutive_cosines(geometry["grad"]))
+    if not per_step:
+        raise ValueError("no visited states")
+    M, trace, lambda_max = (torch.cat(per_step[key]).numpy() for key in ("M", "trace", "lambda_max"))
+    cos = torch.cat(cosines).numpy()
+    mu = np.abs(trace)
+
+    def share(mask):
+        return float(mask.mean()) if mask.size else math.nan
+
+    return {"steps": len(M), "pairs": len(cos), "M_sup": float(M.max()), "M_mean": float(M.mean()),
+            "mu_inf": float(mu.min()), "mu_mean": float(mu.mean()), "flip_rate": share(cos < 0),
+            "cos_mean": float(cos.mean()) if cos.size else math.nan,
+            "cos_median": float(np.median(cos)) if cos.size else math.nan,
+            "concave_rate": share(trace < -delta), "negdef_rate": share(lambda_max < 0), "trace_mean": float(trace.mean())}
+
+
+def evaluate_checkpoint(path, episodes=EPISODES, seed=EVAL_SEED, delta=DELTA, critic="qf1"):
+    """Load one checkpoint, run its deterministic episodes (env seeds seed, seed + 1, ...) and return its record:
+    identity (checkpoint, method, algo, env_id, train_seed, step) and trajectory_statistics(). Raises CheckpointError."""
+    loaded = load_critic(path, critic)
+    policy = loaded.policy
+    observations = rollout(policy, episodes, seed)["observations"]
+    return {"checkpoint": str(path), "method": policy.method, "algo": policy.algo, "env_id": policy.env_id,
+            "train_seed": policy.train_seed, "step": loaded.step, "episodes": episodes,
+            **trajectory_statistics(loaded.qf, loaded.actor, observations, delta)}
+
+
+STATISTICS = ("M_sup", "mu_inf", "flip_rate", "cos_mean", "cos_median", "concave_rate", "negdef_rate", "M_mean", "mu_mean")
+
+
+def summarize(records):
+    """One row per (env, method): `<key>_mean` and `<key>_std` over the per-seed values of each statistic (ddof 0), the
+    seeds in the released order, and the concavity rate pooled over all steps of all seeds (the released code's)."""
+    groups = defaultdict(list)
+    for record in records:
+        groups[(record["env_id"], record["method"])].append(record)
+    rows = []
+    for (env_id, method), group in sorted(groups.items()):
+        row = {"method": method, "env_id": env_id, "seeds": len(group), "steps": sum(r["steps"] for r in group)}
+        for key in STATISTICS:
+            values = [r[key] for r in group]
+            row[f"{key}_mean"], row[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+        row["concave_rate_pooled"] = sum(r["concave_rate"] * r["steps"] for r in group) / row["steps"]
+        row["train_seeds"] = " ".join(str(r["train_seed"]) for r in group)
+        rows.append(row)
+    return rows
+
+
+def number(value, kind, digits=4):
+    """A table cell: rates and cosines with 3 decimals, M and mu with `digits` significant digits."""
+    return f"{value:.3f}" if kind == "rate" else f"{value:.{digits}g}"
+
+
+COLUMNS = [("M_sup", "M_sup", "size"), ("mu_inf", "mu_inf", "size"), ("flip_rate", "flip rate", "rate"),
+           ("cos_mean", "cos mean", "rate"), ("cos_median", "cos median", "rate"),
+           ("concave_rate", "tr < -delta", "rate"), ("negdef_rate", "neg. def.", "rate")]
+
+
+def markdown(lines):
+    """Rows of strings (the first is the header) as an aligned Markdown table."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in lines]
+    text.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(text)
+
+
+def seed_table(records):
+    """Per checkpoint (per training seed), in (env, method, seed) order."""
+    lines = [["method", "env", "seed", "steps", *(title for _, title, _ in COLUMNS)]]
+    order = sorted(records, key=lambda r: (r["env_id"], r["method"],
+                                           seed_order(SimpleNamespace(train_seed=r["train_seed"], path=r["checkpoint"]))))
+    for r in order:
+        lines.append([r["method"], r["env_id"], str(r["train_seed"]), str(r["steps"]),
+                      *(number(r[key], kind) for key, _, kind in COLUMNS)])
+    return markdown(lines)
+
+
+def group_table(rows):
+    """Per (method, env): mean (std) over seeds."""
+    lines = [["method", "env", "seeds", "steps", *(title for _, title, _ in COLUMNS)]]
+    for row in rows:
+        lines.append([row["method"], row["env_id"], str(row["seeds"]), str(row["steps"]),
+                      *(f"{number(row[f'{key}_mean'], kind)} ({number(row[f'{key}_std'], kind, 2)})"
+                        for key, _, kind in COLUMNS)])
+    return markdown(lines)
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@dataclass
+class Args:
+    checkpoints: tyro.conf.Positional[list[str]]
+    """checkpoint files (.pt) written by the training scripts with --save-model (TD3 or SAC, any methods, envs, seeds)"""
+    episodes: int = EPISODES
+    """deterministic episodes per checkpoint (the released analyses: 10)"""
+    seed: int = EVAL_SEED
+    """episode i resets its env with seed + i (eval_smoothness.py's evaluation episodes)"""
+    delta: float = DELTA
+    """concavity margin: a step counts as concave when tr grad2_aa Q < -delta (released: 1.0)"""
+    critic: Literal["qf1", "qf2"] = "qf1"
+    """which twin critic to analyze (released: Q1)"""
+    out_dir: str = "reports/geometry"
+    """where table.csv (per method and env), checkpoints.csv (per checkpoint) and table.md go"""
+
+
+def main(argv=None):
+    """The CLI; returns the exit status (1 when any checkpoint failed, after reporting all the others)."""
+    args = tyro.cli(Args, args=argv, description=__doc__)
+    if args.episodes < 1 or args.delta < 0:
+        print(f"{PROG}: error: --episodes must be positive and --delta non-negative", file=sys.stderr)
+        return 2
+    start, records, failures = time.time(), [], []
+    for path in args.checkpoints:
+        began = time.time()
+        try:
+            records.append(evaluate_checkpoint(path, args.episodes, args.seed, args.delta, args.critic))
+        except Exception as e:  # one bad checkpoint must not cost the others
+            message = str(e) if isinstance(e, CheckpointError) else reason(e)
+            print(f"{PROG}: error: {path}: {message}", file=sys.stderr)
+            failures.append({"checkpoint": str(path), "error": message})
+            continue
+        r = records[-1]
+        print(f"{r['method']} {r['env_id']} seed {r['train_seed']}: {r['steps']} steps in {time.time() - began:.1f} s",
+              file=sys.stderr)
+
+    rows = summarize(records)
+    notes = [
+        f"- {args.episodes} deterministic episodes per checkpoint, env seeds {args.seed} .. {args.seed + args.episodes - 1}; "
+        f"exact derivatives of {args.critic} (float64) at a = pi(s) in normalized actions.",
+        "- M = ||grad2_sa Q||_2, mu = |tr grad2_aa Q|: M_sup = max and mu_inf = min over the steps of a checkpoint.",
+        "- flip rate: share of consecutive steps (within an episode) with cos(grad_a Q_t, grad_a Q_t+1) < 0; cos mean and "
+        "median over the same pairs.",
+        f"- tr < -delta: share of steps with tr grad2_aa Q < -{args.delta:g}; neg. def.: share of steps with every "
+        "eigenvalue of grad2_aa Q < 0.",
+        "- per seed: one checkpoint; across seeds: mean (std) over the per-seed values (ddof 0).",
+    ] + [f"- failed: {f['checkpoint']}: {f['error']}" for f in failures]
+    text = ("Per seed\n\n" + seed_table(records) + "\n\nAcross seeds\n\n" + group_table(rows) + "\n\n" + "\n".join(notes)
+            if records else "\n".join(notes))
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "table.csv", rows)
+    write_csv(out_dir / "checkpoints.csv", records)
+    (out_dir / "table.md").write_text(text + "\n")
+    print(text)
+    print(f"{len(records)} checkpoint(s) in {time.time() - start:.1f} s; wrote table.csv, checkpoints.csv, table.md "
+          f"to {out_dir}/")
+    if failures:
+        print(f"{PROG}: {len(failures)} checkpoint problem(s), listed above", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""critic_geometry.py: every statistic against critics with closed-form Hessians, flips built by hand, the exact kernel
+against autograd's own Hessian on real networks, and the CLI on real TD3 and SAC checkpoints."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from quadratic_critic import LinearActor, QuadraticCritic
+from runs import run_script
+from tiny_checkpoints import write_checkpoint
+from trained_checkpoints import trained
+
+import critic_geometry
+
+OBS_DIM, ACT_DIM = 5, 3
+F64 = torch.float64
+
+
+def generator(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def rotated(eigenvalues, seed=0):
+    """A symmetric matrix with these eigenvalues, in a random orthonormal basis."""
+    basis, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=generator(seed), dtype=F64))
+    return basis @ torch.diag(torch.tensor(eigenvalues, dtype=F64)) @ basis.T
+
+
+def episodes_of(*lengths, seed=0):
+    g = generator(seed)
+    return [torch.randn(n, OBS_DIM, generator=g, dtype=F64).numpy() for n in lengths]
+
+
+ZERO_ACTOR = LinearActor(torch.zeros(ACT_DIM, OBS_DIM, dtype=F64))
+
+
+def test_exact_derivatives_of_a_quadratic_critic():
+    C = torch.randn(OBS_DIM, ACT_DIM, generator=generator(0), dtype=F64)
+    P = rotated([-3.0, 1.0, 0.5])
+    obs = torch.randn(16, OBS_DIM, generator=generator(1), dtype=F64)
+    actions = torch.rand(16, ACT_DIM, generator=generator(2), dtype=F64) * 2 - 1
+    grad, h_sa, h_aa = critic_geometry.derivatives(QuadraticCritic(C, P), obs, actions)
+    torch.testing.assert_close(grad, obs @ C + actions @ P.T)
+    torch.testing.assert_close(h_sa, C.T.expand(16, -1, -1))
+    torch.testing.assert_close(h_aa, P.expand(16, -1, -1))
+
+
+@pytest.mark.parametrize("eigenvalues, negdef", [([-3.0, -2.0, -0.5], 1.0), ([-3.0, -2.0, 0.5], 0.0)])
+def test_constant_hessians_give_the_closed_forms(eigenvalues, negdef):
+    """Q = s^T C a + 0.5 a^T P a: M = ||C||_2 and tr grad2_aa Q = tr P at every step; negative definite iff P is. The
+    second P has a negative trace (-4.5) but one positive eigenvalue: concave by the trace test, not negative definite."""
+    C = torch.randn(OBS_DIM, ACT_DIM, generator=generator(3), dtype=F64)
+    P = rotated(eigenvalues, seed=4)
+    actor = LinearActor(torch.randn(ACT_DIM, OBS_DIM, generator=generator(5), dtype=F64))
+    episodes = episodes_of(7, 5)
+    stats = critic_geometry.trajectory_statistics(QuadraticCritic(C, P), actor, episodes)
+    M, trace = float(torch.linalg.matrix_norm(C, ord=2)), sum(eigenvalues)
+    assert stats["steps"] == 12 and stats["pairs"] == 6 + 4  # consecutive pairs within each episode only
+    for key in ("M_sup", "M_mean"):
+        assert stats[key] == pytest.approx(M, rel=1e-12)
+    for key in ("mu_inf", "mu_mean"):
+        assert stats[key] == pytest.approx(abs(trace), rel=1e-12)
+    assert stats["trace_mean"] == pytest.approx(trace, rel=1e-12)
+    assert stats["concave_rate"] == 1.0 and stats["negdef_rate"] == negdef
+    # the margin: tr P < -delta fails once delta exceeds |tr P|
+    stricter = critic_geometry.trajectory_statistics(QuadraticCritic(C, P), actor, episodes, delta=abs(trace) + 0.1)
+    assert stricter["concave_rate"] == 0.0 and stricter["negdef_rate"] == negdef
+
+
+def test_sup_and_inf_are_taken_over_steps():
+    """Hessians that change with the state: at a = 0, grad2_sa Q = C^T + B^T diag(cos s) and grad2_aa Q = (1 + s_2^2) P,
+    so M_sup, mu_inf (and the means) follow from the visited states by hand."""
+    C = torch.randn(OBS_DIM, ACT_DIM, generator=generator(6), dtype=F64)
+    B = torch.randn(OBS_DIM, ACT_DIM, generator=generator(7), dtype=F64)
+    P = rotated([-2.0, -1.0, -0.5], seed=8)
+    qf = QuadraticCritic(C, P, B, curvature_dim=2)
+    episodes = episodes_of(9, 4, 6, seed=9)
+    obs = torch.as_tensor(np.concatenate(episodes))
+    M = torch.linalg.matrix_norm(qf.mixed_hessian(obs), ord=2).numpy()
+    mu = ((1 + obs[:, 2] ** 2) * 3.5).numpy()  # |tr P| = 3.5
+    stats = critic_geometry.trajectory_statistics(qf, ZERO_ACTOR, episodes, delta=1.0)
+    assert M.max() > 1.2 * M.min() and mu.max() > 1.2 * mu.min()  # the states really differ
+    assert stats["M_sup"] == pytest.approx(M.max(), rel=1e-12) and stats["M_mean"] == pytest.approx(M.mean(), rel=1e-12)
+    assert stats["mu_inf"] == pytest.approx(mu.min(), rel=1e-12) and stats["mu_mean"] == pytest.approx(mu.mean(), rel=1e-12)
+    assert stats["concave_rate"] == 1.0 and stats["negdef_rate"] == 1.0  # tr = -(1 + s^2) 3.5 < -1 everywhere
+
+
+def test_flip_rate_on_trajectories_built_by_hand():
+    """At a = 0, grad_a Q = C^T s: states +-s0 make the gradient keep (cos 1) or flip (cos -1) its direction."""
+    C = torch.randn(OBS_DIM, ACT_DIM, generator=generator(10), dtype=F64)
+    qf = QuadraticCritic(C, -torch.eye(ACT_DIM, dtype=F64))
+    s0 = torch.randn(OBS_DIM, generator=generator(11), dtype=F64).numpy()
+    first, second = np.array([1, 1, -1])[:, None] * s0, np.array([1, 1, 1, -1])[:, None] * s0
+    stats = critic_geometry.trajectory_statistics(qf, ZERO_ACTOR, [first, second])
+    # cosines (1, -1) and (1, 1, -1); the step from `first`'s last state (-s0) to `second`'s first (+s0) is no pair
+    assert stats["pairs"] == 5
+    assert stats["flip_rate"] == pytest.approx(2 / 5)
+    assert stats["cos_mean"] == pytest.approx(1 / 5) and stats["cos_median"] == pytest.approx(1.0)
+
+    # general directions: the cosines computed here by numpy
+    episodes = episodes_of(8, 6, seed=12)
+    cosines = []
+    for states in episodes:
+        g = states @ C.numpy()
+        cosines += list((g[:-1] * g[1:]).sum(1) / np.linalg.norm(g[:-1], axis=1) / np.linalg.norm(g[1:], axis=1))
+    cosines = np.array(cosines)
+    stats = critic_geometry.trajectory_statistics(qf, ZERO_ACTOR, episodes)
+    assert 0 < (cosines < 0).mean() < 1
+    assert stats["flip_rate"] == pytest.approx((cosines < 0).mean())
+    assert stats["cos_mean"] == pytest.approx(cosines.mean()) and stats["cos_median"] == pytest.approx(np.median(cosines))
+
+
+def test_summary_is_mean_and_std_over_seeds_grouped_by_method_and_env():
+    def record(method, env_id, seed, steps, value):
+        stats = {key: value for key in critic_geometry.STATISTICS}
+        return {"method": method, "env_id": env_id, "train_seed": seed, "checkpoint": f"{method}{seed}.pt",
+                "steps": steps, **stats}
+
+    records = [record("td3", "Pendulum-v1", 1, 100, 0.2), record("td3_pave", "Pendulum-v1", 1, 100, 0.5),
+               record("td3", "Pendulum-v1", 2, 300, 0.6), record("td3", "Hopper-v5", 1, 50, 0.9)]
+    rows = {(r["env_id"], r["method"]): r for r in critic_geometry.summarize(records)}
+    assert list(rows) == [("Hopper-v5", "td3"), ("Pendulum-v1", "td3"), ("Pendulum-v1", "td3_pave")]
+    td3 = rows["Pendulum-v1", "td3"]
+    assert td3["seeds"] == 2 and td3["steps"] == 400 and td3["train_seeds"] == "1 2"
+    for key in critic_geometry.STATISTICS:
+        assert td3[f"{key}_mean"] == pytest.approx(0.4) and td3[f"{key}_std"] == pytest.approx(0.2)
+    assert td3["concave_rate_pooled"] == pytest.approx((0.2 * 100 + 0.6 * 300) / 400)  # the released code's pooling
+    assert rows["Pendulum-v1", "td3_pave"]["flip_rate_std"] == 0.0
+
+
+@pytest.mark.parametrize("script", ["td3.py", "sac.py"])
+def test_vmapped_derivatives_match_autograd_hessian_on_a_trained_critic(script):
+    """On a real trained SiLU critic: the one-call kernel against torch.autograd.functional.hessian, state by state."""
+    critic = critic_geometry.load_critic(str(trained(script)))
+    obs = torch.randn(6, critic.policy.obs_dim, generator=generator(13), dtype=F64)
+    actions = critic.actor.act(obs)
+    grad, h_sa, h_aa = critic_geometry.derivatives(critic.qf, obs, actions)
+    obs_dim = obs.shape[1]
+    for b in range(len(obs)):
+        full = torch.autograd.functional.hessian(lambda x: critic.qf(x[None, :obs_dim], x[None, obs_dim:])[0, 0],
+                                                 torch.cat([obs[b], actions[b]]))
+        torch.testing.assert_close(h_sa[b], full[obs_dim:, :obs_dim])
+        torch.testing.assert_close(h_aa[b], full[obs_dim:, obs_dim:])
+    assert h_aa.abs().max() > 0 and h_sa.abs().max() > 0
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_on_real_td3_and_sac_checkpoints(tmp_path):
+    """Trained TD3 and SAC, a second TD3 seed, a ReLU TD3, and two unusable files: the good ones are evaluated (10
+    Pendulum episodes of 200 steps each), the bad ones get one line each, the exit status is 1."""
+    paths = [trained("td3.py"), trained("sac.py"),
+             write_checkpoint(tmp_path / "td3_s2.pt", "td3.py", seed=410580, hidden_sizes=(64, 64)),
+             write_checkpoint(tmp_path / "relu.pt", "td3.py", exp_name="td3_relu", hidden_sizes=(64, 64), activation="relu")]
+    actor_only = torch.load(paths[2], weights_only=False)
+    del actor_only["qf1"], actor_only["qf2"]
+    torch.save(actor_only, tmp_path / "actor_only.pt")
+    out = tmp_path / "report"
+    result = run_script("critic_geometry.py", *paths, tmp_path / "missing.pt", tmp_path / "actor_only.pt", "--out-dir", out,
+                        cwd=tmp_path)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("critic_geometry.py: error:")]
+    assert errors == [f"critic_geometry.py: error: {tmp_path / 'missing.pt'}: no such file",
+                      f"critic_geometry.py: error: {tmp_path / 'actor_only.pt'}: holds no 'qf1' state dict: without a "
+                      "critic there is no Q-field to analyze"]
+
+    per_seed = {(r["method"], r["train_seed"]): r for r in read_csv(out / "checkpoints.csv")}
+    assert set(per_seed) == {("td3", "178132"), ("td3", "410580"), ("sac", "178132"), ("td3_relu", "1")}
+    for r in per_seed.values():
+        assert int(r["steps"]) == 2000 and int(r["pairs"]) == 1990 and r["env_id"] == "Pendulum-v1"
+        for key in critic_geometry.STATISTICS:
+            assert math.isfinite(float(r[key])), (r["method"], key)
+        for key in ("flip_rate", "concave_rate", "negdef_rate"):
+            assert 0.0 <= float(r[key]) <= 1.0
+        assert float(r["mu_inf"]) <= float(r["mu_mean"]) and float(r["M_mean"]) <= float(r["M_sup"])
+    relu = per_seed["td3_relu", "1"]  # a ReLU critic is piecewise linear: no second derivatives at all
+    assert float(relu["M_sup"]) == 0.0 and float(relu["mu_inf"]) == 0.0
+    assert float(relu["concave_rate"]) == 0.0 and float(relu["negdef_rate"]) == 0.0
+    assert float(per_seed["td3", "178132"]["M_sup"]) > 0 and float(per_seed["sac", "178132"]["M_sup"]) > 0
+
+    groups = {r["method"]: r for r in read_csv(out / "table.csv")}
+    td3 = groups["td3"]
+    assert int(td3["seeds"]) == 2 and int(td3["steps"]) == 4000 and td3["train_seeds"] == "178132 410580"
+    for key in ("M_sup", "mu_inf", "flip_rate", "concave_rate"):
+        values = [float(per_seed["td3", seed][key]) for seed in ("178132", "410580")]
+        assert float(td3[f"{key}_mean"]) == pytest.approx(np.mean(values))
+        assert float(td3[f"{key}_std"]) == pytest.approx(np.std(values))
+    table = (out / "table.md").read_text()
+    cells = [[cell.strip() for cell in line.split("|")[1:5]] for line in table.splitlines() if line.startswith("| td3 ")]
+    assert ["td3", "Pendulum-v1", "2", "4000"] in cells and "failed: " in table
+    assert table.split("\n\n")[3] in result.stdout  # the across-seeds table is printed too
+
+
+def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys):
+    assert critic_geometry.main([str(tmp_path / "x.pt"), "--episodes", "0", "--out-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "critic_geometry.py: error: --episodes must be positive and --delta non-negative"]
