@@ -1,26 +1,36 @@
-"""The Q-gradient field of trained critics: the paper's landscape of ||grad2_sa Q|| and the geometry behind L <= M / mu.
+"""The Q-gradient field of trained critics: the PAVE paper's landscape of ||grad2_sa Q|| (Appendix A, Figures 1-3),
+made as the released code makes it, and Lemma 4.1's check of the greedy policy's sensitivity.
 
-1. Landscape (paper Appendix A, Figures 1-3). Each checkpoint's deterministic policy is rolled out; on the reference
-   checkpoint's states s and actions a = pi(s), the finite-difference mixed partial of Eq. 17
-       D_i(s, a) = (grad_a Q(s + eps e_i, a) - grad_a Q(s, a)) / eps      (a vector over action dims; eps = 1e-3)
-   is computed for every state dimension i. The dominant pair (state dim i, action dim j) and the reference transition
-   (s*, a*) are where |D_i(s, a)[j]| is largest. Every method is then drawn on these same axes, around that same
-   transition: z = ||D_i(s* + x e_i, a* + y e_j)|| (norm over action dims: the paper's ||grad2_sa Q||),
-   x in [-1, 1], y in [-1.5, 1.5] (normalized action units), clipped at 300.
-2. Geometry (paper Section 4), exact by autograd over the states each checkpoint's own policy visits, at a = pi(s):
-   M = ||grad2_sa Q||_2, mu = -lambda_max(grad2_aa Q), the bound M / mu (only where mu > 0), the greedy policy's
-   Jacobian -H_aa^-1 H_sa (Lemma 4.1) and the actor's real Jacobian ||d pi / d s||_2. Printed and saved as CSV.
+1. Landscape. Checkpoints are grouped by env and algorithm family (TD3, SAC): one row each, one column per method
+   (method = the run's exp_name; of several seeds of a method, the one of the reference's training seed, else the first
+   seed). Per row the reference is the Base critic: --reference, else the first-seed td3.py/sac.py checkpoint of the row.
+   As in the released code (td3/tests/viz_hessian_autograd.py):
+   - the reference's deterministic policy runs --warmup-steps (20) env steps from env.reset(seed=--seed) (reset with the
+     same seed if an episode ends); the state s it reaches is the centre for EVERY method of the row;
+   - on the reference critic at (s, pi_ref(s)), the pair (state dim i, action dim j) with the largest |d2Q / ds_i da_j|
+     gives the axes, reused for every method (--state-dim / --action-dim force them);
+   - each method is drawn around its OWN action at that state, (s, pi_method(s)): a --grid x --grid (50 x 50) sweep of
+     s_i +- 1.0 and a_j +- 1.5 (normalized action units; the sweep may leave [-1, 1]), the other coordinates fixed;
+   - height (--height spectral): the exact spectral norm of the full mixed Hessian grad2_sa Q (act_dim x obs_dim) at
+     each grid point; or (--height fd) the paper text's finite difference (Eq. 17),
+         ||D_i(s, a)||,  D_i = (grad_a Q(s + eps e_i, a) - grad_a Q(s, a)) / eps,  eps = --epsilon (1e-3),
+     the column of grad2_sa Q along the swept state dim only;
+   - z is clipped at the 99th percentile of the reference's own surface, the same limit for the whole row (--clip sets
+     one number instead; the paper text says 300).
+2. Table (paper Section 4), exact by autograd over --rollout-steps (300) states each checkpoint's own policy visits, at
+   a = pi(s): M = ||grad2_sa Q||_2, mu = -lambda_max(grad2_aa Q), the bound M / mu (only where mu > 0), the greedy
+   policy's Jacobian -H_aa^-1 H_sa (Lemma 4.1) and the actor's real Jacobian ||d pi / d s||_2; medians over the states.
+   Printed and saved as CSV. critic_geometry.py computes the released code's statistics (M_sup, mu_inf, gradient flip
+   rate, concavity rates) over full evaluation episodes, grouped across seeds.
 
-The critic is qf1 (--critic qf2 for the other twin), evaluated in float64 so the finite difference measures the
-network, not float32 round-off.
+The critic is qf1 (--critic qf2 for the other twin), in float64. A checkpoint that cannot be used gets one error line
+and the others are still drawn; the exit status is then 1.
 
     python plot_qfield.py runs/A/td3.pt runs/B/td3_pave.pt --out qfield.png
 """
 
 import csv
-import importlib
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,107 +45,86 @@ import torch  # noqa: E402
 import tyro  # noqa: E402
 from torch.func import jacrev, vmap  # noqa: E402
 
-CHECKPOINT_FORMAT = "pave-checkpoint/1"
-BASE_SCRIPTS = ("td3.py", "sac.py")  # the reference checkpoint is a plain one, as in the paper
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the training scripts sit next to this file
-from eval_smoothness import hidden_sizes_of  # noqa: E402
+from critic_geometry import derivatives, load_critic  # noqa: E402
+from eval_smoothness import EVAL_SEED, CheckpointError, reason, seed_order  # noqa: E402
+
+PROG = Path(__file__).name
 
 
 @dataclass
 class Args:
     checkpoints: tyro.conf.Positional[list[str]]
-    """checkpoint files (.pt) written by the training scripts with --save-model, one per method, same env"""
+    """checkpoint files (.pt) written by the training scripts with --save-model (one or more envs, TD3 or SAC)"""
     out: str = "qfield.png"
-    """the figure: one 3D surface per checkpoint, side by side"""
+    """the figure: one row per env (and algorithm family), one 3D surface per method"""
     csv: str | None = None
     """the geometry table as CSV (None: --out with the suffix .csv)"""
-    reference: str | None = None
-    """checkpoint that picks the dominant axes and the reference transition (None: the first td3.py/sac.py one)"""
+    reference: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
+    """Base checkpoint that picks the axes, the centre state and the z clip of its env and algorithm family (repeat it
+    for several envs; drawn as a column too). Default: the first-seed td3.py/sac.py checkpoint of that env"""
+    height: Literal["spectral", "fd"] = "spectral"
+    """surface height: exact ||grad2_sa Q||_2 (released figures) or the finite-difference ||D_i|| of paper Eq. 17"""
     critic: Literal["qf1", "qf2"] = "qf1"
     """which twin critic to analyze"""
     epsilon: float = 1e-3
-    """finite-difference step on the state (paper Eq. 17)"""
+    """finite-difference step on the state (--height fd; paper Eq. 17)"""
     state_range: float = 1.0
-    """the state dim is swept over reference +- this (paper: [-1, 1])"""
+    """the state dim is swept over centre +- this (released: 1.0)"""
     action_range: float = 1.5
-    """the action dim is swept over reference +- this, normalized units (paper: [-1.5, 1.5])"""
-    clip: float = 300.0
-    """surface values are clipped here (paper: 300)"""
-    grid: int = 51
-    """grid points per swept axis"""
+    """the action dim is swept over centre +- this, normalized units (released: 1.5)"""
+    clip: float | None = None
+    """clip surfaces at this height (None: the 99th percentile of the row's reference surface, as released)"""
+    grid: int = 50
+    """grid points per swept axis (released: 50)"""
     state_dim: int | None = None
-    """force the swept state dim i (None: the dominant one)"""
+    """force the swept state dim i (None: the dominant one of each row's reference)"""
     action_dim: int | None = None
-    """force the swept action dim j (None: the dominant one)"""
+    """force the swept action dim j (None: the dominant one of each row's reference)"""
+    warmup_steps: int = 20
+    """deterministic steps of the reference's policy from env.reset(seed) to the centre state (released: 20)"""
+    seed: int = EVAL_SEED
+    """env seed of the centre state's episode and of the table's rollouts"""
     rollout_steps: int = 300
-    """env steps of each policy's deterministic rollout (reference transitions and geometry states)"""
-    seed: int = 1
-    """seed of the rollouts' env resets"""
+    """env steps of each policy's deterministic rollout for the table"""
 
 
-def fail(message):
-    sys.exit(f"plot_qfield.py: error: {message}")
+def error(message):
+    print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
-def reason(e):
-    """An exception as one short line, for error messages."""
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-
-
-@dataclass
-class Checkpoint:
-    path: str
-    method: str
-    env_id: str
-    script: str
-    step: int
-    actor: torch.nn.Module
-    qf: torch.nn.Module
-    make_env: object
-
-
-def load_checkpoint(path, critic):
-    """Rebuild actor and critic from the script that wrote the checkpoint; one clear line on anything unusable."""
-    if not os.path.isfile(path):
-        fail(f"no such checkpoint file: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        fail(f"{path} is not a readable torch checkpoint ({reason(e)})")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        fail(f"{path} is not a checkpoint of this project (expected format {CHECKPOINT_FORMAT!r})")
-    if critic not in ckpt or "actor" not in ckpt:
-        fail(f"{path} has no critics: it holds no {critic!r} (or no 'actor') state dict, so there is no Q-field")
-    try:
-        module = importlib.import_module(Path(ckpt["script"]).stem)
-        args = ckpt["args"]
-        actor = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["actor_activation"])
-        qf = module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["critic_activation"])
-        actor.load_state_dict(ckpt["actor"])
-        qf.load_state_dict(ckpt[critic])
-    except Exception as e:
-        fail(f"cannot rebuild the networks of {path} with {ckpt.get('script')} ({reason(e)})")
-    # float64, and frozen: nothing here trains, so only the inputs we differentiate need gradients
-    actor, qf = actor.double().eval().requires_grad_(False), qf.double().eval().requires_grad_(False)
-    return Checkpoint(path, args.get("exp_name", Path(path).stem), ckpt["env_id"], ckpt["script"], ckpt["global_step"],
-                      actor, qf, module.make_env)
-
-
-def rollout_states(ckpt, steps, seed):
-    """States the deterministic policy visits in `steps` env steps (reset at episode ends), shape (steps, obs_dim)."""
-    env = ckpt.make_env(ckpt.env_id, seed)()
+def to_env_units(env, action):
     low, high = env.action_space.low, env.action_space.high
+    return (low + (action + 1.0) * 0.5 * (high - low)).astype(np.float32)
+
+
+def rollout_states(critic, steps, seed):
+    """States the deterministic policy visits in `steps` env steps (reset at episode ends), shape (steps, obs_dim)."""
+    env = critic.policy.make_env(critic.policy.env_id, seed)()
     obs, _ = env.reset(seed=seed)
     states = []
     for _ in range(steps):
         states.append(obs)
-        with torch.no_grad():
-            action = ckpt.actor.act(torch.as_tensor(obs, dtype=torch.float64)).numpy()
-        obs, _, terminated, truncated, _ = env.step((low + (action + 1.0) * 0.5 * (high - low)).astype(np.float32))
+        action = critic.actor.act(torch.as_tensor(obs, dtype=torch.float64)).numpy()
+        obs, _, terminated, truncated, _ = env.step(to_env_units(env, action))
         if terminated or truncated:
             obs, _ = env.reset()
     env.close()
     return torch.as_tensor(np.array(states), dtype=torch.float64)
+
+
+def centre_state(critic, steps, seed):
+    """The landscape's centre, as the released code picks it: the state reached after `steps` deterministic steps from
+    env.reset(seed=seed), the episode restarting from the same seed if it ends; a float64 vector (obs_dim,)."""
+    env = critic.policy.make_env(critic.policy.env_id, seed)()
+    obs, _ = env.reset(seed=seed)
+    for _ in range(steps):
+        action = critic.actor.act(torch.as_tensor(obs, dtype=torch.float64)).numpy()
+        obs, _, terminated, truncated, _ = env.step(to_env_units(env, action))
+        if terminated or truncated:
+            obs, _ = env.reset(seed=seed)
+    env.close()
+    return torch.as_tensor(obs, dtype=torch.float64)
 
 
 def action_gradient(qf, obs, actions):
@@ -156,32 +145,96 @@ def fd_mixed_partial(qf, obs, actions, epsilon, state_dims):
     return ((grad_shifted - action_gradient(qf, obs, actions)[:, None, :]) / epsilon).transpose(1, 2)
 
 
-def dominant_pair(mixed):
-    """(transition b, state dim i, action dim j) of the largest |mixed[b, j, i]| (Appendix A's dominant axes)."""
-    b, j, i = np.unravel_index(int(mixed.abs().argmax()), tuple(mixed.shape))
-    return int(b), int(i), int(j)
+def dominant_pair(h_sa):
+    """(state dim i, action dim j) of the largest |h_sa[j, i]| = |d2Q / da_j ds_i| of one mixed Hessian (act, obs)."""
+    j, i = np.unravel_index(int(h_sa.abs().argmax()), tuple(h_sa.shape))
+    return int(i), int(j)
 
 
-def qfield_surface(qf, obs, action, i, j, args):
-    """Grid (X, Y, Z): X = s_i, Y = a_j around (obs, action); Z = ||D_i||, the Eq. 17 vector's norm, clipped."""
+def surface(qf, obs, action, i, j, args):
+    """Grid (X, Y, Z), unclipped: X = s_i, Y = a_j swept around (obs, action), the other coordinates fixed; Z = the
+    height chosen by args.height at each grid point."""
     xs = obs[i] + torch.linspace(-args.state_range, args.state_range, args.grid, dtype=torch.float64)
     ys = action[j] + torch.linspace(-args.action_range, args.action_range, args.grid, dtype=torch.float64)
     X, Y = torch.meshgrid(xs, ys, indexing="ij")
     grid_obs, grid_actions = obs.repeat(X.numel(), 1), action.repeat(X.numel(), 1)
     grid_obs[:, i], grid_actions[:, j] = X.flatten(), Y.flatten()
-    Z = fd_mixed_partial(qf, grid_obs, grid_actions, args.epsilon, [i])[:, :, 0].norm(dim=-1).clamp(max=args.clip)
+    if args.height == "spectral":
+        Z = torch.linalg.matrix_norm(derivatives(qf, grid_obs, grid_actions)[1], ord=2)
+    else:
+        Z = fd_mixed_partial(qf, grid_obs, grid_actions, args.epsilon, [i])[:, :, 0].norm(dim=-1)
     return X.numpy(), Y.numpy(), Z.reshape(X.shape).numpy()
 
 
-def critic_geometry(qf, obs, actions):
-    """Exact derivatives per state: grad_a Q, H_sa = grad2_sa Q (act_dim, obs_dim), H_aa = grad2_aa Q (act, act)."""
+def is_reference_candidate(critic):
+    """A plain run: written by td3.py or sac.py."""
+    return critic.policy.script == f"{critic.policy.algo}.py"
 
-    def action_grad(s, a):
-        grad = jacrev(lambda a: qf(s[None], a[None])[0, 0])(a)
-        return grad, grad  # the second copy comes back as aux: one pass gives the gradient and both Jacobians of it
 
-    (h_sa, h_aa), grad = vmap(jacrev(action_grad, argnums=(0, 1), has_aux=True))(obs, actions)
-    return grad, h_sa, h_aa
+def landscape_rows(critics, references):
+    """Group checkpoints by (env, algorithm family); per group the reference and one checkpoint per method.
+
+    Returns a list of (key, reference, columns, note): columns = [(method, critic)], the reference first, then the other
+    methods in the order first given, each by the checkpoint of the reference's training seed, else its first seed;
+    note = None or one sentence (no Base checkpoint in the group)."""
+    groups = {}
+    for critic in critics:
+        groups.setdefault((critic.policy.env_id, critic.policy.algo), []).append(critic)
+    rows = []
+    for key, group in groups.items():
+        note = None
+        given = [r for r in references if (r.policy.env_id, r.policy.algo) == key]
+        candidates = given or [c for c in group if is_reference_candidate(c)]
+        if candidates:
+            # the plain run under its own name (td3, sac) before a renamed one; first seed in the released order
+            reference = min(candidates, key=lambda c: (c.policy.method != c.policy.algo, seed_order(c.policy)))
+        else:
+            reference = min(group, key=lambda c: seed_order(c.policy))
+            note = f"no {key[1]}.py checkpoint of {key[0]} given; {reference.policy.path} picks the axes (use --reference)"
+        columns = [(reference.policy.method, reference)]  # the reference is drawn, first, also when only --reference
+        for method in dict.fromkeys(c.policy.method for c in group if c.policy.method != reference.policy.method):
+            runs = [c for c in group if c.policy.method == method]
+            same_seed = [c for c in runs if c.policy.train_seed == reference.policy.train_seed]
+            columns.append((method, min(same_seed or runs, key=lambda c: seed_order(c.policy))))
+        rows.append((key, reference, columns, note))
+    return rows
+
+
+def plot_landscapes(panels, args):
+    """panels: one list per row of dicts (surface, title, z_top, first: the row's reference info); one 3D surface per
+    method, the row's panels on one z-limit and color scale (the row's clip)."""
+    n_rows, n_cols = len(panels), max(len(row) for row in panels)
+    fig = plt.figure(figsize=(4.2 * n_cols + 1.0, 4.1 * n_rows + 0.8))
+    height_label = (r"$\|\nabla^2_{sa} Q\|_2$" if args.height == "spectral"
+                    else r"$\|\partial \nabla_a Q / \partial s_i\|$ (FD)")
+    for r, row in enumerate(panels):
+        z_top = row[0]["z_top"] or 1.0  # a critic with no mixed curvature (ReLU, spectral height) is flat at 0
+        norm = matplotlib.colors.Normalize(0.0, z_top)
+        axes = []
+        for c, panel in enumerate(row):
+            X, Y, Z = panel["surface"]
+            ax = fig.add_subplot(n_rows, n_cols, r * n_cols + c + 1, projection="3d")
+            ax.plot_surface(X, Y, np.clip(Z, 0.0, z_top), cmap="magma", norm=norm, rstride=1, cstride=1, linewidth=0,
+                            antialiased=False)
+            ax.set_zlim(0.0, z_top)
+            ax.set_title(panel["title"], fontsize=9)
+            ax.set_xlabel(f"s[{panel['i']}]", fontsize=8)
+            ax.set_ylabel(f"a[{panel['j']}] (normalized)", fontsize=8)
+            ax.zaxis.set_rotate_label(False)  # keep the formula upright
+            ax.set_zlabel(height_label, rotation=90, fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.view_init(elev=45, azim=225)  # the released figures' view
+            axes.append(ax)
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="magma"), ax=axes, shrink=0.7, pad=0.06,
+                     label=f"clipped at {z_top:.3g}")
+    what = "exact spectral norm of grad2_sa Q" if args.height == "spectral" else f"finite difference, eps={args.epsilon:g}"
+    fig.suptitle(f"Q-gradient field ({what}). Per row: axes = the dominant (state, action) pair of the reference "
+                 f"critic; centre = the state after {args.warmup_steps} steps of its policy from env seed {args.seed}, "
+                 "each method at its own action there; z clipped at the row's limit. Flat and low = a stable learning "
+                 "signal.", fontsize=9, wrap=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def implicit_policy_jacobian(h_aa, h_sa):
@@ -189,7 +242,7 @@ def implicit_policy_jacobian(h_aa, h_sa):
     return -torch.linalg.solve(h_aa, h_sa)
 
 
-def geometry_statistics(ckpt, obs):
+def geometry_statistics(critic, obs):
     """One row of the geometry table: Proposition 4.2's bound checked state by state at a = pi(s), medians over states.
 
     M = ||H_sa||_2; mu = -lambda_max(H_aa); mu_nonpos = states with mu <= 0 (Q not strictly concave in a: no bound);
@@ -197,11 +250,11 @@ def geometry_statistics(ckpt, obs):
     policy_jacobian = ||d pi / d s||_2 of the actor; bound_holds = share of the mu > 0 states where it is <= M / mu;
     grad_a_Q = ||grad_a Q(s, pi(s))||, zero where pi(s) is the stationary point that Lemma 4.1 assumes.
     """
-    actions = ckpt.actor.act(obs).detach()
-    grad, h_sa, h_aa = critic_geometry(ckpt.qf, obs, actions)
+    actions = critic.actor.act(obs).detach()
+    grad, h_sa, h_aa = derivatives(critic.qf, obs, actions)
     M = torch.linalg.matrix_norm(h_sa, ord=2)
     mu = -torch.linalg.eigvalsh(h_aa)[:, -1]
-    policy_jacobian = torch.linalg.matrix_norm(vmap(jacrev(ckpt.actor.act))(obs), ord=2)
+    policy_jacobian = torch.linalg.matrix_norm(vmap(jacrev(critic.actor.act))(obs), ord=2)
     concave = mu > 0  # the bound and Lemma 4.1 only apply where Q is strictly concave in the action
     bound = M[concave] / mu[concave]
     greedy_jacobian = torch.linalg.matrix_norm(implicit_policy_jacobian(h_aa[concave], h_sa[concave]), ord=2)
@@ -209,40 +262,14 @@ def geometry_statistics(ckpt, obs):
     def median(x):
         return float(x.median()) + 0.0 if x.numel() else math.nan  # + 0.0 turns -0.0 into 0.0
 
+    policy = critic.policy
     return {
-        "method": ckpt.method, "env": ckpt.env_id, "step": ckpt.step, "states": len(obs),
+        "method": policy.method, "env": policy.env_id, "seed": policy.train_seed, "step": critic.step, "states": len(obs),
         "M": median(M), "mu": median(mu), "mu_nonpos": int((~concave).sum()), "M_over_mu": median(bound),
         "greedy_jacobian": median(greedy_jacobian), "policy_jacobian": median(policy_jacobian),
         "bound_holds": float((policy_jacobian[concave] <= bound).double().mean()) if concave.any() else math.nan,
         "grad_a_Q": median(grad.norm(dim=-1)),
     }
-
-
-def plot_surfaces(surfaces, names, i, j, reference, center, args):
-    """One 3D surface per method, side by side, on shared axes, z-limits and color scale."""
-    z_top = max(float(Z.max()) for _, _, Z in surfaces) or 1.0
-    norm = matplotlib.colors.Normalize(0.0, z_top)
-    fig = plt.figure(figsize=(4.6 * len(surfaces) + 1.2, 5.2))
-    for k, ((X, Y, Z), name) in enumerate(zip(surfaces, names)):
-        ax = fig.add_subplot(1, len(surfaces), k + 1, projection="3d")
-        ax.plot_surface(X, Y, Z, cmap="viridis", norm=norm, rstride=1, cstride=1, linewidth=0, antialiased=False)
-        ax.set_zlim(0.0, z_top)
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel(f"s[{i}]  (state dim {i})")
-        ax.set_ylabel(f"a[{j}]  (action dim {j}, normalized)")
-        ax.zaxis.set_rotate_label(False)  # keep the formula upright
-        ax.set_zlabel(rf"$\|\partial \nabla_a Q / \partial s_{{{i}}}\|$", rotation=90)
-        ax.view_init(elev=28, azim=-130)
-    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=fig.axes, shrink=0.6, pad=0.04,
-                 label=f"mixed-partial norm (clipped at {args.clip:g})")
-    fig.suptitle(rf"Q-gradient field $\|\nabla^2_{{sa}} Q\|$ by finite differences (eps={args.epsilon:g}), "
-                 f"swept around the transition s[{i}]={center[0]:+.2f}, a[{j}]={center[1]:+.2f} visited by "
-                 f"{reference};\n"
-                 f"axes (s[{i}], a[{j}]) = the dominant pair of {reference}. Flat and low = a stable learning signal.",
-                 fontsize=10)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def print_and_save_table(rows, path):
@@ -259,50 +286,81 @@ def print_and_save_table(rows, path):
 
 
 def main(argv=None):
+    """The CLI; returns the exit status (1 when any checkpoint failed, after drawing the others; 2 on bad flags)."""
     args = tyro.cli(Args, args=argv, description=__doc__)
     if not args.checkpoints:
-        fail("give at least one checkpoint file (.pt), e.g. runs/<run>/td3.pt")
-    if args.epsilon <= 0 or args.state_range <= 0 or args.action_range <= 0 or args.clip <= 0:
-        fail("--epsilon, --state-range, --action-range and --clip must be positive")
-    if args.grid < 2 or args.rollout_steps < 1:
-        fail("--grid must be at least 2 and --rollout-steps at least 1")
-    paths = list(dict.fromkeys(args.checkpoints + ([args.reference] if args.reference else [])))
-    loaded = {path: load_checkpoint(path, args.critic) for path in paths}
-    checkpoints = [loaded[path] for path in args.checkpoints]
-    envs = sorted({c.env_id for c in loaded.values()})
-    if len(envs) > 1:
-        fail(f"the checkpoints come from different envs ({', '.join(envs)}); compare methods on one env at a time")
-    if args.reference:
-        reference = loaded[args.reference]
-    else:
-        reference = next((c for c in checkpoints if c.script in BASE_SCRIPTS), checkpoints[0])
-        if reference.script not in BASE_SCRIPTS:
-            print(f"note: no td3.py/sac.py checkpoint given; {reference.path} picks the dominant axes")
-    states = {c.path: rollout_states(c, args.rollout_steps, args.seed) for c in loaded.values()}
-    ref_obs = states[reference.path]
-    ref_actions = reference.actor.act(ref_obs).detach()
-    obs_dim, act_dim = ref_obs.shape[1], ref_actions.shape[1]
-    mixed = fd_mixed_partial(reference.qf, ref_obs, ref_actions, args.epsilon, range(obs_dim))
-    _, i, j = dominant_pair(mixed)
-    i = i if args.state_dim is None else args.state_dim
-    j = j if args.action_dim is None else args.action_dim
-    if not (0 <= i < obs_dim and 0 <= j < act_dim):
-        fail(f"--state-dim must be in [0, {obs_dim}) and --action-dim in [0, {act_dim}) for {reference.env_id}")
-    b = int(mixed[:, j, i].abs().argmax())  # the reference transition: where the plotted pair interacts most
-    chosen = "dominant pair" if args.state_dim is None and args.action_dim is None else "pair (set by flag)"
-    print(f"{chosen} on {reference.method}: state dim {i}, action dim {j} (|d2Q/da_j ds_i| = "
-          f"{float(mixed[b, j, i].abs()):.4g} at rollout step {b})")
+        error("give at least one checkpoint file (.pt), e.g. runs/<run>/td3.pt")
+        return 2
+    if args.epsilon <= 0 or args.state_range <= 0 or args.action_range <= 0 or (args.clip is not None and args.clip <= 0):
+        error("--epsilon, --state-range, --action-range and --clip must be positive")
+        return 2
+    if args.grid < 2 or args.rollout_steps < 1 or args.warmup_steps < 0:
+        error("--grid must be at least 2, --rollout-steps at least 1 and --warmup-steps non-negative")
+        return 2
+    references = []
+    for path in args.reference:
+        try:
+            references.append(load_critic(path, args.critic))
+        except CheckpointError as e:
+            error(f"--reference {path}: {e}")
+            return 2
+    critics, failures = [], 0
+    for path in args.checkpoints:
+        try:
+            critics.append(load_critic(path, args.critic))
+        except CheckpointError as e:
+            error(f"{path}: {e}")
+            failures += 1
+    if not critics:
+        return 1
 
-    surfaces = [qfield_surface(c.qf, ref_obs[b], ref_actions[b], i, j, args) for c in checkpoints]
-    names = [f"{c.method}\n({c.script}, {c.env_id}, step {c.step})" for c in checkpoints]  # two lines: panels sit close
-    plot_surfaces(surfaces, names, i, j, reference.method, (float(ref_obs[b, i]), float(ref_actions[b, j])), args)
-    print(f"figure saved to {args.out}")
+    keys = {(c.policy.env_id, c.policy.algo) for c in critics}
+    for r in references:
+        if (r.policy.env_id, r.policy.algo) not in keys:
+            print(f"note: --reference {r.policy.path} not used: no {r.policy.algo} checkpoint of {r.policy.env_id} given")
+    panels = []
+    for (env_id, algo), reference, columns, note in landscape_rows(critics, references):
+        if note:
+            print(f"note: {note}")
+        try:
+            centre = centre_state(reference, args.warmup_steps, args.seed)
+            _, h_sa, _ = derivatives(reference.qf, centre[None], reference.actor.act(centre[None]))
+            i, j = dominant_pair(h_sa[0])
+            i = i if args.state_dim is None else args.state_dim
+            j = j if args.action_dim is None else args.action_dim
+            if not (0 <= i < centre.shape[0] and 0 <= j < h_sa.shape[1]):
+                raise ValueError(f"--state-dim must be in [0, {centre.shape[0]}) and --action-dim in [0, "
+                                 f"{h_sa.shape[1]}) for {env_id}")
+            row = []
+            for method, critic in columns:
+                action = critic.actor.act(centre[None])[0]
+                row.append({"surface": surface(critic.qf, centre, action, i, j, args), "i": i, "j": j,
+                            "title": f"{env_id}: {method}\n(seed {critic.policy.train_seed}, a[{j}] = {float(action[j]):+.2f})"})
+        except Exception as e:  # one env's failure must not cost the other rows
+            error(f"{env_id} ({algo}): {e if isinstance(e, (CheckpointError, ValueError)) else reason(e)}")
+            failures += 1
+            continue
+        z_top = args.clip if args.clip is not None else float(np.percentile(row[0]["surface"][2], 99))
+        row[0]["z_top"] = z_top
+        chosen = "dominant pair" if args.state_dim is None and args.action_dim is None else "pair (set by flag)"
+        print(f"{env_id} ({algo}): reference {reference.policy.method} seed {reference.policy.train_seed} "
+              f"({reference.policy.path}); centre = state after {args.warmup_steps} steps from env seed {args.seed}, "
+              f"s = {np.array2string(centre.numpy(), precision=3, max_line_width=1000)}; {chosen}: state dim {i}, action dim "
+              f"{j} (|d2Q/ds_i da_j| = {float(h_sa[0, j, i].abs()):.4g}); z clipped at {z_top:.4g}"
+              + ("" if args.clip is not None else " (99th percentile of the reference's surface)"))
+        panels.append(row)
+    if panels:
+        plot_landscapes(panels, args)
+        print(f"figure saved to {args.out}")
 
-    rows = [geometry_statistics(c, states[c.path]) for c in checkpoints]
+    rows = [geometry_statistics(c, rollout_states(c, args.rollout_steps, args.seed)) for c in critics]
     csv_path = args.csv or str(Path(args.out).with_suffix(".csv"))
     print_and_save_table(rows, csv_path)
     print(f"table saved to {csv_path}")
+    if failures:
+        print(f"{PROG}: {failures} problem(s), listed above", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,55 +1,34 @@
-"""plot_qfield.py: Eq. 17 and Lemma 4.1 against quadratic critics, a real figure and table, old checkpoints, clear errors."""
+"""plot_qfield.py: the landscape's heights, axes and centre against quadratic critics and a real Base critic, Lemma 4.1,
+a real one- and two-env figure and table, old checkpoints, one-line errors that leave the other checkpoints drawn."""
 
 import csv
 import math
+import re
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from quadratic_critic import LinearActor, QuadraticCritic
 from runs import run_script
 from tiny_checkpoints import write_checkpoint, write_old_checkpoint
+from trained_checkpoints import trained
 
+import critic_geometry
 import plot_qfield
 
 OBS_DIM, ACT_DIM = 5, 3
-
-
-class QuadraticCritic(nn.Module):
-    """Q(s, a) = (C^T s + B^T sin s)^T a + 0.5 a^T P a: quadratic in a, with grad2_aa Q = P,
-    grad2_sa Q = C^T + B^T diag(cos s), and for negative definite P the maximizer a*(s) = -P^-1 (C^T s + B^T sin s)."""
-
-    def __init__(self, C, P, B=None):
-        super().__init__()
-        self.C, self.P = C, P
-        self.B = torch.zeros_like(C) if B is None else B
-
-    def forward(self, obs, act):
-        linear = obs @ self.C + torch.sin(obs) @ self.B
-        return (linear * act).sum(-1, keepdim=True) + 0.5 * ((act @ self.P) * act).sum(-1, keepdim=True)
-
-    def argmax(self, obs):
-        return -torch.linalg.solve(self.P, (obs @ self.C + torch.sin(obs) @ self.B).T).T
-
-
-class LinearActor(nn.Module):
-    """pi(s) = s K^T, so d pi / d s = K everywhere."""
-
-    def __init__(self, K):
-        super().__init__()
-        self.K = K
-
-    def act(self, obs):
-        return obs @ self.K.T
+F64 = torch.float64
 
 
 def random_case(seed=0, concave=True):
     g = torch.Generator().manual_seed(seed)
-    C = torch.randn(OBS_DIM, ACT_DIM, generator=g, dtype=torch.float64)
-    A = torch.randn(ACT_DIM, ACT_DIM, generator=g, dtype=torch.float64)
-    P = -(A @ A.T) - 0.5 * torch.eye(ACT_DIM, dtype=torch.float64) if concave else A + A.T
-    obs = torch.randn(16, OBS_DIM, generator=g, dtype=torch.float64)
-    actions = torch.rand(16, ACT_DIM, generator=g, dtype=torch.float64) * 2 - 1
+    C = torch.randn(OBS_DIM, ACT_DIM, generator=g, dtype=F64)
+    A = torch.randn(ACT_DIM, ACT_DIM, generator=g, dtype=F64)
+    P = -(A @ A.T) - 0.5 * torch.eye(ACT_DIM, dtype=F64) if concave else A + A.T
+    obs = torch.randn(16, OBS_DIM, generator=g, dtype=F64)
+    actions = torch.rand(16, ACT_DIM, generator=g, dtype=F64) * 2 - 1
     return C, P, obs, actions
 
 
@@ -63,50 +42,58 @@ def test_finite_difference_mixed_partial_equals_the_known_matrix():
 
 
 def test_dominant_pair_is_the_largest_mixed_partial():
-    C, P, obs, actions = random_case()
+    C, _, _, _ = random_case()
     C = C.clamp(-1, 1)
     C[3, 1] = -4.0  # d2Q / (da_1 ds_3): the strongest interaction, negative to check that magnitudes count
-    mixed = plot_qfield.fd_mixed_partial(QuadraticCritic(C, P), obs, actions, 1e-3, range(OBS_DIM))
-    _, i, j = plot_qfield.dominant_pair(mixed)
-    assert (i, j) == (3, 1)
-    planted = torch.zeros(4, ACT_DIM, OBS_DIM)
-    planted[2, 0, 4] = -7.0
-    assert plot_qfield.dominant_pair(planted) == (2, 4, 0)  # (transition, state dim, action dim)
+    assert plot_qfield.dominant_pair(C.T) == (3, 1)  # (state dim, action dim) of H_sa = C^T
 
 
-def test_exact_geometry_of_a_quadratic_critic():
-    C, P, obs, actions = random_case(concave=False)
-    grad, h_sa, h_aa = plot_qfield.critic_geometry(QuadraticCritic(C, P), obs, actions)
-    torch.testing.assert_close(grad, obs @ C + actions @ P.T)
-    torch.testing.assert_close(h_sa, C.T.expand(16, -1, -1))
-    torch.testing.assert_close(h_aa, P.expand(16, -1, -1))
+@pytest.mark.parametrize("height", ["spectral", "fd"])
+def test_landscape_heights_of_a_quadratic_critic(height):
+    """Q = (C^T s + B^T sin s)^T a + 0.5 a^T P a: grad2_sa Q = C^T + B^T diag(cos s) changes with s_i only. spectral:
+    its spectral norm; fd: the norm of its column i, (C[i] + B[i] cos s_i) (Eq. 17 is exact up to O(eps))."""
+    C, P, obs, actions = random_case()
+    B = torch.randn(OBS_DIM, ACT_DIM, generator=torch.Generator().manual_seed(1), dtype=F64)
+    centre, action, i, j = obs[0], actions[0], 2, 1
+    args = SimpleNamespace(height=height, grid=50, state_range=1.0, action_range=1.5, epsilon=1e-6)
+    X, Y, Z = plot_qfield.surface(QuadraticCritic(C, P, B), centre, action, i, j, args)
+    assert X.shape == Y.shape == Z.shape == (50, 50)
+    np.testing.assert_allclose(X[:, 0], np.linspace(centre[i] - 1.0, centre[i] + 1.0, 50))
+    np.testing.assert_allclose(Y[0], np.linspace(action[j] - 1.5, action[j] + 1.5, 50))
+    states = centre.repeat(50, 1)
+    states[:, i] = torch.as_tensor(X[:, 0])
+    h_sa = C.T + B.T * torch.cos(states)[:, None, :]
+    expected = torch.linalg.matrix_norm(h_sa, ord=2) if height == "spectral" else h_sa[:, :, i].norm(dim=-1)
+    np.testing.assert_allclose(Z, expected[:, None].expand(50, 50).numpy(), rtol=1e-5 if height == "fd" else 1e-12)
 
 
 def test_implicit_policy_jacobian_matches_finite_differences_of_the_argmax():
     """Lemma 4.1 on a critic whose argmax is known and nonlinear in s: -H_aa^-1 H_sa = d a*(s) / d s."""
     C, P, obs, _ = random_case()
-    B = torch.randn(OBS_DIM, ACT_DIM, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    B = torch.randn(OBS_DIM, ACT_DIM, generator=torch.Generator().manual_seed(1), dtype=F64)
     qf = QuadraticCritic(C, P, B)
     greedy = qf.argmax(obs)
-    _, h_sa, h_aa = plot_qfield.critic_geometry(qf, obs, greedy)
+    _, h_sa, h_aa = critic_geometry.derivatives(qf, obs, greedy)
     h = 1e-5
     fd_jacobian = torch.stack([(qf.argmax(obs + h * e) - qf.argmax(obs - h * e)) / (2 * h)
-                               for e in torch.eye(OBS_DIM, dtype=torch.float64)], dim=-1)
+                               for e in torch.eye(OBS_DIM, dtype=F64)], dim=-1)
     torch.testing.assert_close(plot_qfield.implicit_policy_jacobian(h_aa, h_sa), fd_jacobian, atol=1e-7, rtol=1e-6)
     assert not torch.allclose(fd_jacobian[0], fd_jacobian[1])  # the Jacobian really changes with the state
 
 
-def checkpoint_of(qf, actor):
-    return plot_qfield.Checkpoint("mem.pt", "quadratic", "None-v0", "none.py", 0, actor, qf, None)
+def critic_of(qf, actor, method="quadratic", env_id="None-v0", algo="td3", seed=1, script=None):
+    policy = SimpleNamespace(method=method, env_id=env_id, algo=algo, train_seed=seed, path=f"{method}-{seed}.pt",
+                             script=script or f"{method}.py")
+    return critic_geometry.Critic(policy, actor, qf, 0)
 
 
 def test_geometry_statistics_match_closed_forms():
     C, P, obs, _ = random_case()
     M, mu = torch.linalg.matrix_norm(C.T, ord=2), -torch.linalg.eigvalsh(P)[-1]
     for scale, holds in [(0.5, 1.0), (2.0, 0.0)]:  # an actor inside the bound, then one twice beyond it
-        K = torch.randn(ACT_DIM, OBS_DIM, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        K = torch.randn(ACT_DIM, OBS_DIM, generator=torch.Generator().manual_seed(2), dtype=F64)
         K = K / torch.linalg.matrix_norm(K, ord=2) * scale * M / mu
-        row = plot_qfield.geometry_statistics(checkpoint_of(QuadraticCritic(C, P), LinearActor(K)), obs)
+        row = plot_qfield.geometry_statistics(critic_of(QuadraticCritic(C, P), LinearActor(K)), obs)
         assert row["states"] == 16 and row["mu_nonpos"] == 0
         assert row["M"] == pytest.approx(float(M)) and row["mu"] == pytest.approx(float(mu))
         assert row["M_over_mu"] == pytest.approx(float(M / mu))
@@ -121,35 +108,84 @@ def test_geometry_statistics_match_closed_forms():
 
 def test_no_bound_where_the_critic_is_not_concave_in_the_action():
     C, _, obs, _ = random_case()
-    P = torch.diag(torch.tensor([-2.0, -1.0, 0.5], dtype=torch.float64))  # lambda_max = 0.5: mu = -0.5
-    still_actor = LinearActor(torch.zeros(ACT_DIM, OBS_DIM, dtype=torch.float64))
-    row = plot_qfield.geometry_statistics(checkpoint_of(QuadraticCritic(C, P), still_actor), obs)
+    P = torch.diag(torch.tensor([-2.0, -1.0, 0.5], dtype=F64))  # lambda_max = 0.5: mu = -0.5
+    still_actor = LinearActor(torch.zeros(ACT_DIM, OBS_DIM, dtype=F64))
+    row = plot_qfield.geometry_statistics(critic_of(QuadraticCritic(C, P), still_actor), obs)
     assert row["mu"] == pytest.approx(-0.5) and row["mu_nonpos"] == 16
     assert math.isnan(row["M_over_mu"]) and math.isnan(row["greedy_jacobian"]) and math.isnan(row["bound_holds"])
     assert row["policy_jacobian"] == 0.0
 
 
+def test_each_row_has_one_reference_and_one_checkpoint_per_method():
+    """The plain run of the first (released-order) seed is the reference; other methods show that same seed; a given
+    --reference wins and is drawn; a row without a plain run says so."""
+    def make(method, seed, env_id="Pendulum-v1", algo="td3", script=None):
+        return critic_of(None, None, method, env_id, algo, seed, script)
+
+    td3_a, td3_b = make("td3", 410580), make("td3", 178132)
+    pave_a, pave_b, pave_c = make("td3_pave", 410580), make("td3_pave", 178132), make("td3_pave", 5)
+    renamed = make("td3-silu", 178132, script="td3.py")  # td3.py under another name: a candidate after td3 itself
+    sac = make("sac_pave", 178132, algo="sac")
+    lunar = make("td3_caps", 7, env_id="LunarLanderContinuous-v3")
+    rows = plot_qfield.landscape_rows([pave_c, renamed, td3_a, pave_a, td3_b, pave_b, sac, lunar], [])
+    by_key = {key: (reference, columns, note) for key, reference, columns, note in rows}
+    reference, columns, note = by_key["Pendulum-v1", "td3"]
+    assert reference is td3_b and note is None
+    assert columns == [("td3", td3_b), ("td3_pave", pave_b), ("td3-silu", renamed)]
+    _, columns, note = by_key["Pendulum-v1", "sac"]
+    assert columns == [("sac_pave", sac)] and note.startswith("no sac.py checkpoint of Pendulum-v1 given")
+    assert by_key["LunarLanderContinuous-v3", "td3"][0] is lunar
+
+    given = make("td3", 5)  # not among the checkpoints: drawn in the td3 column, and td3_pave shows its seed
+    reference, columns, _ = plot_qfield.landscape_rows([td3_a, pave_a, pave_c], [given])[0][1:]
+    assert reference is given and columns == [("td3", given), ("td3_pave", pave_c)]
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Three Pendulum checkpoints of untrained 64-64 networks, saved in-process: TD3 with SiLU and with ReLU, SAC with
-    SiLU (what is checked holds for any weights: finite statistics, and zero second derivatives for ReLU)."""
+    """Pendulum: a tiny trained td3 (the Base) and sac, an in-process td3_pave (same seed), a ReLU TD3 under its own
+    name; LunarLander: in-process td3 and td3_caps."""
     folder = tmp_path_factory.mktemp("checkpoints")
-    runs = [("td3.py", "td3_silu", "silu"), ("td3.py", "td3_relu", "relu"), ("sac.py", "sac_silu", "silu")]
-    return {name: write_checkpoint(folder / f"{name}.pt", script, exp_name=name, hidden_sizes=(64, 64), activation=activation)
-            for script, name, activation in runs}
+    made = {"td3": trained("td3.py"), "sac": trained("sac.py")}
+    runs = [("td3_pave.py", "td3_pave", "silu", "Pendulum-v1"), ("td3.py", "td3_relu", "relu", "Pendulum-v1"),
+            ("td3.py", "lunar_td3", "silu", "LunarLanderContinuous-v3"),
+            ("td3_caps.py", "lunar_caps", "silu", "LunarLanderContinuous-v3")]
+    for script, name, activation, env_id in runs:
+        exp_name = name.removeprefix("lunar_")
+        made[name] = write_checkpoint(folder / f"{name}.pt", script, env_id, seed=178132, exp_name=exp_name,
+                                      hidden_sizes=(64, 64), activation=activation)
+    return made
 
 
 def test_real_checkpoints_give_a_figure_and_a_finite_table(checkpoints, tmp_path):
+    paths = [checkpoints[name] for name in ("td3_pave", "td3", "td3_relu", "sac")]
     out = tmp_path / "figs" / "qfield.png"
-    result = run_script("plot_qfield.py", *checkpoints.values(), "--out", out, cwd=tmp_path)
+    result = run_script("plot_qfield.py", *paths, "--out", out, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "dominant pair on td3_silu" in result.stdout  # the first plain td3.py checkpoint is the reference
-    image = plt.imread(out)
-    assert image.shape[0] > 300 and image.shape[1] > 3 * 300 and image[..., :3].std() > 0.05  # three drawn panels
+    image = plt.imread(out)  # a TD3 row of three panels (td3, td3_pave, td3_relu) over a SAC row of one
+    assert image.shape[1] > 3 * 300 and image.shape[0] > 2 * 300 and image[..., :3].std() > 0.05
+
+    # the TD3 row: the reference is td3 (given second); centre and axes as the released code picks them
+    line = next(line for line in result.stdout.splitlines() if line.startswith("Pendulum-v1 (td3)"))
+    assert f"reference td3 seed 178132 ({checkpoints['td3']})" in line
+    base = critic_geometry.load_critic(str(checkpoints["td3"]))
+    centre = plot_qfield.centre_state(base, 20, 10_000)
+    env = base.policy.make_env("Pendulum-v1", 0)()
+    obs, _ = env.reset(seed=10_000)
+    for _ in range(20):  # Pendulum episodes last 200 steps: no reset within the 20 warm-up steps
+        action = base.actor.act(torch.as_tensor(obs, dtype=F64)).numpy()
+        obs, *_ = env.step(plot_qfield.to_env_units(env, action))
+    np.testing.assert_allclose(centre.numpy(), obs)
+    full = torch.autograd.functional.hessian(lambda x: base.qf(x[None, :3], x[None, 3:])[0, 0],
+                                             torch.cat([centre, base.actor.act(centre)]))
+    i = int(full[3, :3].abs().argmax())
+    assert f"dominant pair: state dim {i}, action dim 0" in line
+    clip = float(re.search(r"z clipped at ([0-9.e+-]+)", line).group(1))
+    assert clip > 0
 
     with open(out.with_suffix(".csv")) as f:
         rows = {row["method"]: row for row in csv.DictReader(f)}
-    assert set(rows) == set(checkpoints)
+    assert set(rows) == {"td3", "td3_pave", "td3_relu", "sac"}
     for row in rows.values():
         assert row["env"] == "Pendulum-v1" and int(row["states"]) == 300
         for column in ["M", "mu", "policy_jacobian", "grad_a_Q"]:
@@ -159,20 +195,47 @@ def test_real_checkpoints_give_a_figure_and_a_finite_table(checkpoints, tmp_path
     # A ReLU critic is piecewise linear: both second derivatives vanish, so there is no bound at any state.
     relu = rows["td3_relu"]
     assert float(relu["M"]) == 0.0 and float(relu["mu"]) == 0.0 and int(relu["mu_nonpos"]) == 300
-    assert float(rows["td3_silu"]["M"]) > 0.0 and float(rows["sac_silu"]["M"]) > 0.0
+    assert float(rows["td3"]["M"]) > 0.0 and float(rows["sac"]["M"]) > 0.0
+
+
+def test_checkpoints_of_two_envs_give_a_grid_and_bad_ones_one_line_each(checkpoints, tmp_path, capsys):
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    ckpt = torch.load(checkpoints["td3_pave"], weights_only=False)
+    del ckpt["qf1"], ckpt["qf2"]
+    torch.save(ckpt, tmp_path / "actor_only.pt")
+    paths = [checkpoints[name] for name in ("td3", "td3_pave", "lunar_td3", "lunar_caps")]
+    paths += [tmp_path / "nowhere.pt", tmp_path / "notes.pt", tmp_path / "actor_only.pt"]
+    out = tmp_path / "grid.png"
+    status = plot_qfield.main([*map(str, paths), "--out", str(out), "--height", "fd", "--grid", "12", "--rollout-steps", "5"])
+    assert status == 1
+    printed = capsys.readouterr()
+    assert printed.err.splitlines()[:3] == [
+        f"plot_qfield.py: error: {tmp_path / 'nowhere.pt'}: no such file",
+        f"plot_qfield.py: error: {tmp_path / 'notes.pt'}: not a torch checkpoint (torch.save writes a zip archive; this "
+        "file is not one)",
+        f"plot_qfield.py: error: {tmp_path / 'actor_only.pt'}: holds no 'qf1' state dict: without a critic there is no "
+        "Q-field to analyze"]
+    assert "Pendulum-v1 (td3): reference td3" in printed.out
+    assert "LunarLanderContinuous-v3 (td3): reference td3" in printed.out
+    image = plt.imread(out)
+    assert image.shape[0] > 2 * 300 and image.shape[1] > 2 * 300  # two rows of two panels
+
+    assert plot_qfield.main([str(checkpoints["td3"]), "--grid", "1"]) == 2
+    assert plot_qfield.main([str(checkpoints["td3"]), "--out", str(out), "--state-dim", "9"]) == 1
+    assert "--state-dim must be in [0, 3)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("script", ["td3.py", "sac.py"])
 def test_old_checkpoint_with_hidden_dim_loads_and_is_analyzed(script, tmp_path):
     """A checkpoint written before --hidden-sizes (args hold hidden_dim 256, ReLU networks) is rebuilt exactly."""
     path, actor_net, qf_net = write_old_checkpoint(tmp_path / "old.pt", script, hidden_dim=256)
-    ckpt = plot_qfield.load_checkpoint(str(path), "qf1")
-    states = plot_qfield.rollout_states(ckpt, 20, seed=1)
-    actions = ckpt.actor.act(states)
-    torch.testing.assert_close(ckpt.qf(states, actions), qf_net.double()(torch.cat([states, actions], -1)))
+    critic = critic_geometry.load_critic(str(path), "qf1")
+    states = plot_qfield.rollout_states(critic, 20, seed=1)
+    actions = critic.actor.act(states)
+    torch.testing.assert_close(critic.qf(states, actions), qf_net.double()(torch.cat([states, actions], -1)))
     mean = actor_net.double()(states)[:, :1]  # TD3: the whole output (one action dim); SAC: the mean half
     torch.testing.assert_close(actions, torch.tanh(mean))
-    row = plot_qfield.geometry_statistics(ckpt, states)
+    row = plot_qfield.geometry_statistics(critic, states)
     # ReLU networks are piecewise linear: both second derivatives vanish at every visited state
     assert row["states"] == 20 and row["M"] == 0.0 and row["mu"] == 0.0 and row["mu_nonpos"] == 20
     assert math.isfinite(row["policy_jacobian"]) and row["policy_jacobian"] > 0.0
@@ -180,26 +243,5 @@ def test_old_checkpoint_with_hidden_dim_loads_and_is_analyzed(script, tmp_path):
 
 def test_missing_file_is_one_clear_line(tmp_path):
     result = run_script("plot_qfield.py", tmp_path / "nowhere.pt", cwd=tmp_path)
-    assert result.returncode != 0
-    expected = f"plot_qfield.py: error: no such checkpoint file: {tmp_path / 'nowhere.pt'}"
-    assert result.stderr.strip().splitlines() == [expected]
-
-
-def test_checkpoint_without_critics_is_one_clear_line(checkpoints, tmp_path):
-    ckpt = torch.load(checkpoints["td3_silu"], weights_only=False)
-    del ckpt["qf1"], ckpt["qf2"]
-    torch.save(ckpt, tmp_path / "actor_only.pt")
-    with pytest.raises(SystemExit) as exit_info:
-        plot_qfield.main([str(tmp_path / "actor_only.pt"), "--out", str(tmp_path / "q.png")])
-    message = str(exit_info.value)
-    assert "has no critics" in message and "\n" not in message
-
-
-def test_foreign_file_is_one_clear_line(tmp_path):
-    (tmp_path / "notes.pt").write_text("not a checkpoint")
-    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
-    cases = [("notes.pt", "not a readable torch checkpoint"), ("other.pt", "not a checkpoint of this project")]
-    for name, expected in cases:
-        with pytest.raises(SystemExit) as exit_info:
-            plot_qfield.main([str(tmp_path / name)])
-        assert expected in str(exit_info.value) and "\n" not in str(exit_info.value)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"plot_qfield.py: error: {tmp_path / 'nowhere.pt'}: no such file"]
