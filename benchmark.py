@@ -486,28 +486,50 @@ def scalars(run_dir, tag):
     return np.array([p.step for p in points]), np.array([p.value for p in points])
 
 
+CURVE_BINS = 50  # learning curves: at most this many bins over the steps (no more than the longest curve has points)
+
+
+def mean_over_seeds(curves, bins=CURVE_BINS):
+    """(steps, mean, std) of one method's learning curve from its seeds' curves [(steps, values)], on a common grid:
+    [0, the last step of any seed] cut into equal bins (e_k, e_k+1] (at most `bins`, no more than the longest curve has
+    points; an episode counts at the step it ended); each seed's points are averaged per bin, then mean and std (ddof 0)
+    go over the seeds with points in the bin. A bin is shown at its centre; bins no seed has points in are left out."""
+    curves = [(np.asarray(steps), np.asarray(values)) for steps, values in curves if len(steps)]
+    if not curves:
+        return np.array([]), np.array([]), np.array([])
+    n = min(bins, max(len(steps) for steps, _ in curves))
+    edges = np.linspace(0, max(steps[-1] for steps, _ in curves), n + 1)
+    per_seed = np.full((len(curves), n), np.nan)
+    for k, (steps, values) in enumerate(curves):
+        index = np.clip(np.searchsorted(edges, steps, side="left") - 1, 0, n - 1)
+        counts = np.bincount(index, minlength=n)
+        per_seed[k, counts > 0] = (np.bincount(index, weights=values, minlength=n) / np.maximum(counts, 1))[counts > 0]
+    kept = ~np.isnan(per_seed).all(axis=0)
+    return (edges[:-1] + edges[1:])[kept] / 2, np.nanmean(per_seed[:, kept], axis=0), np.nanstd(per_seed[:, kept], axis=0)
+
+
+def plot_mean_curves(ax, curves, ylabel, title):
+    """One line per label of curves = {label: [(steps, values) per seed]}: mean_over_seeds with a +- one std band."""
+    for label, seed_curves in curves.items():
+        steps, mean, std = mean_over_seeds(seed_curves)
+        if len(steps):
+            ax.plot(steps, mean, marker="o" if len(steps) == 1 else None, label=label)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+
+
 def plot_learning_curves(study, run_dirs, path):
-    """Per env, charts/episodic_return per variant: mean and std band over seeds on a common step grid."""
+    """Per env, charts/episodic_return per variant: mean and std band over seeds on a common step grid (mean_over_seeds)."""
     import matplotlib.pyplot as plt
 
     cols = min(3, len(study.env_ids))
     rows = -(-len(study.env_ids) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     for ax, env_id in zip(axes.flat, study.env_ids):
-        for variant in study.variants:
-            curves = [scalars(run_dirs[r], "charts/episodic_return") for r in study.runs
-                      if r.variant == variant and r.env_id == env_id and r in run_dirs]
-            curves = [(steps, values) for steps, values in curves if len(steps)]
-            if not curves:
-                continue
-            points = min(100, max(len(steps) for steps, _ in curves))  # no finer than the data
-            grid = np.linspace(max(c[0][0] for c in curves), min(c[0][-1] for c in curves), points)
-            values = np.array([np.interp(grid, steps, v) for steps, v in curves])
-            mean, std = values.mean(0), values.std(0)
-            ax.plot(grid, mean, marker="o" if points == 1 else None, label=variant.label)
-            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
-        ax.set(title=short_env(env_id), xlabel="environment steps", ylabel="episodic return")
-        ax.grid(alpha=0.3)
+        curves = {variant.label: [scalars(run_dirs[r], "charts/episodic_return") for r in study.runs
+                                  if r.variant == variant and r.env_id == env_id and r in run_dirs] for variant in study.variants}
+        plot_mean_curves(ax, curves, "episodic return", short_env(env_id))
     for ax in list(axes.flat)[len(study.env_ids):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
