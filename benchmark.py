@@ -52,9 +52,28 @@ charts/SPS_train logs, after the first training burst, whose one-off costs such 
 ratio to its base script (td3_* against td3.py, sac_* against sac.py). A script may carry flags, quoted:
 --scripts td3.py td3_pave.py "td3_pave.py --pave-batch 25"; --repeats N interleaves N rounds and reports medians. The
 scripts use a GPU when there is one (--no-cuda: not).
+
+Publish (issue 14): `python benchmark.py publish --study results/pendulum/study --out results/pendulum` regenerates every
+table and figure of a study folder from what its runs wrote, without training. A finished run is a run folder with its
+<variant>.pt (the newest such folder per run name); per env, every method x seed of the runs found there without one is
+listed as missing, and left out. Written into --out (default: the study folder's parent):
+- table.md table.csv episodes.csv results.json spectrum_<env>.png actions_<env>.png: eval_smoothness.py's own CLI (its
+  main) on every checkpoint with --episodes, --noise 0 <--noise levels> and --plot, so its Table 3 protocol as it is
+  (sigma_base from the first-seed base run of each env and algorithm family);
+- learning_curves.csv: every logged charts/episodic_return and charts/action_change point (method, env_id, seed, tag,
+  step, value); learning_curves.png: a row of two panels (those tags) per env and algorithm family, one line per method:
+  each seed's episodes averaged per bin of a common grid (at most 50 equal bins from step 0 to the last step of any
+  seed), then the mean over seeds with a +- one std band (mean_over_seeds);
+- qfield_<algo>.png and qfield_<algo>.csv: plot_qfield.py's own CLI on the --qfield-seed (178132) checkpoints of every
+  method of each algorithm family (skipped with a note where that seed has none);
+- runs.csv: per run its steps, wall seconds (from its TensorBoard events: the last scalar's wall time minus the first
+  event's, written as the run starts) and its last charts/SPS_train.
+It prints one line per file written; exit status 0 when every step succeeded, 1 when any failed (one line each, the
+others still run), 2 on bad input (no such --study, no finished run).
 """
 
 import argparse
+import csv
 import difflib
 import glob
 import json
@@ -474,12 +493,19 @@ def short_env(env_id):
     return env_id.split("-v")[0]
 
 
-def scalars(run_dir, tag):
-    """(steps, values) of one TensorBoard scalar of a run, empty arrays if it was never logged."""
+def run_events(run_dir):
+    """A run's TensorBoard events, read once, every scalar point kept (an EventAccumulator)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
+    return events
+
+
+def scalars(run_dir, tag, events=None):
+    """(steps, values) of one TensorBoard scalar of a run, empty arrays if it was never logged (events: run_events(run_dir)
+    when already read)."""
+    events = run_events(run_dir) if events is None else events
     if tag not in events.Tags()["scalars"]:
         return np.array([]), np.array([])
     points = events.Scalars(tag)
@@ -748,9 +774,200 @@ def throughput(argv):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Publish (issue 14): every table and figure of a study, regenerated from its files without training
+# ----------------------------------------------------------------------------------------------------------------------
+CURVE_TAGS = {"charts/episodic_return": "episodic return", "charts/action_change": "mean |a_t - a_t-1| (env units)"}
+
+
+def found_runs(study):
+    """{Run: checkpoint or None} of every run a study folder shows by benchmark.py's names: a run folder
+    runs/<env>__<variant>__<seed>__<unix time>/ or a log logs/<env>__<variant>__<seed>.log. The checkpoint is
+    Run.checkpoint's (the newest folder's <variant>.pt); the Run's script is the variant name up to its first '-'."""
+    names = [p.name.rsplit("__", 1) for p in (study / "runs").iterdir() if p.is_dir()]
+    names = [name for name, unix_time in (n for n in names if len(n) == 2) if unix_time.isdigit()]
+    if (study / "logs").is_dir():
+        names += [p.stem for p in (study / "logs").glob("*.log")]
+    runs = {}
+    for name in names:
+        env_id, _, rest = name.partition("__")
+        variant, _, seed = rest.rpartition("__")
+        if env_id and variant and seed.lstrip("-").isdigit():
+            run = Run(Variant(f"{variant.split('-')[0]}.py", variant, variant), env_id, int(seed))
+            runs[run] = run.checkpoint(study)
+    return runs
+
+
+def algo_of(run):
+    """The run's algorithm family: its script's name up to the first '_' (td3, sac)."""
+    return Path(run.variant.script).stem.split("_")[0]
+
+
+def missing_runs(runs, study):
+    """[(run, why)]: per env, every method x seed of the runs found there that has no checkpoint."""
+    missing = []
+    for env_id in sorted({run.env_id for run in runs}):
+        variants = {run.variant for run in runs if run.env_id == env_id}
+        seeds = sorted({run.seed for run in runs if run.env_id == env_id})
+        for run in (Run(variant, env_id, seed) for variant in sorted(variants, key=lambda v: v.name) for seed in seeds):
+            if runs.get(run):
+                continue
+            if run.folders(study):
+                why = f"its run folder has no {run.variant.name}.pt: unfinished or failed"
+            elif (study / "logs" / f"{run.name}.log").exists():
+                why = "a log but no run folder: failed at start"
+            else:
+                why = "no run folder or log: not started"
+            missing.append((run, why))
+    return missing
+
+
+def publish_learning_curves(runs, events, out):
+    """learning_curves.csv: one row per logged point of CURVE_TAGS (method, env_id, seed, tag, step, value) of every run;
+    learning_curves.png: one row of panels per env and algorithm family, one panel per tag, one line per method
+    (mean_over_seeds: each seed's episodes averaged per bin of a common step grid, mean +- one std over seeds)."""
+    import matplotlib.pyplot as plt
+
+    curves = {}  # (env, algo) -> tag -> method -> [(steps, values) per seed]
+    with open(out / "learning_curves.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "env_id", "seed", "tag", "step", "value"])
+        for run in runs:
+            for tag in CURVE_TAGS:
+                steps, values = scalars(None, tag, events(run))
+                writer.writerows([run.variant.name, run.env_id, run.seed, tag, int(step), float(value)]
+                                 for step, value in zip(steps, values))
+                curves.setdefault((run.env_id, algo_of(run)), {}).setdefault(tag, {}).setdefault(run.variant.name, []).append(
+                    (steps, values))
+    fig, axes = plt.subplots(len(curves), len(CURVE_TAGS), figsize=(6 * len(CURVE_TAGS), 3.8 * len(curves)), squeeze=False)
+    for ((env_id, algo), by_tag), row in zip(curves.items(), axes):
+        for ax, (tag, ylabel) in zip(row, CURVE_TAGS.items()):
+            plot_mean_curves(ax, by_tag[tag], ylabel, f"{short_env(env_id)}, {algo.upper()}: {tag} (mean +- std over seeds)")
+        if row[0].get_legend_handles_labels()[0]:
+            row[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=120)
+    plt.close(fig)
+    return 0
+
+
+def publish_runs_table(runs, events, out):
+    """runs.csv: per run its method, env_id, seed, steps (the last step of any logged scalar), wall_seconds (from the
+    TensorBoard events: the last scalar's wall time minus the first event's, which the script's SummaryWriter writes as it
+    starts; so start-up, torch.compile and the final evaluation are included), sps_train (the last charts/SPS_train) and
+    its run folder relative to the output folder."""
+    with open(out / "runs.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "env_id", "seed", "steps", "wall_seconds", "sps_train", "run_folder"])
+        for run in runs:
+            run_events = events(run)
+            points = [point for tag in run_events.Tags()["scalars"] for point in run_events.Scalars(tag)]
+            if not points:
+                print(f"note: {run.name} logged no scalars; runs.csv has no steps, wall time or SPS for it")
+            _, sps = scalars(None, "charts/SPS_train", run_events)
+            writer.writerow([run.variant.name, run.env_id, run.seed, max((p.step for p in points), default=""),
+                             f"{max(p.wall_time for p in points) - run_events.FirstEventTimestamp():.1f}" if points else "",
+                             f"{sps[-1]:.1f}" if len(sps) else "", os.path.relpath(runs[run].parent, out)])
+    return 0
+
+
+def publish(argv):
+    """`python benchmark.py publish`: the module docstring's Publish paragraph; returns the exit status."""
+    parser = argparse.ArgumentParser(prog=f"{PROG} publish", description="Regenerate every table and figure of a finished study "
+                                     "from its checkpoints, TensorBoard events and logs, without training")
+    parser.add_argument("--study", type=Path, required=True, help="the study folder (benchmark.py's --out), with runs/ and logs/")
+    parser.add_argument("--out", type=Path, help="where the tables and figures go (default: the study folder's parent)")
+    parser.add_argument("--episodes", type=int, default=10, help="clean evaluation episodes per checkpoint (the paper's 10)")
+    parser.add_argument("--noise", nargs="+", type=float, default=list(NOISE_LEVELS),
+                        help="observation noise levels of Table 3, evaluated besides sigma 0 (default: 0.01 0.05 0.1)")
+    parser.add_argument("--qfield-seed", type=int,
+                        help="training seed whose checkpoints' Q-gradient fields are drawn (default: the first released seed, 178132)")
+    args = parser.parse_args(argv)
+
+    def bad_input(message):
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+
+    if not args.study.is_dir():
+        return bad_input(f"--study {args.study}: no such folder")
+    if not (args.study / "runs").is_dir():
+        return bad_input(f"--study {args.study}: no runs/ folder in it (a study folder as benchmark.py writes it)")
+    if args.episodes <= 0 or any(sigma < 0 for sigma in args.noise):
+        return bad_input("--episodes must be positive and every --noise level non-negative")
+    runs = found_runs(args.study)
+    finished = {run: checkpoint for run, checkpoint in runs.items() if checkpoint}
+    if not finished:
+        return bad_input(f"no finished run in {args.study / 'runs'} ({len(runs)} found; a finished run has its <variant>.pt)")
+    out = args.out or args.study.resolve().parent
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"publish: {len(finished)} finished run(s) of {len(runs)} found in {args.study}; writing into {out}")
+    for run, why in missing_runs(runs, args.study):
+        print(f"missing: {run.name} ({why})")
+
+    import matplotlib  # here, not at the top: --help and bad input need neither it nor torch
+
+    matplotlib.use("Agg")
+    import eval_smoothness
+
+    def qfield(argv):  # plot_qfield.py's CLI; imported here so that a problem with it is one failed step
+        import plot_qfield
+
+        return plot_qfield.main(argv)
+
+    qfield_seed = eval_smoothness.RELEASED_SEEDS[0] if args.qfield_seed is None else args.qfield_seed
+    methods, released = list(METHODS), eval_smoothness.RELEASED_SEEDS
+
+    def order(run):  # the tables' order: env, TD3 then SAC, Base CAPS Grad-CAPS ASAP PAVE then others, released seeds first
+        algo, suffix = algo_of(run), Path(run.variant.script).stem[len(algo_of(run)):]
+        return (run.env_id, ("td3", "sac", algo).index(algo), algo, methods.index(suffix) if suffix in methods else len(methods),
+                run.variant.name, released.index(run.seed) if run.seed in released else len(released), run.seed)
+
+    finished = {run: finished[run] for run in sorted(finished, key=order)}
+    loaded = {}
+
+    def events(run):  # each run's TensorBoard events, read once for the curves and the runs table
+        if run not in loaded:
+            loaded[run] = run_events(finished[run].parent)
+        return loaded[run]
+
+    steps = [("evaluation (eval_smoothness.py)",
+              lambda: eval_smoothness.main([*map(str, finished.values()), "--episodes", str(args.episodes), "--noise", "0",
+                                            *map(str, args.noise), "--plot", "--out-dir", str(out), "--no-progress-bar"])),
+             ("learning curves", lambda: publish_learning_curves(finished, events, out))]
+    for algo in dict.fromkeys(algo_of(run) for run in finished):
+        checkpoints = [str(path) for run, path in finished.items() if algo_of(run) == algo and run.seed == qfield_seed]
+        if not checkpoints:
+            print(f"note: no {algo} checkpoint of seed {qfield_seed}; qfield_{algo}.png not drawn (--qfield-seed picks the seed)")
+            continue
+        steps.append((f"Q-gradient field of {algo} (plot_qfield.py)", lambda c=checkpoints, a=algo: qfield(
+            [*c, "--out", str(out / f"qfield_{a}.png"), "--csv", str(out / f"qfield_{a}.csv")])))
+    steps.append(("runs table", lambda: publish_runs_table(finished, events, out)))
+
+    failed = []
+    for name, work in steps:
+        before = {path: path.stat().st_mtime_ns for path in out.iterdir() if path.is_file()}
+        try:
+            status, problem = work(), "its messages are above"
+        except SystemExit as stop:  # a tool's own exit (tyro on bad flags)
+            status, problem = (stop.code if isinstance(stop.code, int) or stop.code is None else 1), "its messages are above"
+        except Exception as error:
+            status, problem = 1, f"{type(error).__name__}: {error}"
+        for path in sorted(p for p in out.iterdir() if p.is_file() and before.get(p) != p.stat().st_mtime_ns):
+            print(f"wrote {path}")
+        if status:
+            failed.append(name)
+            print(f"{PROG}: error: publish: {name} failed (exit status {status}; {problem})", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(steps)} step(s) failed: {', '.join(failed)}")
+        return 1
+    print(f"published {len(finished)} run(s) into {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 def parse_study_args(argv):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                                     epilog="Throughput instead: python benchmark.py throughput --help")
+                                     epilog="Throughput or publishing a finished study instead: python benchmark.py throughput --help, "
+                                            "python benchmark.py publish --help")
     study = parser.add_mutually_exclusive_group(required=True)
     study.add_argument("--suite", help=f"a named study: {', '.join(SUITES)}")
     study.add_argument("--scripts", nargs="+", help="training scripts of an explicit study (relative to the repository, or paths)")
@@ -795,6 +1012,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["throughput"]:
         return throughput(argv[1:])
+    if argv[:1] == ["publish"]:
+        return publish(argv[1:])
     args = parse_study_args(argv)
     study = build_study(args)
     out = (args.out or Path("studies") / study.name).resolve()

@@ -1,0 +1,134 @@
+"""benchmark.py publish: every table and figure of a study folder regenerated from its files without training, on a tiny
+committed-style study (in-process checkpoints, hand-written TensorBoard events and logs); one-line errors on bad input."""
+
+import csv
+import json
+import time
+
+import pytest
+from test_benchmark import benchmark
+from tiny_checkpoints import write_checkpoint
+from torch.utils.tensorboard import SummaryWriter
+
+ENV = "Pendulum-v1"
+METHODS = ("td3", "td3_pave", "sac", "sac_pave")  # two methods per algorithm family
+SEEDS = (410580, 178132)  # 178132: the first released seed, the Q-field's default
+STEPS = (200, 400, 600, 800)  # the episodes' end steps
+WALL = 120.0  # seconds from a run's first event to its last
+
+
+def episode_values(method, seed):
+    """{tag: values at STEPS}, distinct per run and exact in float32 (TensorBoard stores float32)."""
+    m, s = (*METHODS, "td3_caps").index(method), SEEDS.index(seed)
+    return {"charts/episodic_return": [-1200.0 + 100 * k + 10 * m + s for k in range(len(STEPS))],
+            "charts/action_change": [0.5 - 0.125 * k + 0.0625 * s + 0.25 * m for k in range(len(STEPS))]}
+
+
+def write_run(study, method, seed, finished=True):
+    """A run as benchmark.py leaves it: runs/<env>__<method>__<seed>__<unix time>/ with TensorBoard events (and <method>.pt
+    when finished), logs/<env>__<method>__<seed>.log."""
+    name = f"{ENV}__{method}__{seed}"
+    folder = study / "runs" / f"{name}__{1_700_000_000 + seed}"
+    start = time.time()
+    writer = SummaryWriter(str(folder))  # its first event (the file version) has the wall time of now
+    for tag, values in episode_values(method, seed).items():
+        for k, (step, value) in enumerate(zip(STEPS, values)):
+            writer.add_scalar(tag, value, step, walltime=start + 10 * k)
+    writer.add_scalar("charts/SPS_train", 50.25, 400, walltime=start + 20)
+    writer.add_scalar("charts/SPS_train", 60.5, 800, walltime=start + 100)
+    if finished:
+        writer.add_scalar("eval/return", -900.0, 800, walltime=start + WALL)
+    writer.close()
+    if finished:
+        write_checkpoint(folder / f"{method}.pt", f"{method}.py", seed=seed, init_seed=seed + 7 * METHODS.index(method))
+    (study / "logs").mkdir(exist_ok=True)
+    (study / "logs" / f"{name}.log").write_text(f"$ cd {study} && python {method}.py --env-id {ENV} --seed {seed}\n")
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_publish_regenerates_every_table_and_figure(tmp_path):
+    study, out = tmp_path / "pendulum" / "study", tmp_path / "pendulum"
+    for method in METHODS:
+        for seed in SEEDS:
+            write_run(study, method, seed)
+    write_run(study, "td3_caps", 178132, finished=False)  # a run that did not finish: listed as missing, left out
+    start = time.time()
+    result = benchmark("publish", "--study", study, "--out", out, "--episodes", 2, "--noise", 0.05, cwd=tmp_path)
+    print(f"publish on 8 tiny runs: {time.time() - start:.1f} s")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    expected = ["table.md", "table.csv", "episodes.csv", "results.json", f"spectrum_{ENV}.png", f"actions_{ENV}.png",
+                "learning_curves.csv", "learning_curves.png", "qfield_td3.png", "qfield_td3.csv", "qfield_sac.png",
+                "qfield_sac.csv", "runs.csv"]
+    wrote = [line.removeprefix("wrote ") for line in result.stdout.splitlines() if line.startswith("wrote ")]
+    assert sorted(wrote) == sorted(str(out / name) for name in expected)
+    assert f"missing: {ENV}__td3_caps__178132 (its run folder has no td3_caps.pt: unfinished or failed)" in result.stdout
+    assert f"missing: {ENV}__td3_caps__410580 (no run folder or log: not started)" in result.stdout
+    assert "8 finished run(s) of 9 found" in result.stdout
+    for name in expected:
+        if name.endswith(".png"):
+            assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+    # eval_smoothness.py's outputs: one row per (method, env, sigma) over both seeds; Table 3's sigma_base from each
+    # family's first-seed base run
+    table = read_csv(out / "table.csv")
+    assert sorted((r["method"], r["env_id"], float(r["obs_noise"])) for r in table) == \
+        sorted((m, ENV, sigma) for m in METHODS for sigma in (0.0, 0.05))
+    assert all(r["seeds"] == "2" for r in table)
+    assert {r["episodes"] for r in table if float(r["obs_noise"]) == 0} == {"4"}  # --episodes 2, two seeds
+    results = json.loads((out / "results.json").read_text())
+    assert {(s["algo"], s["train_seed"], s["fallback"]) for s in results["obs_scale"]} == {("td3", 178132, False),
+                                                                                           ("sac", 178132, False)}
+    assert len(read_csv(out / "episodes.csv")) == len(results["episodes"])
+
+    # the learning curves: exactly the points written, finished runs only
+    curves = [(r["method"], r["env_id"], int(r["seed"]), r["tag"], int(r["step"]), float(r["value"]))
+              for r in read_csv(out / "learning_curves.csv")]
+    assert sorted(curves) == sorted((m, ENV, seed, tag, step, value) for m in METHODS for seed in SEEDS
+                                    for tag, values in episode_values(m, seed).items() for step, value in zip(STEPS, values))
+
+    # the Q-gradient fields: the seed-178132 checkpoint of each method of the family
+    for algo in ("td3", "sac"):
+        rows = read_csv(out / f"qfield_{algo}.csv")
+        assert sorted((r["method"], r["seed"]) for r in rows) == sorted((m, "178132") for m in METHODS if m.startswith(algo))
+
+    runs = read_csv(out / "runs.csv")
+    assert sorted((r["method"], int(r["seed"])) for r in runs) == sorted((m, seed) for m in METHODS for seed in SEEDS)
+    for r in runs:
+        assert r["env_id"] == ENV and r["steps"] == "800" and r["sps_train"] == "60.5"
+        assert WALL - 5 < float(r["wall_seconds"]) <= WALL  # the first event is written a moment after `start`
+        assert (out / r["run_folder"] / f"{r['method']}.pt").is_file()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no study", "--study nowhere: no such folder"),
+    ("no finished run", "no finished run in"),
+])
+def test_publish_bad_input_gets_one_line_and_exit_2(tmp_path, case, message):
+    if case == "no finished run":
+        write_run(tmp_path / "nowhere", "td3", 178132, finished=False)
+    result = benchmark("publish", "--study", "nowhere", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("benchmark.py: error:") and message in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs.csv").exists()
+
+
+def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path):
+    """A damaged checkpoint: the evaluation and the Q-field fail with one line each, the curves and runs.csv are written."""
+    study = tmp_path / "study"
+    write_run(study, "td3", 178132)
+    (checkpoint,) = study.glob("runs/*/td3.pt")
+    checkpoint.write_text("not a checkpoint")
+    result = benchmark("publish", "--study", study, "--episodes", 1, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    failed = [line for line in result.stderr.splitlines() if line.startswith("benchmark.py: error: publish:")]
+    assert failed == ["benchmark.py: error: publish: evaluation (eval_smoothness.py) failed (exit status 1; its messages are above)",
+                      "benchmark.py: error: publish: Q-gradient field of td3 (plot_qfield.py) failed (exit status 1; its messages "
+                      "are above)"]
+    assert "2 of 4 step(s) failed" in result.stdout
+    for name in ("learning_curves.csv", "learning_curves.png", "runs.csv"):  # --out defaults to the study's parent
+        assert f"wrote {tmp_path.resolve() / name}" in result.stdout.splitlines()
