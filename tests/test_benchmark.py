@@ -160,7 +160,7 @@ def test_dry_run_prints_the_suites_commands(tmp_path):
     assert not (tmp_path / "s").exists()  # a dry run writes nothing
     ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--extra", "--total-timesteps 1000", cwd=tmp_path).stdout
     assert "td3.py --env-id LunarLanderContinuous-v3 --seed 1 --exp-name td3-silu --save-model --no-progress-bar " \
-           "--actor-activation silu --critic-activation silu --total-timesteps 1000" in ablation
+           "--actor-activation silu --critic-activation silu --checkpoint-freq 10000 --total-timesteps 1000" in ablation
     assert "--exp-name td3_pave-mpr --save-model --no-progress-bar --lambda2 0 --lambda3 0" in ablation
 
 

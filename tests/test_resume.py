@@ -185,3 +185,36 @@ def test_bad_resume_input_gets_one_clear_line_and_loses_nothing(split_runs, tmp_
     assert result.stderr.startswith("td3.py: error: --") and result.stderr.strip().count("\n") == 0, result.stderr[-3000:]
     assert message in result.stderr
     assert digest(tmp_path / "runs" / td3_dir.name) == before and os.listdir(tmp_path / "runs") == [td3_dir.name]
+
+
+def test_benchmark_resumes_an_interrupted_run_from_its_last_readable_state(tmp_path):
+    import benchmark
+
+    out = tmp_path / "study"
+    extra = "--total-timesteps 400 --learning-starts 200 --buffer-size 1000 --batch-size 32 --hidden-sizes 64 64 --eval-episodes 1"
+    study = [sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "--env-ids", "Pendulum-v1", "--seeds", "1",
+             "--out", str(out), "--checkpoint-freq", "100", "--no-report"]
+    # the run stops at step 250 as if a scheduler had sent SIGTERM: resume.pt at 250, resume.prev.pt at 200, no checkpoint
+    first = subprocess.run([*study, "--extra", f"{extra} --stop-at-step 250"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 1 and "STOPPED Pendulum-v1__td3__1" in first.stdout, first.stdout[-3000:] + first.stderr[-3000:]
+    (folder,) = out.glob("runs/*")
+    assert {"resume.pt", "resume.prev.pt"} <= set(os.listdir(folder)) and not (folder / "td3.pt").exists()
+
+    # the Ray backend's task, here in this process: the run folder travels with it and the run resumes in a scratch folder
+    run = benchmark.Run(benchmark.Variant("td3.py", "td3", "td3"), "Pendulum-v1", 1, resume=folder.relative_to(out) / "resume.pt")
+    inputs = {str(p.relative_to(out)): p.read_bytes() for p in folder.iterdir()}
+    returncode, log, files, _ = benchmark.train_in_scratch(str(REPO / "td3.py"), run.arguments(["--checkpoint-freq", "100",
+                                                           *extra.split()]), {"OMP_NUM_THREADS": "1"}, inputs)
+    assert returncode == 0 and f"resumed runs/{folder.name} at step 250 of 400" in log, log[-3000:]
+    assert f"runs/{folder.name}/td3.pt" in files
+
+    # here the newest state is damaged: one line says so, and the run resumes from the one before, in its folder
+    data = (folder / "resume.pt").read_bytes()
+    (folder / "resume.pt").write_bytes(data[: len(data) // 2])
+    second = subprocess.run([*study, "--extra", extra], env=ENV, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"note: {folder / 'resume.pt'} is unreadable, truncated or corrupt (BadZipFile); trying resume.prev.pt" in second.stdout
+    assert "1 to run (1 resumed)" in second.stdout
+    assert list(out.glob("runs/*")) == [folder] and (folder / "td3.pt").exists()
+    log = (out / "logs" / "Pendulum-v1__td3__1.log").read_text()
+    assert "stopped at step 250 (--stop-at-step)" in log and f"resumed runs/{folder.name} at step 200 of 400" in log
