@@ -1,7 +1,8 @@
 """benchmark.py: run a study (training scripts x envs x seeds) on this machine or a Ray cluster, then tabulate and plot it.
 
 A study is a grid of runs. One run is one real invocation of a training script in its own process,
-    python <script> --env-id E --seed S --exp-name <variant> --save-model --no-progress-bar <variant flags> <--extra>
+    python <script> --env-id E --seed S --exp-name <variant> --save-model --no-progress-bar <variant flags>
+           --checkpoint-freq N <--extra> [--resume runs/<run folder>/resume.pt]
 with the study folder (--out) as working directory, so it writes <out>/runs/<E>__<variant>__<S>__<unix time>/<variant>.pt,
 and its stdout and stderr go to <out>/logs/<E>__<variant>__<S>.log. The variant name (its --exp-name) says what differs
 between runs of one script (td3_pave-lambda3_0.5), so a run is found again by globbing runs/<E>__<variant>__<S>__*/<variant>.pt.
@@ -22,11 +23,17 @@ Scripts a suite names that are not in the repository are left out with a note; s
 
 Nothing is lost:
 - Resuming is the default (--resume): a run whose checkpoint exists is skipped, whatever flags made it (--force reruns
-  it; use a new --out to keep both). A run that is (re)started first loses its old folder, log and cached evaluations.
-- A failed run is reported with its log's last lines and the others go on; the exit status is then 1.
-- Runs start in their own session, so Ctrl-C reaches benchmark.py alone, which stops them with SIGTERM. That leaves no
-  checkpoint (a script that sees Ctrl-C saves a half-trained one, which would pass for finished), so a finished run is
-  exactly a run with a checkpoint.
+  it; use a new --out to keep both). An interrupted run (its folder has resume.pt or resume.prev.pt but no checkpoint)
+  continues from its last resumable state, in its folder, with the script's --resume: runs save one every
+  --checkpoint-freq env steps (default 10 000) and when stopped. A state file is checked before use (zip CRCs, torch.load);
+  a truncated or corrupt one is reported in one line and the one before it (resume.prev.pt) is used, else the run starts
+  from step 0. A run that starts from step 0 first loses its old folder, log and cached evaluations.
+- A failed run is reported with its log's last lines and the others go on; the exit status is then 1. So is a run that
+  was stopped from outside (SIGTERM from a scheduler: it exits 0 with a resumable state and no checkpoint). A resumed
+  run keeps the flags it started with: a changed --extra makes its script refuse to resume (use --force to restart).
+- Runs start in their own session, so Ctrl-C reaches benchmark.py alone, which stops them with SIGTERM and waits while
+  each saves its resumable state. A stopped run writes no checkpoint, so a finished run is exactly a run with a
+  checkpoint, and the same command resumes the others where they stopped.
 
 Backends:
 - local (--workers N): N runs at once on this machine, each with OMP_NUM_THREADS=--cpus-per-run.
@@ -34,6 +41,7 @@ Backends:
   runs the same command in a scratch folder on its node and returns the run folder and log, which this process writes
   into --out: no shared filesystem is needed. The code travels with the tasks as Ray's runtime_env working_dir (this
   repository without SHIP_EXCLUDES); --no-ray-ship-code instead runs the repository at this same path on every node.
+  A resumed run's folder travels to its task the same way.
   Every node needs the same Python environment. Ray is imported only by this backend.
 
 Report (<out>/report/, after the runs, or alone with --report-only): every finished run is evaluated with
@@ -86,8 +94,9 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -129,6 +138,7 @@ class Run:
     variant: Variant
     env_id: str
     seed: int
+    resume: Optional[Path] = field(default=None, compare=False)  # an interrupted run's resumable state, relative to --out
 
     @property
     def name(self):
@@ -137,7 +147,7 @@ class Run:
     def arguments(self, extra):
         """The training script's command-line arguments (the interpreter and script path depend on the node)."""
         return ["--env-id", self.env_id, "--seed", str(self.seed), "--exp-name", self.variant.name, "--save-model",
-                "--no-progress-bar", *self.variant.flags, *extra]
+                "--no-progress-bar", *self.variant.flags, *extra, *(["--resume", str(self.resume)] if self.resume else [])]
 
     def folders(self, out):
         return sorted(glob.glob(f"{out}/runs/{self.name}__*"))
@@ -252,8 +262,8 @@ def paper_text_variant(variant):
 # Running: one subprocess per run, on this machine or as a Ray task
 # ----------------------------------------------------------------------------------------------------------------------
 def run_process(command, cwd, log_path, env, on_start=None):
-    """Run one command with its output in log_path, in its own session (Ctrl-C in the terminal does not reach it)."""
-    with open(log_path, "w") as log:
+    """Run one command with its output appended to log_path, in its own session (Ctrl-C in the terminal does not reach it)."""
+    with open(log_path, "a") as log:
         log.write(f"$ cd {cwd} && {shlex.join(command)}\n")
         log.flush()
         process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -262,13 +272,17 @@ def run_process(command, cwd, log_path, env, on_start=None):
         return process.wait()
 
 
-def train_in_scratch(script, arguments, env_vars):
+def train_in_scratch(script, arguments, env_vars, inputs=None):
     """Ray task: run one training command in a scratch folder on this node; return (exit status, log, files, seconds).
 
-    `script` is relative to the task's working directory (the shipped repository) or absolute.
+    `script` is relative to the task's working directory (the shipped repository) or absolute. `inputs` maps paths in the
+    scratch folder to their bytes: a resumed run's folder.
     """
     script, start = os.path.abspath(script), time.time()
     with tempfile.TemporaryDirectory() as scratch:
+        for relative, data in (inputs or {}).items():
+            Path(scratch, relative).parent.mkdir(parents=True, exist_ok=True)
+            Path(scratch, relative).write_bytes(data)
         log_path = Path(scratch) / "log"
         returncode = run_process([sys.executable, script, *arguments], scratch, log_path, {**os.environ, **env_vars})
         files = {str(p.relative_to(scratch)): p.read_bytes() for p in Path(scratch, "runs").rglob("*") if p.is_file()}
@@ -296,7 +310,10 @@ class Progress:
     def finished(self, run, returncode, seconds):
         with self.lock:
             self.running -= 1
-            if returncode == 0:
+            if returncode == 0 and run.checkpoint(self.out) is None:  # stopped from outside: it saved a resumable state
+                self.failed.append(run)
+                self.bar.write(f"STOPPED {run.name} ({seconds:.0f} s) before its end; run the same command to resume it")
+            elif returncode == 0:
                 self.bar.write(f"done    {run.name} ({seconds:.0f} s)")
             else:
                 self.failed.append(run)
@@ -345,9 +362,12 @@ def run_local(todo, out, extra, args, progress):
         stopping.set()
         pool.shutdown(wait=False, cancel_futures=True)
         with lock:
-            for process in processes.values():
-                if process.poll() is None:
-                    process.terminate()
+            running = [process for process in processes.values() if process.poll() is None]
+            for process in running:
+                process.terminate()
+        progress.bar.write(f"stopping {len(running)} run(s): each saves its resumable state")
+        for process in running:
+            process.wait()
         raise
     pool.shutdown()
 
@@ -380,7 +400,9 @@ def run_ray(ray, todo, out, extra, args, progress):
     for run in todo:
         shipped = args.ray_ship_code and not Path(run.variant.script).is_absolute()
         script = run.variant.script if shipped else str(script_path(run.variant.script))
-        pending[task.remote(script, run.arguments(extra), env_vars)] = (run, time.time())
+        folder = (out / run.resume).parent if run.resume else None  # a resumed run's folder goes with its task
+        inputs = {str(p.relative_to(out)): p.read_bytes() for p in folder.rglob("*") if p.is_file()} if folder else None
+        pending[task.remote(script, run.arguments(extra), env_vars, inputs)] = (run, time.time())
         progress.started()  # on Ray, "running" also counts tasks still queued on the cluster
     try:
         while pending:
@@ -393,7 +415,8 @@ def run_ray(ray, todo, out, extra, args, progress):
             for relative, data in files.items():
                 (out / relative).parent.mkdir(parents=True, exist_ok=True)
                 (out / relative).write_bytes(data)
-            (out / "logs" / f"{run.name}.log").write_text(log_text)
+            with open(out / "logs" / f"{run.name}.log", "a" if run.resume else "w") as log:
+                log.write(log_text)
             progress.finished(run, returncode, seconds)
     except KeyboardInterrupt:
         for ref in pending:
@@ -401,6 +424,29 @@ def run_ray(ray, todo, out, extra, args, progress):
         raise
     finally:
         ray.shutdown()
+
+
+def resumable_state(run, out):
+    """The last readable resumable state of an interrupted run, relative to out (resume.pt, else resume.prev.pt of its
+    newest folder), or None. Each file is checked as the scripts' --resume checks it (the CRCs of its zip members, then
+    torch.load); one that fails is reported in one line and skipped."""
+    folders = run.folders(out)
+    states = [path for path in (Path(folders[-1], "resume.pt"), Path(folders[-1], "resume.prev.pt")) if path.exists()] if folders else []
+    for i, path in enumerate(states):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+            if damaged is None:
+                import torch
+
+                torch.load(path, map_location="cpu", weights_only=True)
+                return path.relative_to(out)
+            problem = f"bad CRC in {damaged}"
+        except Exception as error:
+            problem = type(error).__name__
+        fallback = f"trying {states[i + 1].name}" if i + 1 < len(states) else "starting the run from step 0"
+        print(f"note: {path} is unreadable, truncated or corrupt ({problem}); {fallback}")
+    return None
 
 
 def forget(run, out):
@@ -412,10 +458,12 @@ def forget(run, out):
 
 
 def run_study(study, out, args):
-    """Start every run without a checkpoint (every run with --force); return the failed runs."""
-    extra = shlex.split(args.extra)
+    """Start every run without a checkpoint (every run with --force), an interrupted one from its resumable state; return
+    the failed runs."""
+    extra = ["--checkpoint-freq", str(args.checkpoint_freq), *shlex.split(args.extra)]
     runs = study.runs
     todo = [run for run in runs if args.force or run.checkpoint(out) is None]
+    todo = [run if args.force else replace(run, resume=resumable_state(run, out)) for run in todo]
     if args.dry_run:
         for run in runs:
             command = shlex.join(["python", str(script_path(run.variant.script)), *run.arguments(extra)])
@@ -423,13 +471,14 @@ def run_study(study, out, args):
             print(f"{skip}cd {out} && {command} > logs/{run.name}.log 2>&1")
         return []
     print(f"study {study.name}: {len(runs)} runs in {out}; {len(runs) - len(todo)} finished (skipped), {len(todo)} to run "
-          f"on the {args.backend} backend")
+          f"({sum(run.resume is not None for run in todo)} resumed) on the {args.backend} backend")
     if not todo:
         return []
     ray = connect_ray(args) if args.backend == "ray" else None
     (out / "logs").mkdir(parents=True, exist_ok=True)
     for run in todo:
-        forget(run, out)
+        if not run.resume:
+            forget(run, out)
     progress = Progress(len(todo), out)
     try:
         if ray:
@@ -439,7 +488,8 @@ def run_study(study, out, args):
     except KeyboardInterrupt:
         progress.close()
         finished = sum(run.checkpoint(out) is not None for run in runs)
-        sys.exit(f"\ninterrupted: {finished} of {len(runs)} runs finished and kept in {out}; run the same command to resume")
+        sys.exit(f"\ninterrupted: {finished} of {len(runs)} runs finished and kept in {out}; run the same command to resume "
+                 "(stopped runs continue from their resumable states)")
     progress.close()
     return progress.failed
 
@@ -989,6 +1039,8 @@ def parse_study_args(argv):
                         help="ray backend: send this repository with the tasks (no: it is at the same path on every node)")
     parser.add_argument("--cpus-per-run", type=int, default=1, help="CPUs a run declares to Ray and its OMP_NUM_THREADS")
     parser.add_argument("--gpus-per-run", type=float, default=0, help="GPUs a run declares to Ray (fractions share a GPU)")
+    parser.add_argument("--checkpoint-freq", type=int, default=10_000,
+                        help="env steps between the runs' resumable states, from which an interrupted run resumes (0: only when stopped)")
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="skip runs whose checkpoint exists (the default)")
     again.add_argument("--force", action="store_true", help="rerun every run, replacing what it wrote before")
@@ -1005,6 +1057,8 @@ def parse_study_args(argv):
             fail(f"--{name.replace('_', '-')} must be positive")
     if args.gpus_per_run < 0:
         fail("--gpus-per-run must be non-negative")
+    if args.checkpoint_freq < 0:
+        fail("--checkpoint-freq must be non-negative")
     return args
 
 

@@ -7,6 +7,14 @@ actions in [-1, 1]) to move little between consecutive states (temporal) and bet
 with sigma = 0.2 on raw observations, as the PAVE paper's released code computes them (REFERENCE.md). Everything else
 is sac.py (`diff sac.py sac_caps.py` shows exactly what CAPS adds). Unset lambdas come from the paper's Table 8.
 
+Long runs: SIGTERM or Ctrl-C stops the run at the end of an env step, saves a resumable state to <run dir>/resume.pt (also
+written every --checkpoint-freq steps) and writes no final checkpoint; `python sac_caps.py --resume <run dir>/resume.pt`
+continues it in the same folder, on CPU to exactly the weights of a run done in one go. The saved flags are the resumed
+run's defaults and a flag given again must keep its value, except those that cannot change what is learned (the
+RESUME_MAY_CHANGE list): --total-timesteps (extends the run), --checkpoint-freq, --stop-at-step, --log-freq and
+--progress-bar (when it saves, stops, logs and shows), --track and --wandb-* (where logs also go), --cuda (the device;
+exact only on the one that saved), --save-model and --eval-episodes (what follows training).
+
     python sac_caps.py --env-id Ant-v5 --lambda-t 0.1 --lambda-s 0.5
 """
 
@@ -14,8 +22,10 @@ import difflib
 import math
 import os
 import random
+import signal
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
@@ -31,6 +41,7 @@ from tqdm import tqdm
 from eval_smoothness import action_change, evaluate
 
 CHECKPOINT_FORMAT = "pave-checkpoint/1"
+RESUME_FORMAT = "pave-resume/1"
 
 
 @dataclass
@@ -55,6 +66,12 @@ class Args:
     """save a checkpoint to the run directory, then evaluate it (eval/return, eval/sm)"""
     progress_bar: bool = True
     """show a progress bar with steps, recent return and SPS"""
+    checkpoint_freq: int = 0
+    """env steps between resumable states (<run dir>/resume.pt, the one before kept as resume.prev.pt); 0: only on stop"""
+    resume: Optional[str] = None
+    """continue the run that saved this resumable state, in its run directory and with its flags (see the docstring)"""
+    stop_at_step: Optional[int] = None
+    """simulate an interruption at this step: save the resumable state and exit as on SIGTERM (splits a run in two)"""
 
     env_id: str = "Hopper-v5"
     """the Gymnasium id of the environment (continuous actions)"""
@@ -128,12 +145,17 @@ PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reache
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
                     "target_network_frequency", "geometry_freq", "geometry_batch", "log_freq"}
+# Flags a resumed run may change: they cannot change what is learned (the module docstring says why each).
+RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "log_freq", "progress_bar", "total_timesteps", "track",
+                     "wandb_project_name", "wandb_entity", "cuda", "save_model", "eval_episodes"}
+
 # The actor's log std is clamped into this range, as Stable-Baselines3 (the released code's base) does.
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
-def resolve_args(args: Args) -> Args:
-    """Validate the flags and fill every field the user left unset from the env's presets; exit with one line on bad input."""
+def resolve_args(args: Args, resumed=None) -> Args:
+    """Validate the flags and fill every field the user left unset from the env's presets; with a resumed state, refuse a
+    flag that differs from the saved run's (RESUME_MAY_CHANGE aside). Exit with one line on bad input."""
     prog = os.path.basename(__file__)
     if args.env_id in PAPER_ENV_IDS:
         print(f"note: {args.env_id} (the paper's id) is not in Gymnasium 1.x; running {PAPER_ENV_IDS[args.env_id]}, the same task")
@@ -156,6 +178,13 @@ def resolve_args(args: Args) -> Args:
         setattr(args, name, value)
     if unset:
         print(f"{source}: " + ", ".join(f"{name}={value}" for name, value in unset.items()))
+    for name, saved in (resumed["args"] if resumed else {}).items():
+        if name not in RESUME_MAY_CHANGE and getattr(args, name) != saved:
+            sys.exit(f"{prog}: error: --{name.replace('_', '-')} {getattr(args, name)} conflicts with {saved}, the value of the "
+                     f"run resumed from {args.resume}; a resumed run keeps its flags, except --"
+                     + ", --".join(sorted(flag.replace("_", "-") for flag in RESUME_MAY_CHANGE)))
+    if resumed and args.total_timesteps < resumed["global_step"]:
+        sys.exit(f"{prog}: error: --total-timesteps {args.total_timesteps} is below step {resumed['global_step']} of {args.resume}")
     return args
 
 
@@ -308,6 +337,17 @@ class ReplayBuffer:
         fields = (self.obs, self.actions, self.rewards, self.next_obs, self.terminated)
         return [f[idx].to(self.device, non_blocking=True) for f in fields]
 
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
+
+    def state_dict(self):
+        """For a resumable state: the filled rows only (clones: a slice would save the whole preallocated tensor), pos, size."""
+        return {"pos": self.pos, "size": self.size, **{name: getattr(self, name)[: self.size].clone() for name in self.FIELDS}}
+
+    def load_state_dict(self, state):
+        self.pos, self.size = state["pos"], state["size"]
+        for name in self.FIELDS:
+            getattr(self, name)[: self.size] = state[name]
+
 
 def log_geometry(writer, qf, rb, args, generator, step):
     """Measure the critic geometry PAVE is about on a small replay sub-batch and log it under geometry/."""
@@ -317,10 +357,59 @@ def log_geometry(writer, qf, rb, args, generator, step):
         writer.add_scalar(f"geometry/{name}", value.item(), step)
 
 
+def save_resumable(state, run_dir):
+    """Save a resumable state as <run_dir>/resume.pt atomically; the one before becomes resume.prev.pt. Returns the path.
+
+    torch.save writes a temporary file in the same folder, synced to disk, and os.replace puts it in place in one step:
+    a run killed while saving leaves the older files as they were, and a newest file damaged all the same (a full disk,
+    a truncated copy) still has the previous one beside it.
+    """
+    path, previous = os.path.join(run_dir, "resume.pt"), os.path.join(run_dir, "resume.prev.pt")
+    with open(path + ".tmp", "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if os.path.exists(path):
+        os.replace(path, previous)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load_resumable(path):
+    """The resumable state saved at `path` (loaded with weights_only=True: plain containers and tensors only), or exit with
+    one line that says what is wrong with the file. The file is never modified."""
+    prog = os.path.basename(__file__)
+    previous = os.path.join(os.path.dirname(path), "resume.prev.pt")
+    fallback = f"; the state saved before it is {previous}" if path.endswith("resume.pt") and os.path.isfile(previous) else ""
+    if not os.path.isfile(path):
+        sys.exit(f"{prog}: error: --resume {path}: no such file{fallback}")
+    try:
+        with zipfile.ZipFile(path) as archive:  # every member against its CRC: torch.load reads damaged tensor bytes silently
+            damaged = archive.testzip()
+        problem = f"bad CRC in {damaged}" if damaged else None
+        state = None if damaged else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        problem = type(error).__name__
+    if problem:
+        sys.exit(f"{prog}: error: --resume {path}: not a readable torch.save file, truncated or corrupt ({problem}){fallback}")
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        sys.exit(f"{prog}: error: --resume {path}: not a resumable state (the resume.pt a training script saves)")
+    if state["script"] != prog:
+        sys.exit(f"{prog}: error: --resume {path}: a state of {state['script']}, not of {prog}; resume it with {state['script']}")
+    return state
+
+
 if __name__ == "__main__":
-    args = resolve_args(tyro.cli(Args))
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = f"runs/{run_name}"
+    args = tyro.cli(Args)
+    resumed = load_resumable(args.resume) if args.resume else None
+    if resumed:  # parse again with the saved run's flags as defaults; resolve_args refuses any that changed
+        args = tyro.cli(Args, default=Args(**resumed["args"]))
+    args = resolve_args(args, resumed)
+    if resumed:  # the same run folder; TensorBoard drops what the stopped process logged after the saved step
+        run_dir = os.path.dirname(args.resume) or "."
+    else:
+        run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = os.path.basename(os.path.abspath(run_dir))
     env = make_env(args.env_id, args.seed, args.capture_video, run_dir)()
     if not isinstance(env.action_space, gym.spaces.Box):
         sys.exit(f"{os.path.basename(__file__)}: error: {args.env_id} has a {type(env.action_space).__name__} action space; "
@@ -333,7 +422,7 @@ if __name__ == "__main__":
             sys.exit(f"{os.path.basename(__file__)}: error: --track needs Weights & Biases: pip install wandb")
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                    config=vars(args), name=run_name, monitor_gym=True, save_code=True)
-    writer = SummaryWriter(run_dir)
+    writer = SummaryWriter(run_dir, purge_step=resumed["global_step"] + 1 if resumed else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
 
     random.seed(args.seed)
@@ -371,13 +460,62 @@ if __name__ == "__main__":
         alpha = torch.tensor(args.alpha, device=device)
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    # what has a state_dict and must be saved for an exact resume, by the names of the resumable state
+    stateful = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target, "qf2_target": qf2_target,
+                "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "rb": rb,
+                **({"alpha_optimizer": alpha_optimizer} if args.autotune else {})}
     obs, _ = env.reset(seed=args.seed)
     episode_return, episode_actions, recent_returns = 0.0, [], []
+    episode_rng_state = None  # the env's RNG state just before this episode's reset (None: the first reset, seed=args.seed)
     n_updates, global_step, losses = 0, 0, {}
     start_time, train_start_time, last_log = time.time(), None, 0
-    progress = tqdm(total=args.total_timesteps, disable=not args.progress_bar, unit="step", mininterval=1.0)
+
+    if resumed:  # continue exactly where the saved state stopped
+        for name, thing in stateful.items():
+            thing.load_state_dict(resumed[name])
+        if args.autotune:
+            with torch.no_grad():
+                log_alpha.copy_(resumed["log_alpha"])
+            alpha = log_alpha.exp().detach()
+        n_updates, global_step, last_log, losses = resumed["n_updates"], resumed["global_step"], resumed["last_log"], resumed["losses"]
+        recent_returns, episode_return = resumed["recent_returns"], resumed["episode_return"]
+        start_time -= resumed["elapsed"]  # SPS charts go on as if the run had not stopped
+        train_start_time = None if resumed["train_elapsed"] is None else time.time() - resumed["train_elapsed"]
+        random.setstate(resumed["rng"]["python"])
+        bit_generator, key, *rest = resumed["rng"]["numpy"]
+        np.random.set_state((bit_generator, np.array(key, dtype=np.uint32), *rest))
+        torch.set_rng_state(resumed["rng"]["torch"])
+        sample_rng.set_state(resumed["rng"]["sample"])
+        if device.type == "cuda" and resumed["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(resumed["rng"]["cuda"])
+        # The env's physical state cannot be saved in general (MuJoCo, Box2D): replay the current episode's actions from its
+        # reset, which reproduces the env and its RNG exactly (env.step may draw from it, as LunarLander's does).
+        episode_rng_state = resumed["episode_rng_state"]
+        if episode_rng_state is not None:  # a later episode: reset from the RNG state its reset started from
+            env.unwrapped.np_random.bit_generator.state = episode_rng_state
+            obs, _ = env.reset()
+        episode_actions = list(resumed["episode_actions"].numpy())
+        for env_action in episode_actions:
+            obs, *_ = env.step(env_action)
+        if not np.array_equal(obs, resumed["obs"].numpy()) or env.unwrapped.np_random.bit_generator.state != resumed["env_rng_state"]:
+            sys.exit(f"{os.path.basename(__file__)}: error: replaying the current episode of {args.resume} did not reproduce its "
+                     f"observation; {args.env_id} cannot be resumed exactly here")
+        print(f"resumed {run_dir} at step {global_step} of {args.total_timesteps}")
+
+    def request_stop(signum, frame):
+        """SIGTERM (a scheduler, Ray, benchmark.py) and Ctrl-C raise a flag that the loop reads at the end of each env step,
+        so that the run stops between two steps with a consistent state to save; a second signal aborts at once."""
+        global stop_requested
+        if stop_requested:
+            raise KeyboardInterrupt
+        stop_requested = signal.Signals(signum).name
+
+    stop_requested, stop = False, False
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    progress = tqdm(total=args.total_timesteps, initial=global_step, disable=not args.progress_bar, unit="step", mininterval=1.0)
     try:
-        for global_step in range(1, args.total_timesteps + 1):
+        for global_step in range(resumed["global_step"] + 1 if resumed else 1, args.total_timesteps + 1):
             if global_step <= args.learning_starts:
                 action = np.random.uniform(-1.0, 1.0, act_dim).astype(np.float32)
             else:
@@ -394,6 +532,7 @@ if __name__ == "__main__":
                 writer.add_scalar("charts/episodic_length", len(episode_actions), global_step)
                 writer.add_scalar("charts/action_change", action_change(np.array(episode_actions)), global_step)
                 recent_returns = (recent_returns + [episode_return])[-10:]
+                episode_rng_state = env.unwrapped.np_random.bit_generator.state
                 obs, _ = env.reset()
                 episode_return, episode_actions = 0.0, []
 
@@ -446,12 +585,38 @@ if __name__ == "__main__":
             if global_step % args.geometry_freq == 0 and rb.size >= args.geometry_batch:
                 log_geometry(writer, qf1, rb, args, sample_rng, global_step)
             progress.update(1)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted at step {global_step}; saving what there is")
+
+            stop = stop_requested or (global_step == args.stop_at_step and "--stop-at-step")
+            if stop or (args.checkpoint_freq and global_step % args.checkpoint_freq == 0):
+                resume_path = save_resumable({
+                    "format": RESUME_FORMAT, "script": os.path.basename(__file__), "args": {**asdict(args), "stop_at_step": None},
+                    "global_step": global_step, "n_updates": n_updates, "last_log": last_log, "losses": losses,
+                    "recent_returns": recent_returns, "elapsed": time.time() - start_time,
+                    "train_elapsed": None if train_start_time is None else time.time() - train_start_time,
+                    **{name: thing.state_dict() for name, thing in stateful.items()},
+                    **({"log_alpha": log_alpha.detach()} if args.autotune else {}),
+                    "rng": {"python": random.getstate(), "torch": torch.get_rng_state(), "sample": sample_rng.get_state(),
+                            "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
+                            "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
+                    "obs": torch.tensor(obs), "episode_return": episode_return, "episode_rng_state": episode_rng_state,
+                    "episode_actions": torch.tensor(np.array(episode_actions).reshape(-1, act_dim)),
+                    "env_rng_state": env.unwrapped.np_random.bit_generator.state,
+                }, run_dir)
+                if stop:
+                    break
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM
+        sys.exit(f"\n{os.path.basename(__file__)}: aborted at step {global_step}; the last resumable state (if any) is in {run_dir}")
     finally:
         progress.close()
         env.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C and SIGTERM stop at once
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
+    if stop:  # an interrupted run leaves its resumable state, never a final checkpoint (that one means finished)
+        writer.close()
+        print(f"stopped at step {global_step} ({stop}): resumable state saved to {resume_path}; "
+              f"resume with: python {sys.argv[0]} --resume {resume_path}")
+        sys.exit(0)
     if args.save_model:
         model_path = f"{run_dir}/{args.exp_name}.pt"
         torch.save({

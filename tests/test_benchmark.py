@@ -168,7 +168,7 @@ def test_dry_run_prints_the_suites_commands(tmp_path):
     ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--extra", "--total-timesteps 1000", cwd=tmp_path).stdout
     # the ablation's base is plain td3 (SiLU is every script's default), under --paper-text-activations too
     assert "td3.py --env-id LunarLanderContinuous-v3 --seed 1 --exp-name td3 --save-model --no-progress-bar " \
-           "--total-timesteps 1000" in ablation
+           "--checkpoint-freq 10000 --total-timesteps 1000" in ablation
     assert "--exp-name td3_pave-mpr --save-model --no-progress-bar --lambda2 0 --lambda3 0" in ablation
     relu_ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--paper-text-activations", cwd=tmp_path).stdout
     assert "relu" not in relu_ablation and "--exp-name td3 " in relu_ablation
