@@ -14,9 +14,12 @@ Long runs: SIGTERM or Ctrl-C stops the run at the end of an env step, saves a re
 written every --checkpoint-freq steps) and writes no final checkpoint; `python sac_gradcaps.py --resume <run dir>/resume.pt`
 continues it in the same folder, on CPU to exactly the weights of a run done in one go. The saved flags are the resumed
 run's defaults and a flag given again must keep its value, except those that cannot change what is learned (the
-RESUME_MAY_CHANGE list): --total-timesteps (extends the run), --checkpoint-freq, --stop-at-step, --log-freq and
---progress-bar (when it saves, stops, logs and shows), --track and --wandb-* (where logs also go), --cuda (the device;
-exact only on the one that saved), --save-model and --eval-episodes (what follows training).
+RESUME_MAY_CHANGE list): --total-timesteps (extends the run), --checkpoint-freq, --model-checkpoints, --stop-at-step,
+--log-freq and --progress-bar (when it saves, stops, logs and shows), --track and --wandb-* (where logs also go), --cuda
+(the device; exact only on the one that saved), --save-model and --eval-episodes (what follows training).
+Along training: --model-checkpoints N saves the --save-model checkpoint at steps total_timesteps * k / N, k = 1..N (the
+released runs keep 5), as <run dir>/checkpoints/<exp_name>_step<step>.pt: small files, apart from the resumable states
+(critic_geometry.py --during plots sm, M_sup and the concavity rate against the step from them).
 
     python sac_gradcaps.py --env-id Ant-v5 --lambda-t 1.0
 """
@@ -71,6 +74,8 @@ class Args:
     """show a progress bar with steps, recent return and SPS"""
     checkpoint_freq: int = 0
     """env steps between resumable states (<run dir>/resume.pt, the one before kept as resume.prev.pt); 0: only on stop"""
+    model_checkpoints: int = 0
+    """save the --save-model checkpoint at N steps evenly spaced over the run, to <run dir>/checkpoints/ (see the docstring); 0: none"""
     resume: Optional[str] = None
     """continue the run that saved this resumable state, in its run directory and with its flags (see the docstring)"""
     stop_at_step: Optional[int] = None
@@ -145,8 +150,8 @@ ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
                     "target_network_frequency", "geometry_freq", "geometry_batch", "log_freq"}
 # Flags a resumed run may change: they cannot change what is learned (the module docstring says why each).
-RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "log_freq", "progress_bar", "total_timesteps", "track",
-                     "wandb_project_name", "wandb_entity", "cuda", "save_model", "eval_episodes"}
+RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "model_checkpoints", "log_freq", "progress_bar", "total_timesteps",
+                     "track", "wandb_project_name", "wandb_entity", "cuda", "save_model", "eval_episodes"}
 
 # The actor's log std is clamped into this range, as Stable-Baselines3 (the released code's base) does.
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -182,6 +187,8 @@ def resolve_args(args: Args, resumed=None) -> Args:
             sys.exit(f"{prog}: error: --{name.replace('_', '-')} {getattr(args, name)} conflicts with {saved}, the value of the "
                      f"run resumed from {args.resume}; a resumed run keeps its flags, except --"
                      + ", --".join(sorted(flag.replace("_", "-") for flag in RESUME_MAY_CHANGE)))
+    if args.model_checkpoints > args.total_timesteps:
+        sys.exit(f"{prog}: error: --model-checkpoints {args.model_checkpoints} exceeds --total-timesteps {args.total_timesteps}")
     if resumed and args.total_timesteps < resumed["global_step"]:
         sys.exit(f"{prog}: error: --total-timesteps {args.total_timesteps} is below step {resumed['global_step']} of {args.resume}")
     return args
@@ -367,19 +374,20 @@ def log_geometry(writer, qf, rb, args, generator, step):
         writer.add_scalar(f"geometry/{name}", value.item(), step)
 
 
-def save_resumable(state, run_dir):
-    """Save a resumable state as <run_dir>/resume.pt atomically; the one before becomes resume.prev.pt. Returns the path.
+def save_atomically(obj, path, previous=None):
+    """torch.save `obj` to `path` (its folder made if need be) atomically; with `previous`, the file `path` held before is
+    kept under that name. Returns the path.
 
     torch.save writes a temporary file in the same folder, synced to disk, and os.replace puts it in place in one step:
     a run killed while saving leaves the older files as they were, and a newest file damaged all the same (a full disk,
     a truncated copy) still has the previous one beside it.
     """
-    path, previous = os.path.join(run_dir, "resume.pt"), os.path.join(run_dir, "resume.prev.pt")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".tmp", "wb") as f:
-        torch.save(state, f)
+        torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-    if os.path.exists(path):
+    if previous and os.path.exists(path):
         os.replace(path, previous)
     os.replace(path + ".tmp", path)
     return path
@@ -474,6 +482,18 @@ if __name__ == "__main__":
     stateful = {"actor": actor, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target, "qf2_target": qf2_target,
                 "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "rb": rb,
                 **({"alpha_optimizer": alpha_optimizer} if args.autotune else {})}
+
+    def checkpoint(step):
+        """The model as --save-model and --model-checkpoints save it, in the format that eval_smoothness.py, critic_geometry.py
+        and plot_qfield.py read: the networks to evaluate and analyze, no training state."""
+        return {
+            "format": CHECKPOINT_FORMAT, "script": os.path.basename(__file__), "algo": "sac",
+            "env_id": args.env_id, "args": asdict(args), "global_step": step,
+            "obs_dim": obs_dim, "act_dim": act_dim,
+            "actor": actor.state_dict(), "qf1": qf1.state_dict(), "qf2": qf2.state_dict(),
+            **({"log_alpha": log_alpha.detach().cpu()} if args.autotune else {}),
+        }
+
     obs, _ = env.reset(seed=args.seed)
     episode_return, episode_actions, recent_returns = 0.0, [], []
     episode_rng_state = None  # the env's RNG state just before this episode's reset (None: the first reset, seed=args.seed)
@@ -521,6 +541,7 @@ if __name__ == "__main__":
         stop_requested = signal.Signals(signum).name
 
     stop_requested, stop = False, False
+    checkpoint_steps = {args.total_timesteps * k // args.model_checkpoints for k in range(1, args.model_checkpoints + 1)}
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     progress = tqdm(total=args.total_timesteps, initial=global_step, disable=not args.progress_bar, unit="step", mininterval=1.0)
@@ -596,9 +617,11 @@ if __name__ == "__main__":
                 log_geometry(writer, qf1, rb, args, sample_rng, global_step)
             progress.update(1)
 
+            if global_step in checkpoint_steps:  # before a stop at this step saves: a resumed run starts after it
+                save_atomically(checkpoint(global_step), f"{run_dir}/checkpoints/{args.exp_name}_step{global_step}.pt")
             stop = stop_requested or (global_step == args.stop_at_step and "--stop-at-step")
             if stop or (args.checkpoint_freq and global_step % args.checkpoint_freq == 0):
-                resume_path = save_resumable({
+                resume_path = save_atomically({
                     "format": RESUME_FORMAT, "script": os.path.basename(__file__), "args": {**asdict(args), "stop_at_step": None},
                     "global_step": global_step, "n_updates": n_updates, "last_log": last_log, "losses": losses,
                     "recent_returns": recent_returns, "elapsed": time.time() - start_time,
@@ -611,7 +634,7 @@ if __name__ == "__main__":
                     "obs": torch.tensor(obs), "episode_return": episode_return, "episode_rng_state": episode_rng_state,
                     "episode_actions": torch.tensor(np.array(episode_actions).reshape(-1, act_dim)),
                     "env_rng_state": env.unwrapped.np_random.bit_generator.state,
-                }, run_dir)
+                }, f"{run_dir}/resume.pt", previous=f"{run_dir}/resume.prev.pt")
                 if stop:
                     break
     except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM
@@ -628,14 +651,7 @@ if __name__ == "__main__":
               f"resume with: python {sys.argv[0]} --resume {resume_path}")
         sys.exit(0)
     if args.save_model:
-        model_path = f"{run_dir}/{args.exp_name}.pt"
-        torch.save({
-            "format": CHECKPOINT_FORMAT, "script": os.path.basename(__file__), "algo": "sac",
-            "env_id": args.env_id, "args": asdict(args), "global_step": global_step,
-            "obs_dim": obs_dim, "act_dim": act_dim,
-            "actor": actor.state_dict(), "qf1": qf1.state_dict(), "qf2": qf2.state_dict(),
-            **({"log_alpha": log_alpha.detach().cpu()} if args.autotune else {}),
-        }, model_path)
+        model_path = save_atomically(checkpoint(global_step), f"{run_dir}/{args.exp_name}.pt")
         print(f"model saved to {model_path}")
         result = evaluate(model_path, episodes=args.eval_episodes, device=str(device))
         writer.add_scalar("eval/return", float(np.mean(result["return"])), global_step)

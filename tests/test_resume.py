@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import REPO, read_scalars, run_script
+from runs import REPO, read_scalars, run_script, same
+
+import eval_smoothness
+import td3
 
 # 500 steps; --checkpoint-freq 500 makes the last step write a resumable state, which holds every tensor of the run (networks,
 # targets, optimizer states, replay buffer, RNG states): comparing the two final states compares everything
 SHORT = ["--total-timesteps", "500", "--learning-starts", "200", "--buffer-size", "1000", "--batch-size", "32", "--hidden-sizes",
          "64", "64", "--log-freq", "100", "--geometry-freq", "200", "--geometry-batch", "32", "--checkpoint-freq", "500",
-         "--no-progress-bar"]
+         "--no-progress-bar", "--model-checkpoints", "3"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # as runs.run_script
 TIMING = {"elapsed", "train_elapsed"}  # seconds, the only entries that may differ
 
@@ -113,6 +116,27 @@ def test_a_resumed_run_ends_with_exactly_the_state_of_a_run_done_in_one_go(split
     one_go, split = read_scalars(one_dir), read_scalars(split_dir)
     assert one_go.keys() == split.keys()
     assert all(one_go[tag] == split[tag] for tag in one_go if not tag.startswith("charts/SPS"))
+
+
+def test_a_split_run_writes_each_model_checkpoint_once_as_the_one_go_run_does(split_runs):
+    """--model-checkpoints 3 over 500 steps: steps 166, 333 and 500. The run stopped at 333, a checkpoint step, wrote 166 and
+    333 (the stopped process's args say so) and the resumed one 500 alone; each file is the one-go run's, loadable as a
+    checkpoint."""
+    one_dir, split_dir, _ = split_runs("td3.py", "Pendulum-v1", 333)
+    names = [f"td3_step{step}.pt" for step in (166, 333, 500)]
+    assert sorted(os.listdir(one_dir / "checkpoints")) == sorted(os.listdir(split_dir / "checkpoints")) == sorted(names)
+    for name, writer in zip(names, ("stopped", "stopped", "resumed")):
+        one, split = load(one_dir / "checkpoints" / name), load(split_dir / "checkpoints" / name)
+        assert split.keys() == one.keys() and split["global_step"] == one["global_step"] == int(name[len("td3_step"):-3])
+        assert all(same(split[key], one[key]) for key in one if key != "args")
+        assert (split["args"]["stop_at_step"], split["args"]["resume"] is not None) == \
+            ((333, False) if writer == "stopped" else (None, True))
+        assert eval_smoothness.load_policy(split_dir / "checkpoints" / name).train_seed == 1
+
+
+def test_more_model_checkpoints_than_steps_is_refused():
+    with pytest.raises(SystemExit, match="--model-checkpoints 11 exceeds --total-timesteps 10"):
+        td3.resolve_args(td3.Args(env_id="Pendulum-v1", total_timesteps=10, model_checkpoints=11))
 
 
 def test_sigterm_saves_a_resumable_state_and_exits_cleanly(tmp_path):
