@@ -23,11 +23,21 @@ and continue unseeded; ours are eval_smoothness.py's, seeded per episode and the
 concavity rate pools the steps of all seeds (ours is per seed, then mean (std); the pooled rate is in table.csv as
 concave_rate_pooled). They run float32; we run float64.
 
+Every record also holds the mean return and smoothness score sm of the same episodes (eval_smoothness.py's score).
+
+Along training (--during): the files a training script saves with --model-checkpoints N (each a checkpoint like the
+final one, at N evenly spaced steps) are grouped by (method, env, training step) instead, a (run, step) given twice
+counted once (a run's final checkpoint is its last such file). during.png plots sm, M_sup, mu_inf, the concavity rate and
+the flip rate against the step, a panel per statistic and a row per env, a line per method: the mean over seeds with a
+band of +- one std. The released code measured M_sup and the concavity rates this way, on the five intermediate models
+its runs keep (eval_during_training_full.py), for Base and PAVE TD3 on LunarLander and Walker.
+
 A separate file from plot_qfield.py, which draws the landscape: these are statistics over full evaluation episodes,
 grouped across seeds with a table CLI like eval_smoothness.py's, and one file holding both CLIs would be two tools in
 one. plot_qfield.py reuses this file's loader and exact derivatives.
 
     python critic_geometry.py runs/*/td3.pt runs/*/td3_pave.pt --out-dir reports/geometry
+    python critic_geometry.py --during runs/*/checkpoints/*.pt --out-dir reports/during
 """
 
 import copy
@@ -157,27 +167,32 @@ def trajectory_statistics(qf, actor, episodes, delta=DELTA):
 
 def evaluate_checkpoint(path, episodes=EPISODES, seed=EVAL_SEED, delta=DELTA, critic="qf1"):
     """Load one checkpoint, run its deterministic episodes (env seeds seed, seed + 1, ...) and return its record:
-    identity (checkpoint, method, algo, env_id, train_seed, step) and trajectory_statistics(). Raises CheckpointError."""
+    identity (checkpoint, method, algo, env_id, train_seed, step), the episodes' mean return and smoothness score sm, and
+    trajectory_statistics(). Raises CheckpointError."""
     loaded = load_critic(path, critic)
     policy = loaded.policy
-    observations = rollout(policy, episodes, seed)["observations"]
+    episodes_run = rollout(policy, episodes, seed)
     return {"checkpoint": str(path), "method": policy.method, "algo": policy.algo, "env_id": policy.env_id,
             "train_seed": policy.train_seed, "step": loaded.step, "episodes": episodes,
-            **trajectory_statistics(loaded.qf, loaded.actor, observations, delta)}
+            "return": float(np.mean(episodes_run["return"])), "sm": float(np.mean(episodes_run["sm"])),
+            **trajectory_statistics(loaded.qf, loaded.actor, episodes_run["observations"], delta)}
 
 
-STATISTICS = ("M_sup", "mu_inf", "flip_rate", "cos_mean", "cos_median", "concave_rate", "negdef_rate", "M_mean", "mu_mean")
+STATISTICS = ("M_sup", "mu_inf", "flip_rate", "cos_mean", "cos_median", "concave_rate", "negdef_rate", "M_mean", "mu_mean",
+              "sm", "return")
 
 
-def summarize(records):
-    """One row per (env, method): `<key>_mean` and `<key>_std` over the per-seed values of each statistic (ddof 0), the
-    seeds in the released order, and the concavity rate pooled over all steps of all seeds (the released code's)."""
+def summarize(records, during=False):
+    """One row per (env, method), with `during` per (env, method, training step): `<key>_mean` and `<key>_std` over the
+    per-seed values of each statistic (ddof 0), the seeds in the released order, and the concavity rate pooled over all
+    visited states of all seeds (the released code's)."""
     groups = defaultdict(list)
     for record in records:
-        groups[(record["env_id"], record["method"])].append(record)
+        groups[(record["env_id"], record["method"], record["step"] if during else 0)].append(record)
     rows = []
-    for (env_id, method), group in sorted(groups.items()):
-        row = {"method": method, "env_id": env_id, "seeds": len(group), "steps": sum(r["steps"] for r in group)}
+    for (env_id, method, step), group in sorted(groups.items()):
+        row = {"method": method, "env_id": env_id, **({"step": step} if during else {}), "seeds": len(group),
+               "steps": sum(r["steps"] for r in group)}
         for key in STATISTICS:
             values = [r[key] for r in group]
             row[f"{key}_mean"], row[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
@@ -195,6 +210,9 @@ def number(value, kind, digits=4):
 COLUMNS = [("M_sup", "M_sup", "size"), ("mu_inf", "mu_inf", "size"), ("flip_rate", "flip rate", "rate"),
            ("cos_mean", "cos mean", "rate"), ("cos_median", "cos median", "rate"),
            ("concave_rate", "tr < -delta", "rate"), ("negdef_rate", "neg. def.", "rate")]
+# --during: the statistics plotted against the training step, one panel each, and the columns of its tables
+DURING_COLUMNS = [("sm", "sm", "size"), ("M_sup", "M_sup", "size"), ("mu_inf", "mu_inf", "size"),
+                  ("concave_rate", "concavity rate", "rate"), ("flip_rate", "flip rate", "rate")]
 
 
 def markdown(lines):
@@ -205,25 +223,54 @@ def markdown(lines):
     return "\n".join(text)
 
 
-def seed_table(records):
-    """Per checkpoint (per training seed), in (env, method, seed) order."""
-    lines = [["method", "env", "seed", "steps", *(title for _, title, _ in COLUMNS)]]
-    order = sorted(records, key=lambda r: (r["env_id"], r["method"],
-                                           seed_order(SimpleNamespace(train_seed=r["train_seed"], path=r["checkpoint"]))))
+def seed_table(records, during=False):
+    """Per checkpoint (per training seed), in (env, method, seed) order, with `during` also per training step."""
+    columns = DURING_COLUMNS if during else COLUMNS
+    lines = [["method", "env", "seed", *(["training step"] if during else []), "steps", *(title for _, title, _ in columns)]]
+    order = sorted(records, key=lambda r: (r["env_id"], r["method"], seed_order(SimpleNamespace(
+        train_seed=r["train_seed"], path=r["checkpoint"])), r["step"]))
     for r in order:
-        lines.append([r["method"], r["env_id"], str(r["train_seed"]), str(r["steps"]),
-                      *(number(r[key], kind) for key, _, kind in COLUMNS)])
+        lines.append([r["method"], r["env_id"], str(r["train_seed"]), *([str(r["step"])] if during else []), str(r["steps"]),
+                      *(number(r[key], kind) for key, _, kind in columns)])
     return markdown(lines)
 
 
-def group_table(rows):
-    """Per (method, env): mean (std) over seeds."""
-    lines = [["method", "env", "seeds", "steps", *(title for _, title, _ in COLUMNS)]]
+def group_table(rows, during=False):
+    """Per (method, env), with `during` per (method, env, training step): mean (std) over seeds."""
+    columns = DURING_COLUMNS if during else COLUMNS
+    lines = [["method", "env", *(["training step"] if during else []), "seeds", "steps", *(title for _, title, _ in columns)]]
     for row in rows:
-        lines.append([row["method"], row["env_id"], str(row["seeds"]), str(row["steps"]),
+        lines.append([row["method"], row["env_id"], *([str(row["step"])] if during else []), str(row["seeds"]), str(row["steps"]),
                       *(f"{number(row[f'{key}_mean'], kind)} ({number(row[f'{key}_std'], kind, 2)})"
-                        for key, _, kind in COLUMNS)])
+                        for key, _, kind in columns)])
     return markdown(lines)
+
+
+def plot_during(rows, path):
+    """during.png: a row per env and a panel per DURING_COLUMNS statistic against the training step, a line per method (the
+    mean over seeds, marked at each checkpoint) with a band of +- one std over seeds. rows: summarize(records, during=True)."""
+    import matplotlib  # imported here: only --during draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env_ids = sorted({row["env_id"] for row in rows})
+    fig, axes = plt.subplots(len(env_ids), len(DURING_COLUMNS), figsize=(4 * len(DURING_COLUMNS), 3.2 * len(env_ids)),
+                             squeeze=False)
+    for ax_row, env_id in zip(axes, env_ids):
+        for ax, (key, title, _) in zip(ax_row, DURING_COLUMNS):
+            for method in sorted({row["method"] for row in rows if row["env_id"] == env_id}):
+                points = [row for row in rows if (row["env_id"], row["method"]) == (env_id, method)]  # in step order
+                steps = [row["step"] for row in points]
+                mean, std = (np.array([row[f"{key}_{what}"] for row in points]) for what in ("mean", "std"))
+                ax.plot(steps, mean, marker="o", label=method)
+                ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            ax.set(title=f"{env_id}: {title}", xlabel="training step")
+            ax.grid(alpha=0.3)
+        ax_row[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def write_csv(path, rows):
@@ -245,8 +292,10 @@ class Args:
     """concavity margin: a step counts as concave when tr grad2_aa Q < -delta (released: 1.0)"""
     critic: Literal["qf1", "qf2"] = "qf1"
     """which twin critic to analyze (released: Q1)"""
+    during: bool = False
+    """checkpoints along training (--model-checkpoints): group by (method, env, training step), add sm, draw during.png"""
     out_dir: str = "reports/geometry"
-    """where table.csv (per method and env), checkpoints.csv (per checkpoint) and table.md go"""
+    """where table.csv (per method and env, with --during per step too), checkpoints.csv (per checkpoint) and table.md go"""
 
 
 def main(argv=None):
@@ -266,10 +315,18 @@ def main(argv=None):
             failures.append({"checkpoint": str(path), "error": message})
             continue
         r = records[-1]
-        print(f"{r['method']} {r['env_id']} seed {r['train_seed']}: {r['steps']} steps in {time.time() - began:.1f} s",
-              file=sys.stderr)
+        print(f"{r['method']} {r['env_id']} seed {r['train_seed']} (trained {r['step']} steps): {r['steps']} states in "
+              f"{time.time() - began:.1f} s", file=sys.stderr)
+    if args.during:  # a run's final checkpoint is its last --model-checkpoints file again: each (run, step) counts once
+        unique = {}
+        for r in records:
+            first = unique.setdefault((r["env_id"], r["method"], r["train_seed"], r["step"]), r)
+            if first is not r:
+                print(f"{PROG}: note: {r['checkpoint']} is the same run and step as {first['checkpoint']}; counted once",
+                      file=sys.stderr)
+        records = list(unique.values())
 
-    rows = summarize(records)
+    rows = summarize(records, args.during)
     notes = [
         f"- {args.episodes} deterministic episodes per checkpoint, env seeds {args.seed} .. {args.seed + args.episodes - 1}; "
         f"exact derivatives of {args.critic} (float64) at a = pi(s) in normalized actions.",
@@ -279,17 +336,21 @@ def main(argv=None):
         f"- tr < -delta: share of steps with tr grad2_aa Q < -{args.delta:g}; neg. def.: share of steps with every "
         "eigenvalue of grad2_aa Q < 0.",
         "- per seed: one checkpoint; across seeds: mean (std) over the per-seed values (ddof 0).",
-    ] + [f"- failed: {f['checkpoint']}: {f['error']}" for f in failures]
-    text = ("Per seed\n\n" + seed_table(records) + "\n\nAcross seeds\n\n" + group_table(rows) + "\n\n" + "\n".join(notes)
-            if records else "\n".join(notes))
+    ] + (["- along training: one checkpoint per seed and training step, grouped by step; sm: the smoothness score of the "
+          "same episodes (eval_smoothness.py's), mean over them."] if args.during else []) \
+      + [f"- failed: {f['checkpoint']}: {f['error']}" for f in failures]
+    text = ("Per seed\n\n" + seed_table(records, args.during) + "\n\nAcross seeds\n\n" + group_table(rows, args.during)
+            + "\n\n" + "\n".join(notes) if records else "\n".join(notes))
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "table.csv", rows)
     write_csv(out_dir / "checkpoints.csv", records)
     (out_dir / "table.md").write_text(text + "\n")
+    if args.during and records:
+        plot_during(rows, out_dir / "during.png")
     print(text)
-    print(f"{len(records)} checkpoint(s) in {time.time() - start:.1f} s; wrote table.csv, checkpoints.csv, table.md "
-          f"to {out_dir}/")
+    print(f"{len(records)} checkpoint(s) in {time.time() - start:.1f} s; wrote table.csv, checkpoints.csv, table.md"
+          f"{', during.png' if args.during and records else ''} to {out_dir}/")
     if failures:
         print(f"{PROG}: {len(failures)} checkpoint problem(s), listed above", file=sys.stderr)
     return 1 if failures else 0

@@ -196,6 +196,36 @@ def test_cli_on_real_td3_and_sac_checkpoints(tmp_path):
     assert table.split("\n\n")[3] in result.stdout  # the across-seeds table is printed too
 
 
+def test_during_training_rows_are_each_checkpoints_own_values_grouped_by_step(tmp_path, capsys):
+    """--during on in-process checkpoints of two methods x two seeds at steps 100 and 200, one of them passed twice: every
+    per-checkpoint row is what evaluate_checkpoint gives that checkpoint alone, the groups are per (method, env, step)
+    with mean and std over the seeds, the duplicate counts once, and during.png is drawn."""
+    paths = {(method, seed, step): write_checkpoint(tmp_path / f"{method}_{seed}_{step}.pt", f"{method}.py", seed=seed,
+                                                    init_seed=seed + step + len(method), step=step)
+             for method in ("td3", "td3_pave") for seed in (1, 2) for step in (100, 200)}
+    out = tmp_path / "during"
+    argv = [*map(str, paths.values()), str(paths["td3", 1, 200]), "--during", "--episodes", "1", "--out-dir", str(out)]
+    assert critic_geometry.main(argv) == 0
+    assert "counted once" in capsys.readouterr().err
+    alone = {key: critic_geometry.evaluate_checkpoint(path, episodes=1) for key, path in paths.items()}
+    rows = read_csv(out / "checkpoints.csv")
+    assert sorted((r["method"], int(r["train_seed"]), int(r["step"])) for r in rows) == sorted(paths)
+    for r in rows:
+        own = alone[r["method"], int(r["train_seed"]), int(r["step"])]
+        for key in ("sm", "M_sup", "mu_inf", "concave_rate", "flip_rate", "return"):
+            assert float(r[key]) == pytest.approx(own[key], rel=1e-12), key
+    groups = {(r["method"], int(r["step"])): r for r in read_csv(out / "table.csv")}
+    assert sorted(groups) == [("td3", 100), ("td3", 200), ("td3_pave", 100), ("td3_pave", 200)]
+    for (method, step), group in groups.items():
+        assert int(group["seeds"]) == 2
+        for key in ("sm", "M_sup", "concave_rate"):
+            values = [alone[method, seed, step][key] for seed in (1, 2)]
+            assert float(group[f"{key}_mean"]) == pytest.approx(np.mean(values))
+            assert float(group[f"{key}_std"]) == pytest.approx(np.std(values))
+    assert "| td3_pave | Pendulum-v1 | 200 " in (out / "table.md").read_text()
+    assert (out / "during.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys):
     assert critic_geometry.main([str(tmp_path / "x.pt"), "--episodes", "0", "--out-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines() == [
