@@ -16,6 +16,10 @@ order 178132 410580 922852 787576 660993, eval_smoothness.RELEASED_SEEDS, so "se
                           so in the same --out it reuses paper-td3's runs
     --suite ablation      Table 4: td3 with SiLU, then td3_pave with MPR only, MPR + VFC, all three (lambdas zeroed)
     --suite sensitivity   Figure 4: td3_pave on Pendulum, one lambda at a time over --grid (0, 1e-3 .. 10), the others at presets
+    --suite factorial     the released ablation: td3_pave with each non-empty subset of MPR, VFC, Curv (7 runs per env and
+                          seed; a term on at lambda 0.1 / 0.1 / 0.01, off at 0) on LunarLander and Walker
+    --suite sigma-delta   the released sweeps: td3_pave with --mpr-sigma in 0.001 0.005 0.01 0.05 0.1, then --curv-delta in
+                          0.1 0.5 1 2 5, the other flags at presets, on LunarLander and Walker (as its eval_sensitivity.py)
     --scripts td3.py td3_pave.py --env-ids Pendulum-v1 --seeds 1 2 --extra "--total-timesteps 20000"   (any scripts)
 Every script runs the released code's SiLU networks; --paper-text-activations runs every method but PAVE with ReLU, as
 the paper text's section 6.1 says, under run names ending in -relu (the ablation's SiLU base stays as it is).
@@ -51,8 +55,9 @@ table1.md (return and sm), table3_noise.md (noise suite: REFERENCE.md's Table 3 
 functions: sigma_base from 20 clean episodes of the env's first-seed base run per algorithm family, noisy observations
 clipped to the observation bounds, --noise-episodes (20) per run and sigma, cells mean (std) over the per-seed means),
 table5_throughput.md (mean over seeds of the last logged
-charts/SPS_train), learning_curves.png (charts/episodic_return, mean and std band over seeds), sensitivity_<env>.png
-(sensitivity suite), and index.md linking them.
+charts/SPS_train), learning_curves.png (charts/episodic_return, mean and std band over seeds), sensitivity.md (a table per
+swept flag, a row per value) and sensitivity_<env>.png (a panel per swept flag: sensitivity and sigma-delta suites), and
+index.md linking them.
 
 Throughput (the paper's Table 5): `python benchmark.py throughput --env-id Hopper-v5 --steps 2000` runs each script for
 --learning-starts + --steps steps, one after another in one process each, and prints each one's training SPS (from its
@@ -84,6 +89,7 @@ import argparse
 import csv
 import difflib
 import glob
+import itertools
 import json
 import os
 import shlex
@@ -106,11 +112,17 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parent
 PROG = "benchmark.py"
 SIX_ENVS = ("LunarLanderContinuous-v3", "Pendulum-v1", "Reacher-v5", "Ant-v5", "Hopper-v5", "Walker2d-v5")
-TABLE3_ENVS = ("LunarLanderContinuous-v3", "Walker2d-v5")  # the paper's noise and ablation tables use these two
+# the paper's noise and ablation tables use these two, and so did the released code's factorial and sigma / delta sweeps
+TABLE3_ENVS = ("LunarLanderContinuous-v3", "Walker2d-v5")
 PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
 # file suffix -> the method's name in the paper's tables
 METHODS = {"": "Base", "_caps": "CAPS", "_gradcaps": "Grad-CAPS", "_asap": "ASAP", "_pave": "PAVE"}
 SENSITIVITY_GRID = (0.0, 0.001, 0.01, 0.1, 1.0, 10.0)
+LAMBDAS = ("lambda1", "lambda2", "lambda3")
+# the released code's ablation: each PAVE term on at this lambda (LunarLander's and Walker's preset), off at 0
+FACTORIAL_TERMS = {"MPR": ("lambda1", 0.1), "VFC": ("lambda2", 0.1), "Curv": ("lambda3", 0.01)}
+# the released code's sweeps of MPR's noise std sigma and Curv's margin delta (defaults 0.01 and 1.0), one at a time
+SIGMA_DELTA_GRIDS = {"mpr_sigma": (0.001, 0.005, 0.01, 0.05, 0.1), "curv_delta": (0.1, 0.5, 1.0, 2.0, 5.0)}
 NOISE_LEVELS = (0.01, 0.05, 0.1)
 EPISODE_KEYS = ("return", "length", "sm", "action_change")  # what evaluate() gives per episode
 SHIP_EXCLUDES = [".git", ".venv", ".ci-venv", "runs", "studies", "reports", "__pycache__", ".pytest_cache", ".ruff_cache"]
@@ -130,7 +142,7 @@ class Variant:
     name: str  # its --exp-name
     label: str  # its row in the tables
     flags: tuple = ()
-    sweep: Optional[tuple] = None  # (lambda name, value) for the sensitivity plot
+    sweep: Optional[tuple] = None  # (swept flag's field name, value) for the sensitivity table and plot
 
 
 @dataclass(frozen=True)
@@ -187,9 +199,22 @@ def ablation_variants():
     ]
 
 
-def sensitivity_variants(grid=SENSITIVITY_GRID):
-    return [Variant("td3_pave.py", f"td3_pave-{lam}_{value:g}", f"{lam}={value:g}", (f"--{lam}", f"{value:g}"), (lam, value))
-            for lam in ("lambda1", "lambda2", "lambda3") for value in grid]
+def factorial_variants():
+    """td3_pave with every non-empty subset of its terms (7): a term on at its FACTORIAL_TERMS lambda, off at 0, all three
+    lambdas given so that no env preset changes them."""
+    variants = []
+    for size in (1, 2, 3):
+        for terms in itertools.combinations(FACTORIAL_TERMS, size):
+            flags = [arg for term, (lam, value) in FACTORIAL_TERMS.items() for arg in (f"--{lam}", f"{value if term in terms else 0:g}")]
+            variants.append(Variant("td3_pave.py", "td3_pave-factorial_" + "_".join(term.lower() for term in terms),
+                                    " + ".join(terms), tuple(flags)))
+    return variants
+
+
+def sweep_variants(grids):
+    """td3_pave with one flag at a time over its values, every other flag at its preset: grids = {field name: values}."""
+    return [Variant("td3_pave.py", f"td3_pave-{name}_{value:g}", f"{name}={value:g}", (f"--{name.replace('_', '-')}", f"{value:g}"),
+                    (name, value)) for name, values in grids.items() for value in values]
 
 
 SUITES = {
@@ -198,8 +223,12 @@ SUITES = {
     "noise": lambda: Study("noise", "Return (re) and smoothness (sm) without noise, TD3", method_variants("td3"), TABLE3_ENVS, [],
                            NOISE_LEVELS),
     "ablation": lambda: Study("ablation", "Table 4: component analysis (TD3)", ablation_variants(), TABLE3_ENVS, []),
-    "sensitivity": lambda: Study("sensitivity", "Figure 4 as a table: TD3 + PAVE, one lambda varied", sensitivity_variants(),
-                                 ("Pendulum-v1",), []),
+    "sensitivity": lambda: Study("sensitivity", "Figure 4 as a table: TD3 + PAVE, one lambda varied",
+                                 sweep_variants(dict.fromkeys(LAMBDAS, SENSITIVITY_GRID)), ("Pendulum-v1",), []),
+    "factorial": lambda: Study("factorial", "The released ablation: TD3 + PAVE with each non-empty subset of its terms "
+                               "(lambdas 0.1 / 0.1 / 0.01, 0 when off)", factorial_variants(), TABLE3_ENVS, []),
+    "sigma-delta": lambda: Study("sigma-delta", "TD3 + PAVE, MPR's sigma or Curv's delta varied, the other flags at presets",
+                                 sweep_variants(SIGMA_DELTA_GRIDS), TABLE3_ENVS, []),
 }
 
 
@@ -230,7 +259,7 @@ def build_study(args):
     if args.grid is not None:
         if args.suite != "sensitivity":
             fail("--grid is for --suite sensitivity")
-        study.variants = sensitivity_variants(args.grid)
+        study.variants = sweep_variants(dict.fromkeys(LAMBDAS, args.grid))
     env_ids = args.env_ids or study.env_ids
     for env_id in env_ids:
         if env_id in PAPER_ENV_IDS:
@@ -614,15 +643,23 @@ def plot_learning_curves(study, run_dirs, path):
     plt.close(fig)
 
 
+def sweeps(study):
+    """{swept field name: its variants in increasing value} of a study's sweep variants (sensitivity, sigma-delta)."""
+    swept = {}
+    for variant in sorted((v for v in study.variants if v.sweep), key=lambda v: v.sweep[1]):
+        swept.setdefault(variant.sweep[0], []).append(variant)
+    return swept
+
+
 def plot_sensitivity(study, env_id, pooled, path):
-    """Figure 4: per lambda, return (solid) and sm (dashed, right axis) against its value, mean and std of pooled episodes."""
+    """Figure 4 and the sigma / delta sweeps: a panel per swept flag, return (solid) and sm (dashed, right axis) against its
+    value, mean and std of pooled episodes."""
     import matplotlib.pyplot as plt
 
-    lambdas = list(dict.fromkeys(v.sweep[0] for v in study.variants if v.sweep))
-    fig, axes = plt.subplots(1, len(lambdas), figsize=(5 * len(lambdas), 3.6), squeeze=False)
-    for ax, lam in zip(axes.flat, lambdas):
-        points = sorted((v.sweep[1], pooled[v, env_id, 0.0]) for v in study.variants
-                        if v.sweep and v.sweep[0] == lam and pooled.get((v, env_id, 0.0)))
+    swept = sweeps(study)
+    fig, axes = plt.subplots(1, len(swept), figsize=(5 * len(swept), 3.6), squeeze=False)
+    for ax, (name, variants) in zip(axes.flat, swept.items()):
+        points = [(v.sweep[1], pooled[v, env_id, 0.0]) for v in variants if pooled.get((v, env_id, 0.0))]
         if not points:
             continue
         x = [value for value, _ in points]
@@ -634,7 +671,7 @@ def plot_sensitivity(study, env_id, pooled, path):
             axis.set_ylabel("average return" if key == "return" else "smoothness sm", color=color)
             axis.ticklabel_format(axis="y", useOffset=False)
         ax.set_xscale("symlog", linthresh=min(v for v in x if v > 0) if any(v > 0 for v in x) else 1.0)
-        ax.set(title=f"{short_env(env_id)}: {lam}", xlabel=lam)
+        ax.set(title=f"{short_env(env_id)}: {name}", xlabel=f"--{name.replace('_', '-')}")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -703,6 +740,12 @@ def write_report(study, out, args):
     columns = [(f"{short_env(e)} {key}", key == "re") for e in study.env_ids for key in ("re", "sm")]
     cells = [[cell(v, e, 0.0, key) for e in study.env_ids for key in ("return", "sm")] for v in study.variants]
     tables["table1.md"] = markdown_table(study.title, labels, columns, cells)
+    if sweeps(study):  # the same cells, a table per swept flag with a row per value
+        tables["sensitivity.md"] = "\n".join(
+            markdown_table(f"--{name.replace('_', '-')} varied: return (re) and smoothness (sm) per value",
+                           [f"{v.sweep[1]:g}" for v in variants], columns,
+                           [[cell(v, e, 0.0, key) for e in study.env_ids for key in ("return", "sm")] for v in variants])
+            for name, variants in sweeps(study).items())
     if study.noise_levels:
         columns = [(f"{short_env(e)} σ={n:g} {key}", key == "re")
                    for e in study.env_ids for n in study.noise_levels for key in ("re", "sm")]
@@ -728,7 +771,7 @@ def write_report(study, out, args):
 
     figures = ["learning_curves.png"]
     plot_learning_curves(study, run_dirs, report / "learning_curves.png")
-    if any(v.sweep for v in study.variants):
+    if sweeps(study):
         for env_id in study.env_ids:
             figures.append(f"sensitivity_{short_env(env_id)}.png")
             plot_sensitivity(study, env_id, pooled, report / figures[-1])

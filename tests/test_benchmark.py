@@ -18,6 +18,7 @@ from tiny_checkpoints import write_checkpoint
 
 import eval_smoothness
 from benchmark import format_mean_std
+from benchmark import main as benchmark_main
 
 # A few hundred real steps per run; --log-freq 100 so that the runs log SPS for the throughput table.
 TINY_EXTRA = "--total-timesteps 300 --learning-starts 100 --buffer-size 1000 --eval-episodes 2 --log-freq 100 --geometry-freq 100"
@@ -172,6 +173,55 @@ def test_dry_run_prints_the_suites_commands(tmp_path):
     assert "--exp-name td3_pave-mpr --save-model --no-progress-bar --lambda2 0 --lambda3 0" in ablation
     relu_ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--paper-text-activations", cwd=tmp_path).stdout
     assert "relu" not in relu_ablation and "--exp-name td3 " in relu_ablation
+
+
+def test_dry_run_of_the_factorial_and_sigma_delta_suites(tmp_path):
+    """The released ablation's 7 configurations with all three lambdas (0.1 / 0.1 / 0.01, 0 when off), and its sweeps of
+    sigma and delta (5 + 5 values, the other flags at presets), on LunarLander and Walker."""
+    def expected(env_id, name, flags):
+        return (f"cd {tmp_path / 's'} && python {REPO / 'td3_pave.py'} --env-id {env_id} --seed 1 --exp-name {name} --save-model "
+                f"--no-progress-bar {flags} --checkpoint-freq 10000 > logs/{env_id}__{name}__1.log 2>&1")
+
+    envs = ("LunarLanderContinuous-v3", "Walker2d-v5")
+    factorial = {"mpr": "0.1 0 0", "vfc": "0 0.1 0", "curv": "0 0 0.01", "mpr_vfc": "0.1 0.1 0", "mpr_curv": "0.1 0 0.01",
+                 "vfc_curv": "0 0.1 0.01", "mpr_vfc_curv": "0.1 0.1 0.01"}
+    result = benchmark("--suite", "factorial", "--seeds", 1, "--dry-run", "--out", tmp_path / "s", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        expected(env_id, f"td3_pave-factorial_{terms}", "--lambda1 {} --lambda2 {} --lambda3 {}".format(*lambdas.split()))
+        for env_id in envs for terms, lambdas in factorial.items()]
+    result = benchmark("--suite", "sigma-delta", "--seeds", 1, "--dry-run", "--out", tmp_path / "s", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    sweeps = [("mpr_sigma", v) for v in ("0.001", "0.005", "0.01", "0.05", "0.1")] + \
+             [("curv_delta", v) for v in ("0.1", "0.5", "1", "2", "5")]
+    assert result.stdout.splitlines() == [
+        expected(env_id, f"td3_pave-{name}_{value}", f"--{name.replace('_', '-')} {value}") for env_id in envs for name, value in sweeps]
+
+
+def test_sensitivity_table_and_plot_of_a_sigma_sweep(tmp_path, capsys):
+    """--suite sigma-delta --report-only on a study folder of in-process checkpoints of the five sigma runs (no delta run):
+    sensitivity.md has a row per sigma with the run's own evaluation, the delta rows are empty, and the plot is drawn."""
+    out, paths = tmp_path / "study", {}
+    for i, value in enumerate(("0.001", "0.005", "0.01", "0.05", "0.1")):
+        name = f"td3_pave-mpr_sigma_{value}"
+        folder = out / "runs" / f"Pendulum-v1__{name}__1__0"
+        folder.mkdir(parents=True)
+        paths[value] = write_checkpoint(folder / f"{name}.pt", "td3_pave.py", exp_name=name, init_seed=i)
+    assert benchmark_main(["--suite", "sigma-delta", "--env-ids", "Pendulum-v1", "--seeds", "1", "--episodes", "1",
+                          "--report-only", "--out", str(out)]) == 0
+    report = out / "report"
+    sigma, delta = (report / "sensitivity.md").read_text().split("**--curv-delta varied")
+    assert sigma.startswith("**--mpr-sigma varied: return (re) and smoothness (sm) per value**")
+    table = table_rows(sigma)
+    assert list(table) == ["0.001", "0.005", "0.01", "0.05", "0.1"]
+    for value, path in paths.items():
+        result = eval_smoothness.evaluate(path, episodes=1)
+        assert [re.sub(r"\*\*|</?u>", "", cell) for cell in table[value]] == [format_mean_std(result[key]) for key in ("return", "sm")]
+    delta = table_rows(delta)
+    assert list(delta) == ["0.1", "0.5", "1", "2", "5"] and all(cell == "-" for row in delta.values() for cell in row)
+    assert (report / "sensitivity_Pendulum.png").read_bytes()[:4] == b"\x89PNG"
+    index = (report / "index.md").read_text()
+    assert "](sensitivity.md)" in index and "](sensitivity_Pendulum.png)" in index
 
 
 def test_paper_text_activations_make_every_method_but_pave_relu(tmp_path):
