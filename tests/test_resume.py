@@ -163,7 +163,9 @@ def test_sigterm_saves_a_resumable_state_and_exits_cleanly(tmp_path):
 
 
 def digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())}
+    """Every file below folder (its checkpoints/ too) by relative path, with its content's hash."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).rglob("*"))
+            if p.is_file()}
 
 
 def broken_copy(path, kind, out):
