@@ -63,8 +63,8 @@ Throughput (the paper's Table 5): `python benchmark.py throughput --env-id Hoppe
 --learning-starts + --steps steps, one after another in one process each, and prints each one's training SPS (from its
 charts/SPS_train logs, after the first training burst, whose one-off costs such as torch.compile it shows apart) and its
 ratio to its base script (td3_* against td3.py, sac_* against sac.py). A script may carry flags, quoted:
---scripts td3.py td3_pave.py "td3_pave.py --pave-batch 25"; --repeats N interleaves N rounds and reports medians. The
-scripts use a GPU when there is one (--no-cuda: not).
+--scripts td3.py td3_pave.py "td3_pave.py --pave-batch 25"; --extra "..." gives flags to every script; --repeats N
+interleaves N rounds and reports medians. The scripts use a GPU when there is one (--no-cuda: not).
 
 Publish (issue 14): `python benchmark.py publish --study results/pendulum/study --out results/pendulum` regenerates every
 table and figure of a study folder from what its runs wrote, without training. A finished run is a run folder with its
@@ -810,6 +810,7 @@ def throughput(argv):
                         help='scripts, each with its own flags if quoted: td3.py td3_pave.py "td3_pave.py --pave-batch 25"')
     parser.add_argument("--repeats", type=int, default=1, help="rounds over all scripts; each script's SPS is its median over rounds")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--extra", default="", help='flags for every script, one string: --extra "--batch-size 64"')
     parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=True, help="let the scripts use a GPU when there is one")
     parser.add_argument("--out", type=Path, default=None, help="keep runs and logs here (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -832,7 +833,8 @@ def throughput(argv):
             # log after every train burst (50 steps): the steady rate below needs the time at each of them
             command = [sys.executable, str(path), "--env-id", args.env_id, "--seed", str(args.seed), "--exp-name", name,
                        "--total-timesteps", str(args.learning_starts + args.steps), "--learning-starts", str(args.learning_starts),
-                       "--log-freq", "50", "--no-progress-bar", "--cuda" if args.cuda else "--no-cuda", *flags]
+                       "--log-freq", "50", "--no-progress-bar", "--cuda" if args.cuda else "--no-cuda", *shlex.split(args.extra),
+                       *flags]
             print(f"{label}: {args.steps} steps on {args.env_id} ...", end=" ", flush=True)
             log = out / "logs" / f"{name}.log"
             returncode = run_process(command, out, log, {**os.environ, "PYTHONUNBUFFERED": "1"})
