@@ -20,8 +20,10 @@ import eval_smoothness
 from benchmark import format_mean_std
 from benchmark import main as benchmark_main
 
-# A few hundred real steps per run; --log-freq 100 so that the runs log SPS for the throughput table.
-TINY_EXTRA = "--total-timesteps 300 --learning-starts 100 --buffer-size 1000 --eval-episodes 2 --log-freq 100 --geometry-freq 100"
+# A few hundred real steps per run, small networks and batches (the studies' machinery is under test, not the released
+# sizes); --log-freq 100 so that the runs log SPS for the throughput table.
+SMALL = "--batch-size 64 --hidden-sizes 64 64"
+TINY_EXTRA = f"--total-timesteps 300 --learning-starts 100 --buffer-size 1000 --eval-episodes 2 --log-freq 100 --geometry-freq 100 {SMALL}"
 PAVE_PAIR = ["td3.py", "td3_pave.py"]
 
 
@@ -147,7 +149,8 @@ def test_ray_backend_runs_the_same_study(tmp_path, monkeypatch):
 def test_sensitivity_suite_plots_return_and_sm_against_each_lambda(tmp_path):
     out = tmp_path / "sensitivity"
     result = benchmark("--suite", "sensitivity", "--grid", 0, 1, "--seeds", 1, "--workers", 2, "--episodes", 1, "--out", out,
-                       "--extra", "--total-timesteps 200 --learning-starts 150 --buffer-size 1000 --eval-episodes 1", cwd=tmp_path)
+                       "--extra", f"--total-timesteps 200 --learning-starts 150 --buffer-size 1000 --eval-episodes 1 {SMALL}",
+                       cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = table_rows((out / "report" / "table1.md").read_text())
     assert set(table) == {f"lambda{i}={v}" for i in (1, 2, 3) for v in (0, 1)}
@@ -284,7 +287,7 @@ def test_throughput_reports_sps_and_ratio_to_the_base_script(tmp_path):
     # small networks and batches (--extra, for every script): the test is about the measurement, not the released sizes
     result = benchmark("throughput", "--env-id", "Pendulum-v1", "--steps", 100, "--learning-starts", 100,
                        "--scripts", "td3.py", "td3_pave.py", "td3_pave.py --pave-batch 25", "td3_missing.py", "--no-cuda",
-                       "--extra", "--batch-size 64 --hidden-sizes 64 64", cwd=tmp_path)
+                       "--extra", SMALL, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "note: td3_missing.py not found; skipped" in result.stdout
     rows = table_rows(result.stdout)
