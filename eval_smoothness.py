@@ -214,7 +214,7 @@ def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noi
 def is_base(policy):
     """Whether a policy is the Base model of its algorithm family: td3.py (sac.py) run under its own name td3 (sac).
 
-    A renamed plain run (benchmark.py's ablation variant td3-silu) is not one: name it with --base-checkpoint."""
+    A renamed plain run (say --exp-name td3-relu) is not one: name it with --base-checkpoint."""
     return policy.script == f"{policy.algo}.py" and policy.method == policy.algo
 
 
