@@ -125,7 +125,7 @@ FACTORIAL_TERMS = {"MPR": ("lambda1", 0.1), "VFC": ("lambda2", 0.1), "Curv": ("l
 SIGMA_DELTA_GRIDS = {"mpr_sigma": (0.001, 0.005, 0.01, 0.05, 0.1), "curv_delta": (0.1, 0.5, 1.0, 2.0, 5.0)}
 NOISE_LEVELS = (0.01, 0.05, 0.1)
 EPISODE_KEYS = ("return", "length", "sm", "action_change")  # what evaluate() gives per episode
-SHIP_EXCLUDES = [".git", ".venv", ".ci-venv", "runs", "studies", "reports", "__pycache__", ".pytest_cache", ".ruff_cache"]
+SHIP_EXCLUDES = [".git", ".venv", ".ci-venv", "runs", "studies", "reports", "results", "__pycache__", ".pytest_cache", ".ruff_cache"]
 LOG_TAIL_LINES = 15
 
 
