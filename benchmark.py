@@ -79,6 +79,8 @@ listed as missing, and left out. Written into --out (default: the study folder's
   seed), then the mean over seeds with a +- one std band (mean_over_seeds);
 - qfield_<algo>.png and qfield_<algo>.csv: plot_qfield.py's own CLI on the --qfield-seed (178132) checkpoints of every
   method of each algorithm family (skipped with a note where that seed has none);
+- geometry/table.md, geometry/table.csv, geometry/checkpoints.csv: critic_geometry.py's own CLI on every checkpoint with
+  --episodes (M_sup, mu_inf, gradient flip rate, concavity rates of each critic Q1 on the evaluation episodes);
 - runs.csv: per run its steps, wall seconds (from its TensorBoard events: the last scalar's wall time minus the first
   event's, written as the run starts) and its last charts/SPS_train.
 It prints one line per file written; exit status 0 when every step succeeded, 1 when any failed (one line each, the
@@ -1008,6 +1010,11 @@ def publish(argv):
 
         return plot_qfield.main(argv)
 
+    def geometry(argv):  # critic_geometry.py's CLI, the same way
+        import critic_geometry
+
+        return critic_geometry.main(argv)
+
     qfield_seed = eval_smoothness.RELEASED_SEEDS[0] if args.qfield_seed is None else args.qfield_seed
     methods, released = list(METHODS), eval_smoothness.RELEASED_SEEDS
 
@@ -1035,18 +1042,23 @@ def publish(argv):
             continue
         steps.append((f"Q-gradient field of {algo} (plot_qfield.py)", lambda c=checkpoints, a=algo: qfield(
             [*c, "--out", str(out / f"qfield_{a}.png"), "--csv", str(out / f"qfield_{a}.csv")])))
+    steps.append(("critic geometry (critic_geometry.py)", lambda: geometry(
+        [*map(str, finished.values()), "--episodes", str(args.episodes), "--out-dir", str(out / "geometry")])))
     steps.append(("runs table", lambda: publish_runs_table(finished, events, out)))
+
+    def files():  # what publish writes: files in --out and in its geometry/ folder
+        return [path for folder in (out, out / "geometry") if folder.is_dir() for path in folder.iterdir() if path.is_file()]
 
     failed = []
     for name, work in steps:
-        before = {path: path.stat().st_mtime_ns for path in out.iterdir() if path.is_file()}
+        before = {path: path.stat().st_mtime_ns for path in files()}
         try:
             status, problem = work(), "its messages are above"
         except SystemExit as stop:  # a tool's own exit (tyro on bad flags)
             status, problem = (stop.code if isinstance(stop.code, int) or stop.code is None else 1), "its messages are above"
         except Exception as error:
             status, problem = 1, f"{type(error).__name__}: {error}"
-        for path in sorted(p for p in out.iterdir() if p.is_file() and before.get(p) != p.stat().st_mtime_ns):
+        for path in sorted(p for p in files() if before.get(p) != p.stat().st_mtime_ns):
             print(f"wrote {path}")
         if status:
             failed.append(name)

@@ -63,7 +63,7 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
 
     expected = ["table.md", "table.csv", "episodes.csv", "results.json", f"spectrum_{ENV}.png", f"actions_{ENV}.png",
                 "learning_curves.csv", "learning_curves.png", "qfield_td3.png", "qfield_td3.csv", "qfield_sac.png",
-                "qfield_sac.csv", "runs.csv"]
+                "qfield_sac.csv", "runs.csv", "geometry/table.md", "geometry/table.csv", "geometry/checkpoints.csv"]
     wrote = [line.removeprefix("wrote ") for line in result.stdout.splitlines() if line.startswith("wrote ")]
     assert sorted(wrote) == sorted(str(out / name) for name in expected)
     assert f"missing: {ENV}__td3_caps__178132 (its run folder has no td3_caps.pt: unfinished or failed)" in result.stdout
@@ -96,6 +96,17 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
         rows = read_csv(out / f"qfield_{algo}.csv")
         assert sorted((r["method"], r["seed"]) for r in rows) == sorted((m, "178132") for m in METHODS if m.startswith(algo))
 
+    # the critic geometry: every checkpoint on the same --episodes evaluation episodes as the table (so the same return
+    # and sm per run as episodes.csv)
+    geometry = read_csv(out / "geometry" / "checkpoints.csv")
+    assert sorted((r["method"], int(r["train_seed"])) for r in geometry) == sorted((m, s) for m in METHODS for s in SEEDS)
+    clean = [e for e in results["episodes"] if e["obs_noise"] == 0]
+    for r in geometry:
+        mine = [e for e in clean if e["method"] == r["method"] and e["train_seed"] == int(r["train_seed"])]
+        assert r["episodes"] == "2" and len(mine) == 2 and float(r["M_sup"]) > 0 and float(r["mu_inf"]) >= 0
+        for key in ("return", "sm"):
+            assert float(r[key]) == pytest.approx(sum(e[key] for e in mine) / 2, rel=1e-9)
+
     runs = read_csv(out / "runs.csv")
     assert sorted((r["method"], int(r["seed"])) for r in runs) == sorted((m, seed) for m in METHODS for seed in SEEDS)
     for r in runs:
@@ -118,7 +129,8 @@ def test_publish_bad_input_gets_one_line_and_exit_2(tmp_path, case, message):
 
 
 def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path):
-    """A damaged checkpoint: the evaluation and the Q-field fail with one line each, the curves and runs.csv are written."""
+    """A damaged checkpoint: the evaluation, the Q-field and the geometry fail with one line each, the curves and runs.csv
+    are written."""
     study = tmp_path / "study"
     write_run(study, "td3", 178132)
     (checkpoint,) = study.glob("runs/*/td3.pt")
@@ -128,7 +140,9 @@ def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path):
     failed = [line for line in result.stderr.splitlines() if line.startswith("benchmark.py: error: publish:")]
     assert failed == ["benchmark.py: error: publish: evaluation (eval_smoothness.py) failed (exit status 1; its messages are above)",
                       "benchmark.py: error: publish: Q-gradient field of td3 (plot_qfield.py) failed (exit status 1; its messages "
-                      "are above)"]
-    assert "2 of 4 step(s) failed" in result.stdout
+                      "are above)",
+                      "benchmark.py: error: publish: critic geometry (critic_geometry.py) failed (exit status 1; its messages are "
+                      "above)"]
+    assert "3 of 5 step(s) failed" in result.stdout
     for name in ("learning_curves.csv", "learning_curves.png", "runs.csv"):  # --out defaults to the study's parent
         assert f"wrote {tmp_path.resolve() / name}" in result.stdout.splitlines()
