@@ -79,6 +79,9 @@ listed as missing, and left out. Written into --out (default: the study folder's
   seed), then the mean over seeds with a +- one std band (mean_over_seeds);
 - qfield_<algo>.png and qfield_<algo>.csv: plot_qfield.py's own CLI on the --qfield-seed (178132) checkpoints of every
   method of each algorithm family (skipped with a note where that seed has none);
+- more_episodes/table.md, table.csv, episodes.csv, results.json: the clean evaluation again with --more-episodes (100)
+  episodes per checkpoint (env seeds 10 000 on, the first 10 being the table's), a check of how much the table's returns
+  owe to its 10 start states (0: skipped);
 - geometry/table.md, geometry/table.csv, geometry/checkpoints.csv: critic_geometry.py's own CLI on every checkpoint with
   --episodes (M_sup, mu_inf, gradient flip rate, concavity rates of each critic Q1 on the evaluation episodes);
 - runs.csv: per run its steps, wall seconds (from its TensorBoard events: the last scalar's wall time minus the first
@@ -976,6 +979,8 @@ def publish(argv):
     parser.add_argument("--episodes", type=int, default=10, help="clean evaluation episodes per checkpoint (the paper's 10)")
     parser.add_argument("--noise", nargs="+", type=float, default=list(NOISE_LEVELS),
                         help="observation noise levels of Table 3, evaluated besides sigma 0 (default: 0.01 0.05 0.1)")
+    parser.add_argument("--more-episodes", type=int, default=100,
+                        help="clean episodes per checkpoint of the start-state check in more_episodes/ (0: skip it)")
     parser.add_argument("--qfield-seed", type=int,
                         help="training seed whose checkpoints' Q-gradient fields are drawn (default: the first released seed, 178132)")
     args = parser.parse_args(argv)
@@ -988,8 +993,8 @@ def publish(argv):
         return bad_input(f"--study {args.study}: no such folder")
     if not (args.study / "runs").is_dir():
         return bad_input(f"--study {args.study}: no runs/ folder in it (a study folder as benchmark.py writes it)")
-    if args.episodes <= 0 or any(sigma < 0 for sigma in args.noise):
-        return bad_input("--episodes must be positive and every --noise level non-negative")
+    if args.episodes <= 0 or args.more_episodes < 0 or any(sigma < 0 for sigma in args.noise):
+        return bad_input("--episodes must be positive, --more-episodes and every --noise level non-negative")
     runs = found_runs(args.study)
     finished = {run: checkpoint for run, checkpoint in runs.items() if checkpoint}
     if not finished:
@@ -1035,6 +1040,10 @@ def publish(argv):
               lambda: eval_smoothness.main([*map(str, finished.values()), "--episodes", str(args.episodes), "--noise", "0",
                                             *map(str, args.noise), "--plot", "--out-dir", str(out), "--no-progress-bar"])),
              ("learning curves", lambda: publish_learning_curves(finished, events, out))]
+    if args.more_episodes:
+        steps.insert(1, (f"start-state check, {args.more_episodes} episodes (eval_smoothness.py)", lambda: eval_smoothness.main(
+            [*map(str, finished.values()), "--episodes", str(args.more_episodes), "--out-dir", str(out / "more_episodes"),
+             "--no-progress-bar"])))
     for algo in dict.fromkeys(algo_of(run) for run in finished):
         checkpoints = [str(path) for run, path in finished.items() if algo_of(run) == algo and run.seed == qfield_seed]
         if not checkpoints:
@@ -1046,8 +1055,9 @@ def publish(argv):
         [*map(str, finished.values()), "--episodes", str(args.episodes), "--out-dir", str(out / "geometry")])))
     steps.append(("runs table", lambda: publish_runs_table(finished, events, out)))
 
-    def files():  # what publish writes: files in --out and in its geometry/ folder
-        return [path for folder in (out, out / "geometry") if folder.is_dir() for path in folder.iterdir() if path.is_file()]
+    def files():  # what publish writes: files in --out and in its more_episodes/ and geometry/ folders
+        return [path for folder in (out, out / "more_episodes", out / "geometry") if folder.is_dir()
+                for path in folder.iterdir() if path.is_file()]
 
     failed = []
     for name, work in steps:

@@ -45,6 +45,10 @@ def write_run(study, method, seed, finished=True):
     (study / "logs" / f"{name}.log").write_text(f"$ cd {study} && python {method}.py --env-id {ENV} --seed {seed}\n")
 
 
+def clean_episodes(results):
+    return [e for e in results["episodes"] if e["obs_noise"] == 0]
+
+
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -57,13 +61,15 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
             write_run(study, method, seed)
     write_run(study, "td3_caps", 178132, finished=False)  # a run that did not finish: listed as missing, left out
     start = time.time()
-    result = benchmark("publish", "--study", study, "--out", out, "--episodes", 2, "--noise", 0.05, cwd=tmp_path)
+    result = benchmark("publish", "--study", study, "--out", out, "--episodes", 2, "--noise", 0.05, "--more-episodes", 3,
+                       cwd=tmp_path)
     print(f"publish on 8 tiny runs: {time.time() - start:.1f} s")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     expected = ["table.md", "table.csv", "episodes.csv", "results.json", f"spectrum_{ENV}.png", f"actions_{ENV}.png",
                 "learning_curves.csv", "learning_curves.png", "qfield_td3.png", "qfield_td3.csv", "qfield_sac.png",
-                "qfield_sac.csv", "runs.csv", "geometry/table.md", "geometry/table.csv", "geometry/checkpoints.csv"]
+                "qfield_sac.csv", "runs.csv", "geometry/table.md", "geometry/table.csv", "geometry/checkpoints.csv",
+                "more_episodes/table.md", "more_episodes/table.csv", "more_episodes/episodes.csv", "more_episodes/results.json"]
     wrote = [line.removeprefix("wrote ") for line in result.stdout.splitlines() if line.startswith("wrote ")]
     assert sorted(wrote) == sorted(str(out / name) for name in expected)
     assert f"missing: {ENV}__td3_caps__178132 (its run folder has no td3_caps.pt: unfinished or failed)" in result.stdout
@@ -85,6 +91,14 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
                                                                                            ("sac", 178132, False)}
     assert len(read_csv(out / "episodes.csv")) == len(results["episodes"])
 
+    # the start-state check: the clean evaluation with --more-episodes episodes, whose first --episodes are the table's
+    more = json.loads((out / "more_episodes" / "results.json").read_text())
+    assert sorted(r["method"] for r in more["rows"]) == sorted(METHODS) and {r["episodes"] for r in more["rows"]} == {6}
+    for e in clean_episodes(results):
+        same = [m for m in more["episodes"] if (m["method"], m["train_seed"], m["eval_seed"]) ==
+                (e["method"], e["train_seed"], e["eval_seed"])]
+        assert len(same) == 1 and same[0]["return"] == e["return"] and same[0]["sm"] == e["sm"]
+
     # the learning curves: exactly the points written, finished runs only
     curves = [(r["method"], r["env_id"], int(r["seed"]), r["tag"], int(r["step"]), float(r["value"]))
               for r in read_csv(out / "learning_curves.csv")]
@@ -100,7 +114,7 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     # and sm per run as episodes.csv)
     geometry = read_csv(out / "geometry" / "checkpoints.csv")
     assert sorted((r["method"], int(r["train_seed"])) for r in geometry) == sorted((m, s) for m in METHODS for s in SEEDS)
-    clean = [e for e in results["episodes"] if e["obs_noise"] == 0]
+    clean = clean_episodes(results)
     for r in geometry:
         mine = [e for e in clean if e["method"] == r["method"] and e["train_seed"] == int(r["train_seed"])]
         assert r["episodes"] == "2" and len(mine) == 2 and float(r["M_sup"]) > 0 and float(r["mu_inf"]) >= 0
@@ -129,7 +143,7 @@ def test_publish_bad_input_gets_one_line_and_exit_2(tmp_path, case, message):
 
 
 def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path):
-    """A damaged checkpoint: the evaluation, the Q-field and the geometry fail with one line each, the curves and runs.csv
+    """A damaged checkpoint: both evaluations, the Q-field and the geometry fail with one line each, the curves and runs.csv
     are written."""
     study = tmp_path / "study"
     write_run(study, "td3", 178132)
@@ -139,10 +153,12 @@ def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path):
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     failed = [line for line in result.stderr.splitlines() if line.startswith("benchmark.py: error: publish:")]
     assert failed == ["benchmark.py: error: publish: evaluation (eval_smoothness.py) failed (exit status 1; its messages are above)",
+                      "benchmark.py: error: publish: start-state check, 100 episodes (eval_smoothness.py) failed (exit status 1; "
+                      "its messages are above)",
                       "benchmark.py: error: publish: Q-gradient field of td3 (plot_qfield.py) failed (exit status 1; its messages "
                       "are above)",
                       "benchmark.py: error: publish: critic geometry (critic_geometry.py) failed (exit status 1; its messages are "
                       "above)"]
-    assert "3 of 5 step(s) failed" in result.stdout
+    assert "4 of 6 step(s) failed" in result.stdout
     for name in ("learning_curves.csv", "learning_curves.png", "runs.csv"):  # --out defaults to the study's parent
         assert f"wrote {tmp_path.resolve() / name}" in result.stdout.splitlines()
