@@ -69,7 +69,8 @@ interleaves N rounds and reports medians. The scripts use a GPU when there is on
 Publish (issue 14): `python benchmark.py publish --study results/pendulum/study --out results/pendulum` regenerates every
 table and figure of a study folder from what its runs wrote, without training. A finished run is a run folder with its
 <variant>.pt (the newest such folder per run name); per env, every method x seed of the runs found there without one is
-listed as missing, and left out. Written into --out (default: the study folder's parent):
+listed as missing, and left out; --seeds S [S ...] keeps only those training seeds' runs (say, the seeds every method
+has finished, so that no row pools a different set of seeds). Written into --out (default: the study folder's parent):
 - table.md table.csv episodes.csv results.json spectrum_<env>.png actions_<env>.png: eval_smoothness.py's own CLI (its
   main) on every checkpoint with --episodes, --noise 0 <--noise levels> and --plot, so its Table 3 protocol as it is
   (sigma_base from the first-seed base run of each env and algorithm family);
@@ -979,6 +980,9 @@ def publish(argv):
     parser.add_argument("--episodes", type=int, default=10, help="clean evaluation episodes per checkpoint (the paper's 10)")
     parser.add_argument("--noise", nargs="+", type=float, default=list(NOISE_LEVELS),
                         help="observation noise levels of Table 3, evaluated besides sigma 0 (default: 0.01 0.05 0.1)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="publish only the runs of these training seeds (default: every seed found), e.g. the seeds "
+                             "that every method has finished")
     parser.add_argument("--more-episodes", type=int, default=100,
                         help="clean episodes per checkpoint of the start-state check in more_episodes/ (0: skip it)")
     parser.add_argument("--qfield-seed", type=int,
@@ -996,9 +1000,13 @@ def publish(argv):
     if args.episodes <= 0 or args.more_episodes < 0 or any(sigma < 0 for sigma in args.noise):
         return bad_input("--episodes must be positive, --more-episodes and every --noise level non-negative")
     runs = found_runs(args.study)
+    if args.seeds:
+        runs = {run: checkpoint for run, checkpoint in runs.items() if run.seed in args.seeds}
     finished = {run: checkpoint for run, checkpoint in runs.items() if checkpoint}
     if not finished:
-        return bad_input(f"no finished run in {args.study / 'runs'} ({len(runs)} found; a finished run has its <variant>.pt)")
+        seeds = f" of seed(s) {' '.join(map(str, args.seeds))}" if args.seeds else ""
+        return bad_input(f"no finished run{seeds} in {args.study / 'runs'} ({len(runs)} found; a finished run has its "
+                         "<variant>.pt)")
     out = args.out or args.study.resolve().parent
     out.mkdir(parents=True, exist_ok=True)
     print(f"publish: {len(finished)} finished run(s) of {len(runs)} found in {args.study}; writing into {out}")

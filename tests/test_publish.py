@@ -132,11 +132,15 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
 @pytest.mark.parametrize("case, message", [
     ("no study", "--study nowhere: no such folder"),
     ("no finished run", "no finished run in"),
+    ("no finished run of the seeds", "no finished run of seed(s) 410580 in"),
 ])
 def test_publish_bad_input_gets_one_line_and_exit_2(tmp_path, case, message):
     if case == "no finished run":
         write_run(tmp_path / "nowhere", "td3", 178132, finished=False)
-    result = benchmark("publish", "--study", "nowhere", cwd=tmp_path)
+    if case == "no finished run of the seeds":
+        write_run(tmp_path / "nowhere", "td3", 178132)
+    seeds = ("--seeds", 410580) if case == "no finished run of the seeds" else ()
+    result = benchmark("publish", "--study", "nowhere", *seeds, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("benchmark.py: error:") and message in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "runs.csv").exists()
@@ -162,3 +166,16 @@ def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path):
     assert "4 of 6 step(s) failed" in result.stdout
     for name in ("learning_curves.csv", "learning_curves.png", "runs.csv"):  # --out defaults to the study's parent
         assert f"wrote {tmp_path.resolve() / name}" in result.stdout.splitlines()
+
+
+def test_publish_seeds_keeps_only_those_runs(tmp_path):
+    study = tmp_path / "study"
+    for seed in SEEDS:
+        write_run(study, "td3", seed)
+    result = benchmark("publish", "--study", study, "--seeds", 178132, "--episodes", 1, "--noise", 0.05, "--more-episodes", 0,
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 finished run(s) of 1 found" in result.stdout
+    assert [(r["method"], r["seed"]) for r in read_csv(tmp_path / "runs.csv")] == [("td3", "178132")]
+    assert {e["train_seed"] for e in json.loads((tmp_path / "results.json").read_text())["episodes"]} == {178132}
+    assert not (tmp_path / "more_episodes").exists()  # --more-episodes 0 skips the start-state check
