@@ -500,9 +500,11 @@ def run_study(study, out, args):
     todo = [run for run in runs if args.force or run.checkpoint(out) is None]
     todo = [run if args.force else replace(run, resume=resumable_state(run, out)) for run in todo]
     if args.dry_run:
+        planned = {run.name: run for run in todo}  # an interrupted run as it would start: with --resume
         for run in runs:
+            run = planned.get(run.name, run)
             command = shlex.join(["python", str(script_path(run.variant.script)), *run.arguments(extra)])
-            skip = "# skip, finished: " if run not in todo else ""
+            skip = "# skip, finished: " if run.name not in planned else ""
             print(f"{skip}cd {out} && {command} > logs/{run.name}.log 2>&1")
         return []
     print(f"study {study.name}: {len(runs)} runs in {out}; {len(runs) - len(todo)} finished (skipped), {len(todo)} to run "

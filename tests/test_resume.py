@@ -225,6 +225,8 @@ def test_benchmark_resumes_an_interrupted_run_from_its_last_readable_state(tmp_p
     assert first.returncode == 1 and "STOPPED Pendulum-v1__td3__1" in first.stdout, first.stdout[-3000:] + first.stderr[-3000:]
     (folder,) = out.glob("runs/*")
     assert {"resume.pt", "resume.prev.pt"} <= set(os.listdir(folder)) and not (folder / "td3.pt").exists()
+    dry = subprocess.run([*study, "--extra", extra, "--dry-run"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert f"--resume runs/{folder.name}/resume.pt" in dry.stdout, dry.stdout + dry.stderr  # --dry-run shows the resume
 
     # the Ray backend's task, here in this process: the run folder travels with it and the run resumes in a scratch folder
     run = benchmark.Run(benchmark.Variant("td3.py", "td3", "td3"), "Pendulum-v1", 1, resume=folder.relative_to(out) / "resume.pt")
