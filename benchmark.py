@@ -84,7 +84,7 @@ has finished, so that no row pools a different set of seeds). Written into --out
   episodes per checkpoint (env seeds 10 000 on, the first 10 being the table's), a check of how much the table's returns
   owe to its 10 start states (0: skipped);
 - geometry/table.md, geometry/table.csv, geometry/checkpoints.csv: critic_geometry.py's own CLI on every checkpoint with
-  --episodes (M_sup, mu_inf, gradient flip rate, concavity rates of each critic Q1 on the evaluation episodes);
+  --episodes (M_sup, mu_inf, gradient flip rate, concavity rates of each run's critic Q1 on the evaluation episodes);
 - runs.csv: per run its steps, wall seconds (from its TensorBoard events: the last scalar's wall time minus the first
   event's, written as the run starts) and its last charts/SPS_train.
 It prints one line per file written; exit status 0 when every step succeeded, 1 when any failed (one line each, the
