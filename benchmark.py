@@ -95,6 +95,7 @@ import argparse
 import csv
 import difflib
 import glob
+import importlib
 import itertools
 import json
 import os
@@ -1020,15 +1021,8 @@ def publish(argv):
     matplotlib.use("Agg")
     import eval_smoothness
 
-    def qfield(argv):  # plot_qfield.py's CLI; imported here so that a problem with it is one failed step
-        import plot_qfield
-
-        return plot_qfield.main(argv)
-
-    def geometry(argv):  # critic_geometry.py's CLI, the same way
-        import critic_geometry
-
-        return critic_geometry.main(argv)
+    def tool(name, argv):  # a tool's CLI (plot_qfield, critic_geometry), imported here so that a problem with it is one failed step
+        return importlib.import_module(name).main(argv)
 
     qfield_seed = eval_smoothness.RELEASED_SEEDS[0] if args.qfield_seed is None else args.qfield_seed
     methods, released = list(METHODS), eval_smoothness.RELEASED_SEEDS
@@ -1059,9 +1053,9 @@ def publish(argv):
         if not checkpoints:
             print(f"note: no {algo} checkpoint of seed {qfield_seed}; qfield_{algo}.png not drawn (--qfield-seed picks the seed)")
             continue
-        steps.append((f"Q-gradient field of {algo} (plot_qfield.py)", lambda c=checkpoints, a=algo: qfield(
+        steps.append((f"Q-gradient field of {algo} (plot_qfield.py)", lambda c=checkpoints, a=algo: tool("plot_qfield",
             [*c, "--out", str(out / f"qfield_{a}.png"), "--csv", str(out / f"qfield_{a}.csv")])))
-    steps.append(("critic geometry (critic_geometry.py)", lambda: geometry(
+    steps.append(("critic geometry (critic_geometry.py)", lambda: tool("critic_geometry",
         [*map(str, finished.values()), "--episodes", str(args.episodes), "--out-dir", str(out / "geometry")])))
     steps.append(("runs table", lambda: publish_runs_table(finished, events, out)))
 
