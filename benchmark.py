@@ -36,8 +36,9 @@ Nothing is lost:
   was stopped from outside (SIGTERM from a scheduler: it exits 0 with a resumable state and no checkpoint). A resumed
   run keeps the flags it started with: a changed --extra makes its script refuse to resume (use --force to restart).
 - Runs start in their own session, so Ctrl-C reaches benchmark.py alone, which stops them with SIGTERM and waits while
-  each saves its resumable state. A stopped run writes no checkpoint, so a finished run is exactly a run with a
-  checkpoint, and the same command resumes the others where they stopped.
+  each saves its resumable state; SIGTERM to benchmark.py (a scheduler, `kill`) does the same. A stopped run writes no
+  checkpoint, so a finished run is exactly a run with a checkpoint, and the same command resumes the others where they
+  stopped.
 
 Backends:
 - local (--workers N): N runs at once on this machine, each with OMP_NUM_THREADS=--cpus-per-run.
@@ -101,6 +102,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -1133,6 +1135,12 @@ def parse_study_args(argv):
     return args
 
 
+def stop_as_on_ctrl_c(signum, frame):
+    """SIGTERM handler: stop as Ctrl-C does (the runs save their resumable states); by default SIGTERM would kill this
+    process alone and leave its runs, each in its own session, training on unwatched."""
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["throughput"]:
@@ -1147,6 +1155,7 @@ def main(argv=None):
             fail(f"--report-only: no runs folder in {out}")
         write_report(study, out, args)
         return 0
+    signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
     failed = run_study(study, out, args)
     if not args.dry_run and not args.no_report:
         write_report(study, out, args)

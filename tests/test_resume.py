@@ -246,3 +246,25 @@ def test_benchmark_resumes_an_interrupted_run_from_its_last_readable_state(tmp_p
     assert list(out.glob("runs/*")) == [folder] and (folder / "td3.pt").exists()
     log = (out / "logs" / "Pendulum-v1__td3__1.log").read_text()
     assert "stopped at step 250 (--stop-at-step)" in log and f"resumed runs/{folder.name} at step 200 of 400" in log
+
+
+def test_sigterm_to_benchmark_stops_its_runs_as_ctrl_c_does(tmp_path):
+    """A scheduler's SIGTERM to benchmark.py reaches its runs (each in its own session) as SIGTERM: each saves its state,
+    benchmark.py waits for them and exits with one line; none is left training on unwatched."""
+    out = tmp_path / "study"
+    extra = "--total-timesteps 100000 --learning-starts 200 --buffer-size 1000 --batch-size 32 --hidden-sizes 64 64"
+    process = subprocess.Popen([sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "--env-ids", "Pendulum-v1",
+                                "--seeds", "1", "--out", str(out), "--checkpoint-freq", "250", "--no-report", "--extra", extra],
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not glob.glob(f"{out}/runs/*/resume.pt"):  # the run is training
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stdout[-3000:] + stderr[-3000:]
+    assert "interrupted: 0 of 1 runs finished and kept in" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    (folder,) = out.glob("runs/*")
+    log = (out / "logs" / "Pendulum-v1__td3__1.log").read_text()
+    assert "(SIGTERM): resumable state saved to" in log, log[-3000:]  # the run stopped itself, before benchmark.py exited
+    assert load(folder / "resume.pt")["global_step"] > 250 and not (folder / "td3.pt").exists()
