@@ -296,6 +296,13 @@ def paper_text_variant(variant):
                    (*variant.flags, "--actor-activation", "relu", "--critic-activation", "relu"), variant.sweep)
 
 
+def is_base_variant(variant):
+    """Whether a variant is its family's Base model: td3.py (sac.py) under its own name, or under the -relu name that
+    --paper-text-activations gives it (the paper text's Table 3 scales its noise by that ReLU Base)."""
+    stem = Path(variant.script).stem
+    return stem in ("td3", "sac") and variant.name.removesuffix("-relu") == stem
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Running: one subprocess per run, on this machine or as a Ray task
 # ----------------------------------------------------------------------------------------------------------------------
@@ -726,7 +733,7 @@ def write_report(study, out, args):
                 family = {run: policy for run, policy in policies.items() if policy.algo == algo}
                 # one sigma_base per env and algorithm family: the first-seed base run's (else the reported fallback)
                 try:
-                    scale = eval_smoothness.sigma_base([p for p in family.values() if eval_smoothness.is_base(p)],
+                    scale = eval_smoothness.sigma_base([p for run, p in family.items() if is_base_variant(run.variant)],
                                                        list(family.values()), clean_episodes=args.episodes)
                 except Exception as error:
                     unreadable.append(f"σ_base of {short_env(env_id)} {algo} (no noisy rows): {type(error).__name__}: {error}")

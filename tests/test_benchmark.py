@@ -242,6 +242,20 @@ def test_paper_text_activations_make_every_method_but_pave_relu(tmp_path):
     assert " --exp-name sac_pave " in pave and "relu" not in pave
 
 
+@pytest.mark.parametrize("suite", ["paper-td3", "paper-sac", "noise", "ablation"])
+def test_each_family_has_one_base_variant_that_scales_the_noise_under_either_activation_setting(suite):
+    """Table 3's sigma_base comes from the Base run: plain td3.py (sac.py), renamed -relu by --paper-text-activations."""
+    import benchmark as bm
+
+    algo = "sac" if suite == "paper-sac" else "td3"
+    for paper_text in (False, True):
+        variants = bm.SUITES[suite]().variants
+        if paper_text and suite != "ablation":  # as build_study does: the ablation's SiLU base stays as it is
+            variants = [bm.paper_text_variant(v) for v in variants]
+        (base,) = [v for v in variants if bm.is_base_variant(v)]
+        assert base.script == f"{algo}.py" and base.name == (f"{algo}-relu" if paper_text and suite != "ablation" else algo)
+
+
 def test_noise_table_follows_table_3s_protocol(tmp_path):
     """A study folder of in-process checkpoints, reported with --report-only: sigma_base from the first-seed (178132) td3
     run's 20 clean episodes, --noise-episodes per run, cells mean (std) over the per-seed means; checked by hand with
