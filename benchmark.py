@@ -75,6 +75,8 @@ has finished, so that no row pools a different set of seeds). Written into --out
 - table.md table.csv episodes.csv results.json spectrum_<env>.png actions_<env>.png: eval_smoothness.py's own CLI (its
   main) on every checkpoint with --episodes, --noise 0 <--noise levels> and --plot, so its Table 3 protocol as it is
   (sigma_base from the first-seed base run of each env and algorithm family);
+- vs_paper.md and vs_paper.csv: table.csv's clean rows beside the paper's Tables 1-2 (--paper-tables,
+  results/paper_tables.csv), each sm also over its family's Base sm;
 - learning_curves.csv: every logged charts/episodic_return and charts/action_change point (method, env_id, seed, tag,
   step, value); learning_curves.png: a row of two panels (those tags) per env and algorithm family, one line per method:
   each seed's episodes averaged per bin of a common grid (at most 50 equal bins from step 0 to the last step of any
@@ -983,6 +985,53 @@ def publish_runs_table(runs, events, out):
     return 0
 
 
+def publish_paper_comparison(out, paper_csv):
+    """vs_paper.md and vs_paper.csv: each clean row of out/table.csv (eval_smoothness.py's, pooled episodes) whose method
+    and env are in the paper's Tables 1-2 (paper_csv: results/paper_tables.csv, the tables as printed, env ids mapped
+    to Gymnasium 1.x), beside the paper's numbers, with each sm as a ratio to its family's Base sm (same env). Ours are
+    printed with the paper's digits."""
+    def read(path):  # {(method, env_id): row}, clean rows only (table.csv has a row per noise level)
+        rows = csv.DictReader(Path(path).read_text().splitlines())
+        return {(row["method"], row["env_id"]): row for row in rows if float(row.get("obs_noise", 0)) == 0}
+
+    paper, ours = read(paper_csv), read(out / "table.csv")
+    order = list(paper)  # the paper's: TD3 then SAC; Base, CAPS, Grad-CAPS, ASAP, PAVE
+    keys = sorted((key for key in ours if key in paper), key=lambda key: (key[1], order.index(key)))
+    if not keys:
+        print(f"note: no method and env of {out / 'table.csv'} is in the paper's Tables 1-2; vs_paper.md not written")
+        return 0
+
+    def sm_to_base(table, method, env_id):  # sm over the same env's Base sm (td3 or sac), None without that Base
+        base = table.get((method.split("_")[0], env_id))
+        return float(table[method, env_id]["sm_mean"]) / float(base["sm_mean"]) if base else None
+
+    rows, lines = [], [
+        "Ours beside the paper's Tables 1-2: clean evaluation, mean (std) over the pooled episodes (the paper: 5 seeds, 10 "
+        "episodes each); sm / Base is a method's sm over its family's Base sm on the same env.", "",
+        "| env | method | seeds | re (ours) | re (paper) | sm (ours) | sm (paper) | sm / Base (ours) | sm / Base (paper) |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    for method, env_id in keys:
+        mine, theirs = ours[method, env_id], paper[method, env_id]
+        row = {"method": method, "env_id": env_id, "seeds": int(mine["seeds"]), "episodes": int(mine["episodes"]),
+               **{f"{side}_{name}_{stat}": float(source[f"{name}_{stat}"]) for side, source in (("ours", mine), ("paper", theirs))
+                  for name in ("return", "sm") for stat in ("mean", "std")},
+               "ours_sm_to_base": sm_to_base(ours, method, env_id), "paper_sm_to_base": sm_to_base(paper, method, env_id)}
+        rows.append(row)
+        cells = []
+        for name in ("return", "sm"):
+            digits = len(theirs[f"{name}_mean"].partition(".")[2])  # the paper's
+            cells += [f"{row[f'ours_{name}_mean']:.{digits}f} ({row[f'ours_{name}_std']:.{digits}f})",
+                      f"{theirs[f'{name}_mean']} ({theirs[f'{name}_std']})"]
+        ratios = ["" if row[key] is None else f"{row[key]:.2f}" for key in ("ours_sm_to_base", "paper_sm_to_base")]
+        lines.append(f"| {short_env(env_id)} | {method} | {row['seeds']} | {' | '.join(cells + ratios)} |")
+    with open(out / "vs_paper.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "vs_paper.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
 def publish(argv):
     """`python benchmark.py publish`: the module docstring's Publish paragraph; returns the exit status."""
     parser = argparse.ArgumentParser(prog=f"{PROG} publish", description="Regenerate every table and figure of a finished study "
@@ -997,6 +1046,8 @@ def publish(argv):
                              "that every method has finished")
     parser.add_argument("--more-episodes", type=int, default=100,
                         help="clean episodes per checkpoint of the start-state check in more_episodes/ (0: skip it)")
+    parser.add_argument("--paper-tables", type=Path, default=REPO / "results" / "paper_tables.csv",
+                        help="the paper's Tables 1-2 as CSV, for vs_paper.md (default: results/paper_tables.csv)")
     parser.add_argument("--qfield-seed", type=int,
                         help="training seed whose checkpoints' Q-gradient fields are drawn (default: the first released seed, 178132)")
     args = parser.parse_args(argv)
@@ -1011,6 +1062,8 @@ def publish(argv):
         return bad_input(f"--study {args.study}: no runs/ folder in it (a study folder as benchmark.py writes it)")
     if args.episodes <= 0 or args.more_episodes < 0 or any(sigma < 0 for sigma in args.noise):
         return bad_input("--episodes must be positive, --more-episodes and every --noise level non-negative")
+    if not args.paper_tables.is_file():
+        return bad_input(f"--paper-tables {args.paper_tables}: no such file")
     runs = found_runs(args.study)
     if args.seeds:
         runs = {run: checkpoint for run, checkpoint in runs.items() if run.seed in args.seeds}
@@ -1049,9 +1102,10 @@ def publish(argv):
             loaded[run] = run_events(finished[run].parent)
         return loaded[run]
 
-    steps = [("evaluation (eval_smoothness.py)",
+    steps = [("evaluation (eval_smoothness.py) and vs_paper.md",  # the comparison reads the evaluation's table.csv
               lambda: eval_smoothness.main([*map(str, finished.values()), "--episodes", str(args.episodes), "--noise", "0",
-                                            *map(str, args.noise), "--plot", "--out-dir", str(out), "--no-progress-bar"])),
+                                            *map(str, args.noise), "--plot", "--out-dir", str(out), "--no-progress-bar"])
+              or publish_paper_comparison(out, args.paper_tables)),
              ("learning curves", lambda: publish_learning_curves(finished, events, out))]
     if args.more_episodes:
         steps.insert(1, (f"start-state check, {args.more_episodes} episodes (eval_smoothness.py)", lambda: eval_smoothness.main(

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from runs import REPO
 from test_benchmark import benchmark
 from tiny_checkpoints import write_checkpoint
 from torch.utils.tensorboard import SummaryWriter
@@ -69,7 +70,8 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     expected = ["table.md", "table.csv", "episodes.csv", "results.json", f"spectrum_{ENV}.png", f"actions_{ENV}.png",
                 "learning_curves.csv", "learning_curves.png", "qfield_td3.png", "qfield_td3.csv", "qfield_sac.png",
                 "qfield_sac.csv", "runs.csv", "geometry/table.md", "geometry/table.csv", "geometry/checkpoints.csv",
-                "more_episodes/table.md", "more_episodes/table.csv", "more_episodes/episodes.csv", "more_episodes/results.json"]
+                "more_episodes/table.md", "more_episodes/table.csv", "more_episodes/episodes.csv", "more_episodes/results.json",
+                "vs_paper.md", "vs_paper.csv"]
     wrote = [line.removeprefix("wrote ") for line in result.stdout.splitlines() if line.startswith("wrote ")]
     assert sorted(wrote) == sorted(str(out / name) for name in expected)
     assert f"missing: {ENV}__td3_caps__178132 (its run folder has no td3_caps.pt: unfinished or failed)" in result.stdout
@@ -90,6 +92,23 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     assert {(s["algo"], s["train_seed"], s["fallback"]) for s in results["obs_scale"]} == {("td3", 178132, False),
                                                                                            ("sac", 178132, False)}
     assert len(read_csv(out / "episodes.csv")) == len(results["episodes"])
+
+    # beside the paper's Tables 1-2: our clean rows as table.csv has them, the paper's as printed, sm over the Base's sm
+    ours = {r["method"]: r for r in table if float(r["obs_noise"]) == 0}
+    paper = {r["method"]: r for r in read_csv(REPO / "results" / "paper_tables.csv") if r["env_id"] == ENV}
+    compared = read_csv(out / "vs_paper.csv")
+    assert [r["method"] for r in compared] == ["td3", "td3_pave", "sac", "sac_pave"]  # the paper's order
+    for r in compared:
+        base = r["method"].split("_")[0]
+        for side, source in (("ours", ours), ("paper", paper)):
+            for key in ("return_mean", "return_std", "sm_mean", "sm_std"):
+                assert float(r[f"{side}_{key}"]) == float(source[r["method"]][key])
+            assert float(r[f"{side}_sm_to_base"]) == pytest.approx(float(source[r["method"]]["sm_mean"])
+                                                                   / float(source[base]["sm_mean"]), rel=1e-12)
+    lines = (out / "vs_paper.md").read_text().splitlines()
+    pave = ours["td3_pave"]
+    assert (f"| Pendulum | td3_pave | 2 | {float(pave['return_mean']):.1f} ({float(pave['return_std']):.1f}) | -167.6 (77.5) | "
+            f"{float(pave['sm_mean']):.3f} ({float(pave['sm_std']):.3f}) | 0.351 (0.118) |") in "\n".join(lines)
 
     # the start-state check: the clean evaluation with --more-episodes episodes, whose first --episodes are the table's
     more = json.loads((out / "more_episodes" / "results.json").read_text())
@@ -133,17 +152,39 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     ("no study", "--study nowhere: no such folder"),
     ("no finished run", "no finished run in"),
     ("no finished run of the seeds", "no finished run of seed(s) 410580 in"),
+    ("no paper tables", "--paper-tables nowhere.csv: no such file"),
 ])
 def test_publish_bad_input_gets_one_line_and_exit_2(tmp_path, case, message):
     if case == "no finished run":
         write_run(tmp_path / "nowhere", "td3", 178132, finished=False)
     if case == "no finished run of the seeds":
         write_run(tmp_path / "nowhere", "td3", 178132)
+    if case == "no paper tables":
+        write_run(tmp_path / "nowhere", "td3", 178132)
     seeds = ("--seeds", 410580) if case == "no finished run of the seeds" else ()
-    result = benchmark("publish", "--study", "nowhere", *seeds, cwd=tmp_path)
+    paper = ("--paper-tables", "nowhere.csv") if case == "no paper tables" else ()
+    result = benchmark("publish", "--study", "nowhere", *seeds, *paper, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("benchmark.py: error:") and message in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "runs.csv").exists()
+
+
+def test_the_paper_tables_csv_holds_tables_1_and_2_as_printed():
+    """Spot checks against the paper's Tables 1-2 (and REFERENCE.md's headline numbers): 2 algorithms x 5 methods x 6 envs."""
+    rows = {(r["method"], r["env_id"]): r for r in read_csv(REPO / "results" / "paper_tables.csv")}
+    assert len(rows) == 60
+    for method, env_id, paper_env_id, numbers in [
+        ("td3", "Pendulum-v1", "Pendulum-v1", ("-168.7", "77.5", "2.276", "0.995")),
+        ("td3_pave", "Walker2d-v5", "Walker2d-v5", ("5563", "451", "1.272", "0.172")),
+        ("td3_pave", "LunarLanderContinuous-v3", "LunarLanderContinuous-v2", ("264.5", "24.9", "0.541", "0.290")),
+        ("td3", "Reacher-v5", "Reacher-v2", ("-3.59", "1.34", "0.055", "0.015")),
+        ("sac_pave", "Ant-v5", "Ant-v5", ("5706", "774", "1.604", "0.146")),
+        ("sac_caps", "Pendulum-v1", "Pendulum-v1", ("-165.0", "75.8", "0.315", "0.107")),
+        ("sac_asap", "Hopper-v5", "Hopper-v5", ("3455", "222", "0.528", "0.050")),
+    ]:
+        row = rows[method, env_id]
+        assert row["paper_env_id"] == paper_env_id
+        assert (row["return_mean"], row["return_std"], row["sm_mean"], row["sm_std"]) == numbers
 
 
 def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path):
@@ -156,7 +197,8 @@ def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path):
     result = benchmark("publish", "--study", study, "--episodes", 1, cwd=tmp_path)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     failed = [line for line in result.stderr.splitlines() if line.startswith("benchmark.py: error: publish:")]
-    assert failed == ["benchmark.py: error: publish: evaluation (eval_smoothness.py) failed (exit status 1; its messages are above)",
+    assert failed == ["benchmark.py: error: publish: evaluation (eval_smoothness.py) and vs_paper.md failed (exit status 1; its "
+                      "messages are above)",
                       "benchmark.py: error: publish: start-state check, 100 episodes (eval_smoothness.py) failed (exit status 1; "
                       "its messages are above)",
                       "benchmark.py: error: publish: Q-gradient field of td3 (plot_qfield.py) failed (exit status 1; its messages "
