@@ -965,23 +965,35 @@ def publish_learning_curves(runs, events, out):
     return 0
 
 
+def training_seconds(run_dir):
+    """(seconds, segments) of a run: per TensorBoard events file (a script writes one per start, so a resumed run has one
+    per segment), its last scalar's wall time minus its first event's, which the SummaryWriter writes as it starts;
+    summed, so the pauses between segments are left out (the steps a resumed run repeats after its last saved state are
+    counted). Start-up, torch.compile and the final evaluation are included."""
+    seconds, segments = 0.0, 0
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        segment = run_events(path)
+        times = [point.wall_time for tag in segment.Tags()["scalars"] for point in segment.Scalars(tag)]
+        if times:
+            seconds, segments = seconds + max(times) - segment.FirstEventTimestamp(), segments + 1
+    return seconds, segments
+
+
 def publish_runs_table(runs, events, out):
-    """runs.csv: per run its method, env_id, seed, steps (the last step of any logged scalar), wall_seconds (from the
-    TensorBoard events: the last scalar's wall time minus the first event's, which the script's SummaryWriter writes as it
-    starts; so start-up, torch.compile and the final evaluation are included), sps_train (the last charts/SPS_train) and
-    its run folder relative to the output folder."""
+    """runs.csv: per run its method, env_id, seed, steps (the last step of any logged scalar), wall_seconds and segments
+    (training_seconds), sps_train (the last charts/SPS_train) and its run folder relative to the output folder."""
     with open(out / "runs.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "env_id", "seed", "steps", "wall_seconds", "sps_train", "run_folder"])
+        writer.writerow(["method", "env_id", "seed", "steps", "wall_seconds", "segments", "sps_train", "run_folder"])
         for run in runs:
-            run_events = events(run)
-            points = [point for tag in run_events.Tags()["scalars"] for point in run_events.Scalars(tag)]
-            if not points:
+            logged = events(run)
+            steps = [point.step for tag in logged.Tags()["scalars"] for point in logged.Scalars(tag)]
+            if not steps:
                 print(f"note: {run.name} logged no scalars; runs.csv has no steps, wall time or SPS for it")
-            _, sps = scalars(None, "charts/SPS_train", run_events)
-            writer.writerow([run.variant.name, run.env_id, run.seed, max((p.step for p in points), default=""),
-                             f"{max(p.wall_time for p in points) - run_events.FirstEventTimestamp():.1f}" if points else "",
-                             f"{sps[-1]:.1f}" if len(sps) else "", os.path.relpath(runs[run].parent, out)])
+            seconds, segments = training_seconds(runs[run].parent)
+            _, sps = scalars(None, "charts/SPS_train", logged)
+            writer.writerow([run.variant.name, run.env_id, run.seed, max(steps, default=""), f"{seconds:.1f}" if segments else "",
+                             segments, f"{sps[-1]:.1f}" if len(sps) else "", os.path.relpath(runs[run].parent, out)])
     return 0
 
 

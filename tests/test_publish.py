@@ -143,7 +143,7 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     runs = read_csv(out / "runs.csv")
     assert sorted((r["method"], int(r["seed"])) for r in runs) == sorted((m, seed) for m in METHODS for seed in SEEDS)
     for r in runs:
-        assert r["env_id"] == ENV and r["steps"] == "800" and r["sps_train"] == "60.5"
+        assert r["env_id"] == ENV and r["steps"] == "800" and r["sps_train"] == "60.5" and r["segments"] == "1"
         assert WALL - 5 < float(r["wall_seconds"]) <= WALL  # the first event is written a moment after `start`
         assert (out / r["run_folder"] / f"{r['method']}.pt").is_file()
 
@@ -167,6 +167,24 @@ def test_publish_bad_input_gets_one_line_and_exit_2(tmp_path, case, message):
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("benchmark.py: error:") and message in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "runs.csv").exists()
+
+
+def test_runs_table_sums_a_resumed_runs_segments_leaving_out_the_pause(tmp_path):
+    """A run stopped and resumed writes a second events file: its wall time is the sum of both segments' (each from its
+    first event to its last scalar), not the span from the first start to the end, which holds the pause."""
+    study = tmp_path / "study"
+    write_run(study, "td3", 178132)  # segment 1: WALL seconds
+    (folder,) = study.glob("runs/*")
+    time.sleep(1.1)  # a later events file name, as a resume writes
+    start = time.time()
+    writer = SummaryWriter(str(folder))  # segment 2: 30 s (segment 1's fake clock runs past it: the span alone is WALL)
+    writer.add_scalar("charts/SPS_train", 60.5, 800, walltime=start + 30)
+    writer.close()
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2
+    result = benchmark("publish", "--study", study, "--episodes", 1, "--noise", 0.05, "--more-episodes", 0, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (row,) = read_csv(tmp_path / "runs.csv")
+    assert row["segments"] == "2" and WALL + 30 - 5 < float(row["wall_seconds"]) <= WALL + 30
 
 
 def test_the_paper_tables_csv_holds_tables_1_and_2_as_printed():
