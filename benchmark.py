@@ -76,7 +76,8 @@ has finished, so that no row pools a different set of seeds). Written into --out
   main) on every checkpoint with --episodes, --noise 0 <--noise levels> and --plot, so its Table 3 protocol as it is
   (sigma_base from the first-seed base run of each env and algorithm family);
 - vs_paper.md and vs_paper.csv: table.csv's clean rows beside the paper's Tables 1-2 (--paper-tables,
-  results/paper_tables.csv), each sm also over its family's Base sm;
+  results/paper_tables.csv), each sm also over its family's Base sm; per_seed.md and per_seed.csv: each checkpoint's
+  clean return, sm and action change (episodes.csv averaged per run);
 - learning_curves.csv: every logged charts/episodic_return and charts/action_change point (method, env_id, seed, tag,
   step, value); learning_curves.png: a row of two panels (those tags) per env and algorithm family, one line per method:
   each seed's episodes averaged per bin of a common grid (at most 50 equal bins from step 0 to the last step of any
@@ -1044,6 +1045,33 @@ def publish_paper_comparison(out, paper_csv):
     return 0
 
 
+def publish_per_seed(out):
+    """per_seed.csv and per_seed.md: each run's clean evaluation on its own (out/episodes.csv's sigma-0 rows averaged per
+    method, env and training seed: return, sm, action change), the spread that the pooled tables fold in."""
+    groups = {}
+    for row in csv.DictReader((out / "episodes.csv").read_text().splitlines()):
+        if float(row["obs_noise"]) == 0:
+            groups.setdefault((row["env_id"], row["method"], int(row["train_seed"])), []).append(row)
+    rows = [{"method": method, "env_id": env_id, "seed": seed, "episodes": len(episodes),
+             **{key: float(np.mean([float(e[key]) for e in episodes])) for key in ("return", "sm", "action_change")}}
+            for (env_id, method, seed), episodes in groups.items()]
+    with open(out / "per_seed.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = []
+    for env_id in dict.fromkeys(row["env_id"] for row in rows):
+        seeds = list(dict.fromkeys(row["seed"] for row in rows if row["env_id"] == env_id))  # episodes.csv's: released first
+        cell = {(row["method"], row["seed"]): f"{row['return']:.1f} / {row['sm']:.3f}" for row in rows if row["env_id"] == env_id}
+        methods = dict.fromkeys(row["method"] for row in rows if row["env_id"] == env_id)
+        lines += [f"{env_id}: return / sm of each training seed's checkpoint (mean over its clean episodes)", "",
+                  "| method | " + " | ".join(map(str, seeds)) + " |", "|---" * (len(seeds) + 1) + "|"]
+        lines += [f"| {method} | " + " | ".join(cell.get((method, seed), "") for seed in seeds) + " |" for method in methods]
+        lines.append("")
+    (out / "per_seed.md").write_text("\n".join(lines))
+    return 0
+
+
 def publish(argv):
     """`python benchmark.py publish`: the module docstring's Publish paragraph; returns the exit status."""
     parser = argparse.ArgumentParser(prog=f"{PROG} publish", description="Regenerate every table and figure of a finished study "
@@ -1114,10 +1142,10 @@ def publish(argv):
             loaded[run] = run_events(finished[run].parent)
         return loaded[run]
 
-    steps = [("evaluation (eval_smoothness.py) and vs_paper.md",  # the comparison reads the evaluation's table.csv
+    steps = [("evaluation (eval_smoothness.py), vs_paper.md and per_seed.md",  # the last two read the evaluation's files
               lambda: eval_smoothness.main([*map(str, finished.values()), "--episodes", str(args.episodes), "--noise", "0",
                                             *map(str, args.noise), "--plot", "--out-dir", str(out), "--no-progress-bar"])
-              or publish_paper_comparison(out, args.paper_tables)),
+              or publish_paper_comparison(out, args.paper_tables) or publish_per_seed(out)),
              ("learning curves", lambda: publish_learning_curves(finished, events, out))]
     if args.more_episodes:
         steps.insert(1, (f"start-state check, {args.more_episodes} episodes (eval_smoothness.py)", lambda: eval_smoothness.main(

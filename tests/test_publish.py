@@ -71,7 +71,7 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
                 "learning_curves.csv", "learning_curves.png", "qfield_td3.png", "qfield_td3.csv", "qfield_sac.png",
                 "qfield_sac.csv", "runs.csv", "geometry/table.md", "geometry/table.csv", "geometry/checkpoints.csv",
                 "more_episodes/table.md", "more_episodes/table.csv", "more_episodes/episodes.csv", "more_episodes/results.json",
-                "vs_paper.md", "vs_paper.csv"]
+                "vs_paper.md", "vs_paper.csv", "per_seed.md", "per_seed.csv"]
     wrote = [line.removeprefix("wrote ") for line in result.stdout.splitlines() if line.startswith("wrote ")]
     assert sorted(wrote) == sorted(str(out / name) for name in expected)
     assert f"missing: {ENV}__td3_caps__178132 (its run folder has no td3_caps.pt: unfinished or failed)" in result.stdout
@@ -109,6 +109,19 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     pave = ours["td3_pave"]
     assert (f"| Pendulum | td3_pave | 2 | {float(pave['return_mean']):.1f} ({float(pave['return_std']):.1f}) | -167.6 (77.5) | "
             f"{float(pave['sm_mean']):.3f} ({float(pave['sm_std']):.3f}) | 0.351 (0.118) |") in "\n".join(lines)
+
+    # per seed: each run's clean episodes averaged, in the released seeds' order
+    per_seed = read_csv(out / "per_seed.csv")
+    assert sorted((r["method"], int(r["seed"])) for r in per_seed) == sorted((m, s) for m in METHODS for s in SEEDS)
+    for r in per_seed:
+        mine = [e for e in clean_episodes(results) if e["method"] == r["method"] and e["train_seed"] == int(r["seed"])]
+        assert r["episodes"] == "2" and len(mine) == 2
+        for key in ("return", "sm", "action_change"):
+            assert float(r[key]) == pytest.approx(sum(e[key] for e in mine) / 2, rel=1e-12)
+    td3_cells = [f"{float(r['return']):.1f} / {float(r['sm']):.3f}" for seed in (178132, 410580) for r in per_seed
+                 if (r["method"], int(r["seed"])) == ("td3", seed)]
+    assert "| method | 178132 | 410580 |" in (out / "per_seed.md").read_text()
+    assert f"| td3 | {td3_cells[0]} | {td3_cells[1]} |" in (out / "per_seed.md").read_text()
 
     # the start-state check: the clean evaluation with --more-episodes episodes, whose first --episodes are the table's
     more = json.loads((out / "more_episodes" / "results.json").read_text())
@@ -215,8 +228,8 @@ def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path):
     result = benchmark("publish", "--study", study, "--episodes", 1, cwd=tmp_path)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     failed = [line for line in result.stderr.splitlines() if line.startswith("benchmark.py: error: publish:")]
-    assert failed == ["benchmark.py: error: publish: evaluation (eval_smoothness.py) and vs_paper.md failed (exit status 1; its "
-                      "messages are above)",
+    assert failed == ["benchmark.py: error: publish: evaluation (eval_smoothness.py), vs_paper.md and per_seed.md failed (exit "
+                      "status 1; its messages are above)",
                       "benchmark.py: error: publish: start-state check, 100 episodes (eval_smoothness.py) failed (exit status 1; "
                       "its messages are above)",
                       "benchmark.py: error: publish: Q-gradient field of td3 (plot_qfield.py) failed (exit status 1; its messages "
