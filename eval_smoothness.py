@@ -167,6 +167,10 @@ def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noi
     dimension and step (drawn with `noise_seed`), the bounds being the env's observation space; the env steps
     unperturbed. Returns per-episode lists under "return", "length", "sm", "action_change", the episodes' ENV-unit
     "actions" and clean "observations" (arrays (length, dim)), and "dt".
+
+    The actor runs on one CPU thread (our choice; the caller's thread count is restored after): a matrix product's
+    rounding depends on the thread count, and a chattering policy turns that rounding into other episodes (a TD3 ASAP
+    Pendulum checkpoint: sm 4.5451 on one thread, 4.5385 on two), so the numbers would depend on the machine's cores.
     """
     try:
         envs = gym.vector.SyncVectorEnv([policy.make_env(policy.env_id, seed + i) for i in range(episodes)])
@@ -182,20 +186,25 @@ def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noi
     running = np.ones(episodes, dtype=bool)
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=int)
     observations, actions = [], []
-    while running.any():
-        seen = obs
-        if obs_noise > 0:
-            seen = np.clip(obs + noise_rng.uniform(-obs_noise, obs_noise, obs.shape) * obs_scale, obs_low, obs_high)
-        with torch.no_grad():
-            action = policy.actor.act(torch.as_tensor(seen, dtype=torch.float32, device=policy.device)).cpu().numpy()
-        env_action = low + (action + 1.0) * 0.5 * (high - low)
-        observations.append(obs)
-        actions.append(env_action)
-        # sub-envs whose episode ended keep stepping (the vector env resets them) but are no longer recorded
-        obs, rewards, terminated, truncated, _ = envs.step(env_action)
-        returns += np.where(running, rewards, 0.0)
-        lengths += running
-        running &= ~(terminated | truncated)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        while running.any():
+            seen = obs
+            if obs_noise > 0:
+                seen = np.clip(obs + noise_rng.uniform(-obs_noise, obs_noise, obs.shape) * obs_scale, obs_low, obs_high)
+            with torch.no_grad():
+                action = policy.actor.act(torch.as_tensor(seen, dtype=torch.float32, device=policy.device)).cpu().numpy()
+            env_action = low + (action + 1.0) * 0.5 * (high - low)
+            observations.append(obs)
+            actions.append(env_action)
+            # sub-envs whose episode ended keep stepping (the vector env resets them) but are no longer recorded
+            obs, rewards, terminated, truncated, _ = envs.step(env_action)
+            returns += np.where(running, rewards, 0.0)
+            lengths += running
+            running &= ~(terminated | truncated)
+    finally:
+        torch.set_num_threads(threads)
     dt = control_period(envs.envs[0])
     envs.close()
     actions, observations = np.stack(actions, axis=1), np.stack(observations, axis=1)  # (episodes, steps, dim)

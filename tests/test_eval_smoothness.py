@@ -123,6 +123,21 @@ def test_evaluation_is_deterministic(td3_checkpoint):
     assert noisy["return"] == noisy_again["return"] and noisy["sm"] == noisy_again["sm"]
 
 
+def test_the_actor_runs_on_one_thread_and_the_callers_count_comes_back(td3_checkpoint):
+    """A matrix product's rounding depends on the thread count, and a chattering policy turns it into other episodes:
+    rollouts use one thread whatever the machine, and restore the caller's setting."""
+    policy, seen = load_policy(td3_checkpoint), []
+    act = policy.actor.act
+    policy.actor.act = lambda obs: (seen.append(torch.get_num_threads()), act(obs))[1]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rollout(policy, 2)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_observation_noise_reaches_the_policy_only(td3_checkpoint):
     clean = evaluate(td3_checkpoint, episodes=2)
     noisy = evaluate(td3_checkpoint, episodes=2, obs_noise=0.1, scale_episodes=3)
