@@ -998,6 +998,14 @@ def publish_runs_table(runs, events, out):
     return 0
 
 
+def write_rows(path, rows):
+    """A CSV file of dicts (at least one), their keys as the header."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def publish_paper_comparison(out, paper_csv):
     """vs_paper.md and vs_paper.csv: each clean row of out/table.csv (eval_smoothness.py's, pooled episodes) whose method
     and env are in the paper's Tables 1-2 (paper_csv: results/paper_tables.csv, the tables as printed, env ids mapped
@@ -1037,10 +1045,7 @@ def publish_paper_comparison(out, paper_csv):
                       f"{theirs[f'{name}_mean']} ({theirs[f'{name}_std']})"]
         ratios = ["" if row[key] is None else f"{row[key]:.2f}" for key in ("ours_sm_to_base", "paper_sm_to_base")]
         lines.append(f"| {short_env(env_id)} | {method} | {row['seeds']} | {' | '.join(cells + ratios)} |")
-    with open(out / "vs_paper.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out / "vs_paper.csv", rows)
     (out / "vs_paper.md").write_text("\n".join(lines) + "\n")
     return 0
 
@@ -1055,10 +1060,7 @@ def publish_per_seed(out):
     rows = [{"method": method, "env_id": env_id, "seed": seed, "episodes": len(episodes),
              **{key: float(np.mean([float(e[key]) for e in episodes])) for key in ("return", "sm", "action_change")}}
             for (env_id, method, seed), episodes in groups.items()]
-    with open(out / "per_seed.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out / "per_seed.csv", rows)
     lines = []
     for env_id in dict.fromkeys(row["env_id"] for row in rows):
         seeds = list(dict.fromkeys(row["seed"] for row in rows if row["env_id"] == env_id))  # episodes.csv's: released first
