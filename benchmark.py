@@ -75,8 +75,10 @@ has finished, so that no row pools a different set of seeds). Written into --out
 - table.md table.csv episodes.csv results.json spectrum_<env>.png actions_<env>.png: eval_smoothness.py's own CLI (its
   main) on every checkpoint with --episodes, --noise 0 <--noise levels> and --plot, so its Table 3 protocol as it is
   (sigma_base from the first-seed base run of each env and algorithm family);
+- released_starts/ (table.md, table.csv, episodes.csv, results.json): the clean evaluation on the released evaluation's
+  start states (--released-starts, results/released_eval_seeds.txt: 50 env seeds; every checkpoint runs all 50);
 - vs_paper.md and vs_paper.csv: table.csv's clean rows beside the paper's Tables 1-2 (--paper-tables,
-  results/paper_tables.csv), each sm also over its family's Base sm; per_seed.md and per_seed.csv: each checkpoint's
+  results/paper_tables.csv), each sm also over its family's Base sm, and released_starts/'s return and sm; per_seed.md and per_seed.csv: each checkpoint's
   clean return, sm and action change (episodes.csv averaged per run);
 - learning_curves.csv: every logged charts/episodic_return and charts/action_change point (method, env_id, seed, tag,
   step, value); learning_curves.png: a row of two panels (those tags) per env and algorithm family, one line per method:
@@ -1006,16 +1008,18 @@ def write_rows(path, rows):
         writer.writerows(rows)
 
 
-def publish_paper_comparison(out, paper_csv):
+def publish_paper_comparison(out, paper_csv, released_table=None):
     """vs_paper.md and vs_paper.csv: each clean row of out/table.csv (eval_smoothness.py's, pooled episodes) whose method
     and env are in the paper's Tables 1-2 (paper_csv: results/paper_tables.csv, the tables as printed, env ids mapped
-    to Gymnasium 1.x), beside the paper's numbers, with each sm as a ratio to its family's Base sm (same env). Ours are
-    printed with the paper's digits."""
+    to Gymnasium 1.x), beside the paper's numbers, with each sm as a ratio to its family's Base sm (same env); with
+    released_table (the same evaluation on the released start states), its return and sm too. Ours are printed with
+    the paper's digits."""
     def read(path):  # {(method, env_id): row}, clean rows only (table.csv has a row per noise level)
         rows = csv.DictReader(Path(path).read_text().splitlines())
         return {(row["method"], row["env_id"]): row for row in rows if float(row.get("obs_noise", 0)) == 0}
 
     paper, ours = read(paper_csv), read(out / "table.csv")
+    released = read(released_table) if released_table else {}
     order = list(paper)  # the paper's: TD3 then SAC; Base, CAPS, Grad-CAPS, ASAP, PAVE
     keys = sorted((key for key in ours if key in paper), key=lambda key: (key[1], order.index(key)))
     if not keys:
@@ -1026,25 +1030,33 @@ def publish_paper_comparison(out, paper_csv):
         base = table.get((method.split("_")[0], env_id))
         return float(table[method, env_id]["sm_mean"]) / float(base["sm_mean"]) if base else None
 
+    def cell(row, paper_row, side, name):  # "mean (std)" of one side, with the paper's digits for that number
+        if side == "paper":
+            return f"{paper_row[f'{name}_mean']} ({paper_row[f'{name}_std']})"
+        digits = len(paper_row[f"{name}_mean"].partition(".")[2])
+        return f"{row[f'{side}_{name}_mean']:.{digits}f} ({row[f'{side}_{name}_std']:.{digits}f})"
+
     rows, lines = [], [
         "Ours beside the paper's Tables 1-2: clean evaluation, mean (std) over the pooled episodes (the paper: 5 seeds, 10 "
-        "episodes each); sm / Base is a method's sm over its family's Base sm on the same env.", "",
-        "| env | method | seeds | re (ours) | re (paper) | sm (ours) | sm (paper) | sm / Base (ours) | sm / Base (paper) |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "episodes each); sm / Base is a method's sm over its family's Base sm on the same env"
+        + ("; \"released starts\": ours on the released evaluation's start states (released_starts/)." if released else "."),
+        "", "| env | method | seeds | re (ours) | re (paper) | sm (ours) | sm (paper) | sm / Base (ours) | sm / Base (paper) |"
+        + (" re (ours, released starts) | sm (ours, released starts) |" if released else ""),
+        "|---" * (11 if released else 9) + "|"]
     for method, env_id in keys:
         mine, theirs = ours[method, env_id], paper[method, env_id]
         row = {"method": method, "env_id": env_id, "seeds": int(mine["seeds"]), "episodes": int(mine["episodes"]),
                **{f"{side}_{name}_{stat}": float(source[f"{name}_{stat}"]) for side, source in (("ours", mine), ("paper", theirs))
                   for name in ("return", "sm") for stat in ("mean", "std")},
                "ours_sm_to_base": sm_to_base(ours, method, env_id), "paper_sm_to_base": sm_to_base(paper, method, env_id)}
+        if released:
+            row.update({f"released_starts_{name}_{stat}": float(released[method, env_id][f"{name}_{stat}"])
+                        for name in ("return", "sm") for stat in ("mean", "std")})
         rows.append(row)
-        cells = []
-        for name in ("return", "sm"):
-            digits = len(theirs[f"{name}_mean"].partition(".")[2])  # the paper's
-            cells += [f"{row[f'ours_{name}_mean']:.{digits}f} ({row[f'ours_{name}_std']:.{digits}f})",
-                      f"{theirs[f'{name}_mean']} ({theirs[f'{name}_std']})"]
-        ratios = ["" if row[key] is None else f"{row[key]:.2f}" for key in ("ours_sm_to_base", "paper_sm_to_base")]
-        lines.append(f"| {short_env(env_id)} | {method} | {row['seeds']} | {' | '.join(cells + ratios)} |")
+        cells = [cell(row, theirs, side, name) for name in ("return", "sm") for side in ("ours", "paper")]
+        cells += ["" if row[key] is None else f"{row[key]:.2f}" for key in ("ours_sm_to_base", "paper_sm_to_base")]
+        cells += [cell(row, theirs, "released_starts", name) for name in ("return", "sm")] if released else []
+        lines.append(f"| {short_env(env_id)} | {method} | {row['seeds']} | {' | '.join(cells)} |")
     write_rows(out / "vs_paper.csv", rows)
     (out / "vs_paper.md").write_text("\n".join(lines) + "\n")
     return 0
@@ -1090,6 +1102,9 @@ def publish(argv):
                         help="clean episodes per checkpoint of the start-state check in more_episodes/ (0: skip it)")
     parser.add_argument("--paper-tables", type=Path, default=REPO / "results" / "paper_tables.csv",
                         help="the paper's Tables 1-2 as CSV, for vs_paper.md (default: results/paper_tables.csv)")
+    parser.add_argument("--released-starts", type=Path, default=REPO / "results" / "released_eval_seeds.txt",
+                        help="env seeds of the released evaluation's start states, one per line ('#' comments), for "
+                             "released_starts/ (default: results/released_eval_seeds.txt; 'none' skips it)")
     parser.add_argument("--qfield-seed", type=int,
                         help="training seed whose checkpoints' Q-gradient fields are drawn (default: the first released seed, 178132)")
     args = parser.parse_args(argv)
@@ -1106,6 +1121,15 @@ def publish(argv):
         return bad_input("--episodes must be positive, --more-episodes and every --noise level non-negative")
     if not args.paper_tables.is_file():
         return bad_input(f"--paper-tables {args.paper_tables}: no such file")
+    released_starts = []
+    if str(args.released_starts) != "none":
+        try:
+            released_starts = [line.strip() for line in args.released_starts.read_text().splitlines()
+                               if line.strip() and not line.startswith("#")]
+        except OSError as error:
+            return bad_input(f"--released-starts {args.released_starts}: {error.strerror or error}")
+        if not released_starts or not all(seed.isdigit() for seed in released_starts):
+            return bad_input(f"--released-starts {args.released_starts}: not a list of non-negative integer env seeds")
     runs = found_runs(args.study)
     if args.seeds:
         runs = {run: checkpoint for run, checkpoint in runs.items() if run.seed in args.seeds}
@@ -1144,10 +1168,18 @@ def publish(argv):
             loaded[run] = run_events(finished[run].parent)
         return loaded[run]
 
-    steps = [("evaluation (eval_smoothness.py), vs_paper.md and per_seed.md",  # the last two read the evaluation's files
-              lambda: eval_smoothness.main([*map(str, finished.values()), "--episodes", str(args.episodes), "--noise", "0",
-                                            *map(str, args.noise), "--plot", "--out-dir", str(out), "--no-progress-bar"])
-              or publish_paper_comparison(out, args.paper_tables) or publish_per_seed(out)),
+    def evaluate_and_compare():  # vs_paper and per_seed read the evaluations' files: only after they succeeded
+        checkpoints = list(map(str, finished.values()))
+        status = eval_smoothness.main([*checkpoints, "--episodes", str(args.episodes), "--noise", "0", *map(str, args.noise),
+                                       "--plot", "--out-dir", str(out), "--no-progress-bar"])
+        if not status and released_starts:
+            status = eval_smoothness.main([*checkpoints, "--env-seeds", *released_starts, "--out-dir",
+                                           str(out / "released_starts"), "--no-progress-bar"])
+        released_table = out / "released_starts" / "table.csv" if released_starts else None
+        return status or publish_paper_comparison(out, args.paper_tables, released_table) or publish_per_seed(out)
+
+    steps = [("evaluation (eval_smoothness.py: the tables, released start states), vs_paper.md and per_seed.md",
+              evaluate_and_compare),
              ("learning curves", lambda: publish_learning_curves(finished, events, out))]
     if args.more_episodes:
         steps.insert(1, (f"start-state check, {args.more_episodes} episodes (eval_smoothness.py)", lambda: eval_smoothness.main(
@@ -1164,8 +1196,8 @@ def publish(argv):
         [*map(str, finished.values()), "--episodes", str(args.episodes), "--out-dir", str(out / "geometry")])))
     steps.append(("runs table", lambda: publish_runs_table(finished, events, out)))
 
-    def files():  # what publish writes: files in --out and in its more_episodes/ and geometry/ folders
-        return [path for folder in (out, out / "more_episodes", out / "geometry") if folder.is_dir()
+    def files():  # what publish writes: files in --out and in its more_episodes/, released_starts/ and geometry/ folders
+        return [path for folder in (out, out / "more_episodes", out / "released_starts", out / "geometry") if folder.is_dir()
                 for path in folder.iterdir() if path.is_file()]
 
     failed = []

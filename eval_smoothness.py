@@ -160,8 +160,14 @@ def control_period(env):
     return 1.0 / fps if fps and "box2d" in type(env.unwrapped).__module__ else None
 
 
+def episode_seeds(seed, episodes):
+    """The env seed of each episode: seed + i for episode i, or `seed` itself when it is a list of seeds (--env-seeds)."""
+    return [seed + i for i in range(episodes)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+
+
 def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noise_seed=0):
-    """Deterministic episodes in parallel, episode i on env seed `seed + i`; each sub-env's first episode only.
+    """Deterministic episodes in parallel, episode i on env seed `seed + i` (or seed[i] for a list of seeds, whose length
+    is then the episode count); each sub-env's first episode only.
 
     With obs_noise = sigma > 0 the policy sees clip(obs + u * obs_scale, obs_low, obs_high), u ~ U(-sigma, sigma) per
     dimension and step (drawn with `noise_seed`), the bounds being the env's observation space; the env steps
@@ -172,8 +178,10 @@ def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noi
     rounding depends on the thread count, and a chattering policy turns that rounding into other episodes (a TD3 ASAP
     Pendulum checkpoint: sm 4.5451 on one thread, 4.5385 on two), so the numbers would depend on the machine's cores.
     """
+    seeds = episode_seeds(seed, episodes)
+    episodes = len(seeds)
     try:
-        envs = gym.vector.SyncVectorEnv([policy.make_env(policy.env_id, seed + i) for i in range(episodes)])
+        envs = gym.vector.SyncVectorEnv([policy.make_env(policy.env_id, s) for s in seeds])
     except Exception as e:
         raise CheckpointError(f"cannot make env {policy.env_id} ({reason(e)})") from None
     if envs.single_observation_space.shape != (policy.obs_dim,):
@@ -182,7 +190,7 @@ def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noi
     low, high = envs.single_action_space.low, envs.single_action_space.high
     obs_low, obs_high = envs.single_observation_space.low, envs.single_observation_space.high
     noise_rng = np.random.default_rng(noise_seed)
-    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
+    obs, _ = envs.reset(seed=seeds)
     running = np.ones(episodes, dtype=bool)
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=int)
     observations, actions = [], []
@@ -322,6 +330,9 @@ class Args:
     CHECKPOINTS (ours), which are used where this names none"""
     seed: int = EVAL_SEED
     """episode i resets its env with seed + i (far from training seeds)"""
+    env_seeds: tuple[int, ...] = ()
+    """explicit env seeds, one per clean episode, instead of --seed and --episodes for the clean rows (e.g. the released
+    evaluation's start states, results/released_eval_seeds.txt); noisy rows keep --seed"""
     noise_seed: int = 0
     """seed of the observation noise draws"""
     out_dir: str = "reports/smoothness"
@@ -454,9 +465,12 @@ def protocol(args, noise_levels):
     """The evaluation protocol in words: {"clean": ..., "noise": ...} (an entry only for the rows the call has)."""
     described = {}
     if 0.0 in noise_levels:
-        described["clean"] = (
-            f"sigma = 0 rows: {args.episodes} clean deterministic episodes per checkpoint on env seeds {args.seed} .. "
-            f"{args.seed + args.episodes - 1}; cell = mean (std) over the pooled episodes of all seeds (ddof 0)")
+        seeds = (f"the {len(args.env_seeds)} env seed(s) of --env-seeds ({', '.join(map(str, args.env_seeds[:3]))}"
+                 f"{', ...' if len(args.env_seeds) > 3 else ''})" if args.env_seeds
+                 else f"env seeds {args.seed} .. {args.seed + args.episodes - 1}")
+        episodes = len(args.env_seeds) or args.episodes
+        described["clean"] = (f"sigma = 0 rows: {episodes} clean deterministic episodes per checkpoint on {seeds}; cell = "
+                              "mean (std) over the pooled episodes of all seeds (ddof 0)")
     if any(sigma > 0 for sigma in noise_levels):
         described["noise"] = (
             f"sigma > 0 rows: {args.noise_episodes} episodes per checkpoint and sigma on env seeds {args.seed} .. "
@@ -496,6 +510,9 @@ def main(argv=None):
         print(f"{PROG}: error: --episodes, --noise-episodes and --scale-episodes must be positive and every --noise "
               "level non-negative", file=sys.stderr)
         return 2
+    if any(seed < 0 for seed in args.env_seeds):
+        print(f"{PROG}: error: --env-seeds must be non-negative (Gymnasium's env seeds)", file=sys.stderr)
+        return 2
     noise_levels = sorted(set(args.noise))
     noisy_levels = [sigma for sigma in noise_levels if sigma > 0]
     start = time.time()
@@ -521,16 +538,19 @@ def main(argv=None):
     progress = tqdm(total=len(policies) * (1 + len(noisy_levels)), unit="eval", disable=not args.progress_bar)
     clean, records, scales, interrupted = {}, [], {}, False
 
+    clean_seeds = list(args.env_seeds) or args.seed  # what rollout takes: the seeds, or the first of consecutive ones
+
     def record(policy, result, sigma):
+        seeds = clean_seeds if sigma == 0 else args.seed
         records.append({"method": policy.method, "env_id": policy.env_id, "train_seed": policy.train_seed,
                         "checkpoint": policy.path, "obs_noise": sigma,
-                        "eval_seeds": [args.seed + i for i in range(len(result["return"]))], **result})
+                        "eval_seeds": episode_seeds(seeds, len(result["return"])), **result})
 
     try:
         for policy in policies:
             progress.set_description(f"{policy.method} {policy.env_id} seed {policy.train_seed} clean")
             try:
-                clean[policy.path] = rollout(policy, args.episodes, args.seed)
+                clean[policy.path] = rollout(policy, args.episodes, clean_seeds)
                 if 0.0 in noise_levels:
                     record(policy, clean[policy.path], 0.0)
             except Exception as e:  # one bad checkpoint must not cost the others
@@ -583,7 +603,7 @@ def main(argv=None):
     written = ["table.csv", "episodes.csv", "results.json", "table.md"]
     if args.plot:
         for env_id in sorted({r["env_id"] for r in records}):
-            clean_records = [{"method": p.method, "eval_seeds": [args.seed + i for i in range(args.episodes)],
+            clean_records = [{"method": p.method, "eval_seeds": episode_seeds(clean_seeds, len(clean[p.path]["return"])),
                               **clean[p.path]} for p in policies if p.env_id == env_id and p.path in clean]
             if clean_records:
                 written += [p.name for p in plot_env(env_id, clean_records, out_dir)]

@@ -123,6 +123,25 @@ def test_evaluation_is_deterministic(td3_checkpoint):
     assert noisy["return"] == noisy_again["return"] and noisy["sm"] == noisy_again["sm"]
 
 
+def test_env_seeds_give_each_clean_episode_its_own_start(td3_checkpoint, tmp_path):
+    """--env-seeds 10005 10002: episode i on env seed i of the list, the same episode as --seed 10005 (or 10002) gives;
+    noisy rows keep --seed; a negative seed is one line and exit 2."""
+    result = run_script("eval_smoothness.py", td3_checkpoint, "--env-seeds", 10005, 10002, "--noise", 0, 0.1,
+                        "--noise-episodes", 2, "--out-dir", tmp_path, "--no-progress-bar", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    episodes = json.loads((tmp_path / "results.json").read_text())["episodes"]
+    clean = [e for e in episodes if e["obs_noise"] == 0]
+    assert [e["eval_seed"] for e in clean] == [10005, 10002]
+    for e in clean:  # the same episode, up to rounding (the actor ran on 2 rows there, 1 here)
+        alone = evaluate(td3_checkpoint, episodes=1, seed=e["eval_seed"])
+        assert e["return"] == pytest.approx(alone["return"][0], rel=1e-6) and e["sm"] == pytest.approx(alone["sm"][0], rel=1e-6)
+    assert [e["eval_seed"] for e in episodes if e["obs_noise"] == 0.1] == [10000, 10001]
+    assert "2 clean deterministic episodes per checkpoint on the 2 env seed(s) of --env-seeds (10005, 10002)" in result.stdout
+    bad = run_script("eval_smoothness.py", td3_checkpoint, "--env-seeds", -1, "--out-dir", tmp_path, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == "eval_smoothness.py: error: --env-seeds must be non-negative " \
+        "(Gymnasium's env seeds)"
+
+
 def test_the_actor_runs_on_one_thread_and_the_callers_count_comes_back(td3_checkpoint):
     """A matrix product's rounding depends on the thread count, and a chattering policy turns it into other episodes:
     rollouts use one thread whatever the machine, and restore the caller's setting."""

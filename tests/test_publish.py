@@ -71,7 +71,8 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
                 "learning_curves.csv", "learning_curves.png", "qfield_td3.png", "qfield_td3.csv", "qfield_sac.png",
                 "qfield_sac.csv", "runs.csv", "geometry/table.md", "geometry/table.csv", "geometry/checkpoints.csv",
                 "more_episodes/table.md", "more_episodes/table.csv", "more_episodes/episodes.csv", "more_episodes/results.json",
-                "vs_paper.md", "vs_paper.csv", "per_seed.md", "per_seed.csv"]
+                "vs_paper.md", "vs_paper.csv", "per_seed.md", "per_seed.csv", "released_starts/table.md",
+                "released_starts/table.csv", "released_starts/episodes.csv", "released_starts/results.json"]
     wrote = [line.removeprefix("wrote ") for line in result.stdout.splitlines() if line.startswith("wrote ")]
     assert sorted(wrote) == sorted(str(out / name) for name in expected)
     assert f"missing: {ENV}__td3_caps__178132 (its run folder has no td3_caps.pt: unfinished or failed)" in result.stdout
@@ -105,6 +106,19 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
                 assert float(r[f"{side}_{key}"]) == float(source[r["method"]][key])
             assert float(r[f"{side}_sm_to_base"]) == pytest.approx(float(source[r["method"]]["sm_mean"])
                                                                    / float(source[base]["sm_mean"]), rel=1e-12)
+    # the released evaluation's start states: every checkpoint on the 50 env seeds of results/released_eval_seeds.txt, in
+    # vs_paper beside the rest
+    starts = [int(line) for line in (REPO / "results" / "released_eval_seeds.txt").read_text().splitlines()
+              if not line.startswith("#")]
+    released = json.loads((out / "released_starts" / "results.json").read_text())
+    assert len(starts) == 50 and len(released["episodes"]) == 50 * len(METHODS) * len(SEEDS)
+    for method in METHODS:
+        for seed in SEEDS:
+            assert [e["eval_seed"] for e in released["episodes"] if (e["method"], e["train_seed"]) == (method, seed)] == starts
+    released_rows = {r["method"]: r for r in read_csv(out / "released_starts" / "table.csv")}
+    for r in compared:
+        for key in ("return_mean", "return_std", "sm_mean", "sm_std"):
+            assert float(r[f"released_starts_{key}"]) == float(released_rows[r["method"]][key])
     lines = (out / "vs_paper.md").read_text().splitlines()
     pave = ours["td3_pave"]
     assert (f"| Pendulum | td3_pave | 2 | {float(pave['return_mean']):.1f} ({float(pave['return_std']):.1f}) | -167.6 (77.5) | "
@@ -166,17 +180,21 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     ("no finished run", "no finished run in"),
     ("no finished run of the seeds", "no finished run of seed(s) 410580 in"),
     ("no paper tables", "--paper-tables nowhere.csv: no such file"),
+    ("no released starts", "--released-starts nowhere.txt: No such file or directory"),
+    ("bad released starts", "--released-starts seeds.txt: not a list of non-negative integer env seeds"),
 ])
 def test_publish_bad_input_gets_one_line_and_exit_2(tmp_path, case, message):
     if case == "no finished run":
         write_run(tmp_path / "nowhere", "td3", 178132, finished=False)
     if case == "no finished run of the seeds":
         write_run(tmp_path / "nowhere", "td3", 178132)
-    if case == "no paper tables":
+    if case in ("no paper tables", "no released starts", "bad released starts"):
         write_run(tmp_path / "nowhere", "td3", 178132)
-    seeds = ("--seeds", 410580) if case == "no finished run of the seeds" else ()
-    paper = ("--paper-tables", "nowhere.csv") if case == "no paper tables" else ()
-    result = benchmark("publish", "--study", "nowhere", *seeds, *paper, cwd=tmp_path)
+    (tmp_path / "seeds.txt").write_text("# a comment\n12\n-3\n")
+    flags = {"no finished run of the seeds": ("--seeds", 410580), "no paper tables": ("--paper-tables", "nowhere.csv"),
+             "no released starts": ("--released-starts", "nowhere.txt"),
+             "bad released starts": ("--released-starts", "seeds.txt")}.get(case, ())
+    result = benchmark("publish", "--study", "nowhere", *flags, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("benchmark.py: error:") and message in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "runs.csv").exists()
@@ -228,8 +246,8 @@ def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path):
     result = benchmark("publish", "--study", study, "--episodes", 1, cwd=tmp_path)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     failed = [line for line in result.stderr.splitlines() if line.startswith("benchmark.py: error: publish:")]
-    assert failed == ["benchmark.py: error: publish: evaluation (eval_smoothness.py), vs_paper.md and per_seed.md failed (exit "
-                      "status 1; its messages are above)",
+    assert failed == ["benchmark.py: error: publish: evaluation (eval_smoothness.py: the tables, released start states), "
+                      "vs_paper.md and per_seed.md failed (exit status 1; its messages are above)",
                       "benchmark.py: error: publish: start-state check, 100 episodes (eval_smoothness.py) failed (exit status 1; "
                       "its messages are above)",
                       "benchmark.py: error: publish: Q-gradient field of td3 (plot_qfield.py) failed (exit status 1; its messages "
