@@ -4,7 +4,9 @@ Every checkpoint written by a training script with --save-model is rebuilt with 
 deterministic episodes (TD3: the actor's output; SAC: tanh of the mean), all episodes of a checkpoint in parallel in one
 vector env with one batched policy call per step. Per episode: return, length, the FFT smoothness score `sm` and the
 mean absolute action change, both on actions in ENV units. Evaluation seeds are EVAL_SEED + episode index (10 000 on),
-far from the training seeds. Checkpoints are grouped by (method, env) across training seeds.
+far from the training seeds (our choice); --env-seeds gives the clean episodes explicit seeds instead, e.g. the released
+evaluation's start states (results/released_eval_seeds.txt). Checkpoints are grouped by (method, env) across training
+seeds.
 
 Clean rows (sigma = 0, Tables 1-2): --episodes (10) episodes per checkpoint; as the reference code does, a cell is
 mean (std) over the pooled episodes of all seeds (numpy's std, ddof = 0).
