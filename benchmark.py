@@ -78,8 +78,8 @@ has finished, so that no row pools a different set of seeds). Written into --out
 - released_starts/ (table.md, table.csv, episodes.csv, results.json): the clean evaluation on the released evaluation's
   start states (--released-starts, results/released_eval_seeds.txt: 50 env seeds; every checkpoint runs all 50);
 - vs_paper.md and vs_paper.csv: table.csv's clean rows beside the paper's Tables 1-2 (--paper-tables,
-  results/paper_tables.csv), each sm also over its family's Base sm, and released_starts/'s return and sm; per_seed.md and per_seed.csv: each checkpoint's
-  clean return, sm and action change (episodes.csv averaged per run);
+  results/paper_tables.csv), each sm also over its family's Base sm, and released_starts/'s return and sm;
+- per_seed.md and per_seed.csv: each checkpoint's clean return, sm and action change (episodes.csv averaged per run);
 - learning_curves.csv: every logged charts/episodic_return and charts/action_change point (method, env_id, seed, tag,
   step, value); learning_curves.png: a row of two panels (those tags) per env and algorithm family, one line per method:
   each seed's episodes averaged per bin of a common grid (at most 50 equal bins from step 0 to the last step of any
