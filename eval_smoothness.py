@@ -304,7 +304,7 @@ def evaluate(checkpoint_path, episodes=None, obs_noise=0.0, seed=EVAL_SEED, devi
                            clean_episodes=scale_episodes)
     result = rollout(policy, episodes, seed, obs_noise, None if scale is None else np.asarray(scale["sigma_base"]),
                      noise_seed)
-    return {**result, "eval_seeds": [seed + i for i in range(episodes)], "obs_noise": obs_noise,
+    return {**result, "eval_seeds": episode_seeds(seed, episodes), "obs_noise": obs_noise,
             "obs_scale": None if scale is None else np.asarray(scale["sigma_base"]).tolist(),
             "obs_scale_note": None if scale is None else scale["how"],
             "obs_scale_fallback": None if scale is None else scale["fallback"]}
