@@ -823,7 +823,7 @@ def write_report(study, out, args):
 # ----------------------------------------------------------------------------------------------------------------------
 # Throughput (issue 8): each script for a fixed number of training steps, one after another
 # ----------------------------------------------------------------------------------------------------------------------
-def throughput(argv):
+def parse_throughput_args(argv):
     parser = argparse.ArgumentParser(prog=f"{PROG} throughput",
                                      description="SPS after learning starts per script, and the ratio to its base script")
     parser.add_argument("--env-id", default="Hopper-v5")
@@ -839,6 +839,11 @@ def throughput(argv):
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.learning_starts < 0 or args.repeats <= 0:
         fail("--steps and --repeats must be positive and --learning-starts non-negative")
+    return args
+
+
+def throughput(argv):
+    args = parse_throughput_args(argv)
     variants = {}  # label -> (script path, its flags); a label is the script's stem and its flags
     for entry in args.scripts:
         script, *flags = shlex.split(entry)
@@ -1086,8 +1091,7 @@ def publish_per_seed(out):
     return 0
 
 
-def publish(argv):
-    """`python benchmark.py publish`: the module docstring's Publish paragraph; returns the exit status."""
+def parse_publish_args(argv):
     parser = argparse.ArgumentParser(prog=f"{PROG} publish", description="Regenerate every table and figure of a finished study "
                                      "from its checkpoints, TensorBoard events and logs, without training")
     parser.add_argument("--study", type=Path, required=True, help="the study folder (benchmark.py's --out), with runs/ and logs/")
@@ -1107,7 +1111,12 @@ def publish(argv):
                              "released_starts/ (default: results/released_eval_seeds.txt; 'none' skips it)")
     parser.add_argument("--qfield-seed", type=int,
                         help="training seed whose checkpoints' Q-gradient fields are drawn (default: the first released seed, 178132)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def publish(argv):
+    """`python benchmark.py publish`: the module docstring's Publish paragraph; returns the exit status."""
+    args = parse_publish_args(argv)
 
     def bad_input(message):
         print(f"{PROG}: error: {message}", file=sys.stderr)

@@ -1,0 +1,85 @@
+"""Every `python <script>.py ...` command that README.md, docs/ and results/README.md show parses as written.
+
+A renamed or removed flag otherwise leaves the docs wrong without any test noticing. Each command goes through bash's
+own expansion (globs, `$(...)`), then through the script's parser, and for a training script through `resolve_args`
+(env id, presets, coefficient checks). Nothing is trained or evaluated: the commands are parsed, not run.
+"""
+
+import importlib
+import re
+import shlex
+import subprocess
+
+import pytest
+import tyro
+from runs import REPO
+
+import benchmark
+
+DOCS = ["README.md", "results/README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))]
+TOOLS = {"eval_smoothness", "critic_geometry", "plot_qfield"}
+
+
+def documented_commands():
+    """(doc, command line) for every command that runs one of the repository's scripts: each such line of a ```bash
+    block, and each inline `python <script>.py ...` (the README's scripts table)."""
+    found = []
+    for doc in DOCS:
+        text = (REPO / doc).read_text()
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+            for var, first in re.findall(r"\bfor (\w+) in (\S+)", block):  # a loop's commands, with its first value
+                block = block.replace(f"${var}", first)
+            found += [(doc, line.strip()) for line in block.replace("\\\n", " ").splitlines() if re.search(r"\bpython \w+\.py\b", line)]
+        found += [(doc, span) for span in re.findall(r"(?<!`)`(python \w+\.py[^`]*)`", text)]
+    return list(dict.fromkeys(found))
+
+
+def expand(line):
+    """The script and its arguments after bash's own expansion of the rest of the line (quotes, globs, `$(...)`,
+    comments), as the user's shell would pass them to python."""
+    command = line[line.index("python ") + len("python "):]
+    result = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], cwd=REPO, capture_output=True, text=True, check=True)
+    script, *argv = result.stdout.rstrip("\0").split("\0")
+    return script, argv
+
+
+def parse(script, argv):
+    """Parse argv as `python <script> argv` would, stopping before any training, evaluation or publishing."""
+    name = script.removesuffix(".py")
+    if name == "benchmark":
+        if argv[:1] == ["throughput"]:
+            args = benchmark.parse_throughput_args(argv[1:])
+            for entry in args.scripts:
+                inner, *flags = shlex.split(entry)
+                parse(inner, flags)
+        elif argv[:1] == ["publish"]:
+            args = benchmark.parse_publish_args(argv[1:])
+            assert (REPO / args.study / "runs").is_dir(), f"--study {args.study}: no runs/ folder"
+        else:
+            args = benchmark.parse_study_args(argv)
+            study = benchmark.build_study(args)
+            for variant in study.variants:  # every run's flags, --extra included, through its script's parser
+                parse(variant.script, ["--env-id", study.env_ids[0], *shlex.split(args.extra)])
+        return
+    module = importlib.import_module(name)
+    args = tyro.cli(module.Args, args=argv)
+    if name not in TOOLS and not args.resume:  # a training script: the checks it makes before building anything
+        module.resolve_args(args)
+
+
+@pytest.mark.parametrize(("doc", "line"), documented_commands())
+def test_a_documented_command_parses(doc, line):
+    script, argv = expand(line)
+    assert (REPO / script).is_file(), f"{doc}: {script} is not a script of the repository"
+    try:
+        parse(script, argv)
+    except SystemExit as stop:  # argparse, tyro and the scripts' checks exit with their message on stderr
+        if stop.code == 0 and "--help" in argv:
+            return
+        pytest.fail(f"{doc}: `{line}` does not parse (exit {stop.code})")
+
+
+def test_the_docs_show_commands_of_every_script():
+    shown = {expand(line)[0] for _, line in documented_commands()}
+    scripts = {p.name for p in REPO.glob("*.py")}
+    assert scripts <= shown, f"scripts no doc shows a command for: {sorted(scripts - shown)}"
