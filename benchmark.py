@@ -36,7 +36,8 @@ Nothing is lost:
   was stopped from outside (SIGTERM from a scheduler: it exits 0 with a resumable state and no checkpoint). A resumed
   run keeps the flags it started with: a changed --extra makes its script refuse to resume (use --force to restart).
 - Runs start in their own session, so Ctrl-C reaches benchmark.py alone, which stops them with SIGTERM and waits while
-  each saves its resumable state; SIGTERM to benchmark.py (a scheduler, `kill`) does the same. A stopped run writes no
+  each saves its resumable state; SIGTERM to benchmark.py (a scheduler, `kill`) does the same. On Ray the tasks poll a
+  StopFlag actor, stop their runs the same way and return the run folders, resumable states included. A stopped run writes no
   checkpoint, so a finished run is exactly a run with a checkpoint, and the same command resumes the others where they
   stopped.
 
@@ -141,6 +142,7 @@ NOISE_LEVELS = (0.01, 0.05, 0.1)
 EPISODE_KEYS = ("return", "length", "sm", "action_change")  # what evaluate() gives per episode
 SHIP_EXCLUDES = [".git", ".venv", ".ci-venv", "runs", "studies", "reports", "results", "__pycache__", ".pytest_cache", ".ruff_cache"]
 LOG_TAIL_LINES = 15
+STOP_POLL_SECONDS = 2  # Ray backend: how often a task asks whether the study was stopped
 
 
 def fail(message):
@@ -311,30 +313,64 @@ def is_base_variant(variant):
 # ----------------------------------------------------------------------------------------------------------------------
 # Running: one subprocess per run, on this machine or as a Ray task
 # ----------------------------------------------------------------------------------------------------------------------
-def run_process(command, cwd, log_path, env, on_start=None):
-    """Run one command with its output appended to log_path, in its own session (Ctrl-C in the terminal does not reach it)."""
+def run_process(command, cwd, log_path, env, on_start=None, stop_requested=None):
+    """Run one command with its output appended to log_path, in its own session (Ctrl-C in the terminal does not reach it).
+    With `stop_requested`, a function polled every STOP_POLL_SECONDS while the command runs: once it returns True, the
+    command gets SIGTERM (a training script then saves its resumable state and exits)."""
     with open(log_path, "a") as log:
         log.write(f"$ cd {cwd} && {shlex.join(command)}\n")
         log.flush()
         process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         if on_start:
             on_start(process)
+        while stop_requested is not None:
+            try:
+                return process.wait(timeout=STOP_POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                if stop_requested():
+                    process.terminate()
+                    break
         return process.wait()
 
 
-def train_in_scratch(script, arguments, env_vars, inputs=None):
+class StopFlag:
+    """Ray backend: an actor that the tasks poll. Ctrl-C or SIGTERM to benchmark.py sets it; each running task then stops its
+    run with SIGTERM and returns the run folder with its resumable state, and a task not yet started returns at once."""
+
+    def __init__(self):
+        self.stopped = False
+
+    def stop(self):
+        self.stopped = True
+
+    def is_set(self):
+        return self.stopped
+
+
+def train_in_scratch(script, arguments, env_vars, inputs=None, stop_flag=None):
     """Ray task: run one training command in a scratch folder on this node; return (exit status, log, files, seconds).
 
     `script` is relative to the task's working directory (the shipped repository) or absolute. `inputs` maps paths in the
-    scratch folder to their bytes: a resumed run's folder.
+    scratch folder to their bytes: a resumed run's folder. `stop_flag`: a StopFlag actor; a task that finds it set before
+    starting returns exit status None (not run) and no files.
     """
+    stop_requested = None
+    if stop_flag is not None:
+        import ray
+
+        def stop_requested():
+            return ray.get(stop_flag.is_set.remote())
+
+        if stop_requested():
+            return None, "", {}, 0.0
     script, start = os.path.abspath(script), time.time()
     with tempfile.TemporaryDirectory() as scratch:
         for relative, data in (inputs or {}).items():
             Path(scratch, relative).parent.mkdir(parents=True, exist_ok=True)
             Path(scratch, relative).write_bytes(data)
         log_path = Path(scratch) / "log"
-        returncode = run_process([sys.executable, script, *arguments], scratch, log_path, {**os.environ, **env_vars})
+        returncode = run_process([sys.executable, script, *arguments], scratch, log_path, {**os.environ, **env_vars},
+                                 stop_requested=stop_requested)
         files = {str(p.relative_to(scratch)): p.read_bytes() for p in Path(scratch, "runs").rglob("*") if p.is_file()}
         return returncode, log_path.read_text(errors="replace"), files, time.time() - start
 
@@ -443,8 +479,11 @@ def connect_ray(args):
 
 
 def run_ray(ray, todo, out, extra, args, progress):
-    """One Ray task per run; each returns its run folder and log, written here into the study folder."""
+    """One Ray task per run; each returns its run folder and log, written here into the study folder. Ctrl-C or SIGTERM
+    sets the tasks' StopFlag and waits while each stopped run's folder, with its resumable state, comes back; a second
+    one cancels the tasks at once (what they did since their last return is then lost)."""
     task = ray.remote(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=0)(train_in_scratch)
+    stop_flag = ray.remote(num_cpus=0)(StopFlag).remote()
     env_vars = {"OMP_NUM_THREADS": str(args.cpus_per_run), "PYTHONUNBUFFERED": "1"}
     pending = {}
     for run in todo:
@@ -452,25 +491,40 @@ def run_ray(ray, todo, out, extra, args, progress):
         script = run.variant.script if shipped else str(script_path(run.variant.script))
         folder = (out / run.resume).parent if run.resume else None  # a resumed run's folder goes with its task
         inputs = {str(p.relative_to(out)): p.read_bytes() for p in folder.rglob("*") if p.is_file()} if folder else None
-        pending[task.remote(script, run.arguments(extra), env_vars, inputs)] = (run, time.time())
+        pending[task.remote(script, run.arguments(extra), env_vars, inputs, stop_flag)] = (run, time.time())
         progress.started()  # on Ray, "running" also counts tasks still queued on the cluster
+
+    def collect():
+        """Wait for the next task to return and write what it brought back; (run, exit status, seconds), None if it never ran."""
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        run, submitted = pending.pop(ref)
+        try:
+            returncode, log_text, files, seconds = ray.get(ref)
+        except ray.exceptions.RayError as error:
+            returncode, log_text, files, seconds = -1, f"Ray task failed: {error}\n", {}, time.time() - submitted
+        if returncode is None:  # stopped before it started
+            return None
+        for relative, data in files.items():
+            (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            (out / relative).write_bytes(data)
+        with open(out / "logs" / f"{run.name}.log", "a" if run.resume else "w") as log:
+            log.write(log_text)
+        return run, returncode, seconds
+
     try:
         while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
-            run, submitted = pending.pop(ref)
-            try:
-                returncode, log_text, files, seconds = ray.get(ref)
-            except ray.exceptions.RayError as error:
-                returncode, log_text, files, seconds = -1, f"Ray task failed: {error}\n", {}, time.time() - submitted
-            for relative, data in files.items():
-                (out / relative).parent.mkdir(parents=True, exist_ok=True)
-                (out / relative).write_bytes(data)
-            with open(out / "logs" / f"{run.name}.log", "a" if run.resume else "w") as log:
-                log.write(log_text)
-            progress.finished(run, returncode, seconds)
+            if done := collect():
+                progress.finished(*done)
     except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        stop_flag.stop.remote()
+        progress.bar.write(f"stopping {len(pending)} run(s): each saves its resumable state, which comes back here "
+                           "(Ctrl-C again: cancel them, losing their work since they started)")
+        try:
+            while pending:
+                collect()
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
         raise
     finally:
         ray.shutdown()

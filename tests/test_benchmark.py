@@ -1,6 +1,7 @@
 """benchmark.py: tiny studies end to end on the local backend and on a local Ray instance, failures, resume, reports,
 the noise table by Table 3's protocol, the released seeds as default, throughput, and one-line errors on bad input."""
 
+import glob
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from runs import REPO
 from tiny_checkpoints import write_checkpoint
 
@@ -133,6 +135,29 @@ def test_ray_backend_runs_the_same_study(tmp_path, monkeypatch):
                 assert len(list(out.glob(f"runs/Pendulum-v1__{name}__{seed}__*/{name}.pt"))) == 1
                 assert "model saved to" in (out / "logs" / f"Pendulum-v1__{name}__{seed}.log").read_text()
         assert_report(out, ["td3", "td3_pave"])
+
+        # Ctrl-C: the task stops its run, which saves its resumable state, and the run folder comes back into --out
+        long = tmp_path / "long"
+        study = [sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "--env-ids", "Pendulum-v1", "--seeds", "7",
+                 "--out", str(long), "--checkpoint-freq", "250", "--no-report", "--backend", "ray", "--address",
+                 f"127.0.0.1:{port}", "--extra", f"--total-timesteps 100000 --learning-starts 200 --buffer-size 1000 {SMALL}"]
+        started = time.time()
+        process = subprocess.Popen(study, cwd=tmp_path, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        deadline = started + 120
+        while not [p for p in glob.glob(f"{tempfile.gettempdir()}/*/runs/Pendulum-v1__td3__7__*/resume.pt")
+                   if os.path.getmtime(p) >= started]:  # the run is training, in its task's scratch folder
+            assert process.poll() is None and time.time() < deadline, process.communicate()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 1, stdout[-3000:] + stderr[-3000:]
+        assert "stopping 1 run(s)" in stdout + stderr and "interrupted: 0 of 1 runs finished" in stderr, stderr[-3000:]
+        (folder,) = long.glob("runs/*")
+        assert torch.load(folder / "resume.pt", weights_only=True)["global_step"] >= 250 and not (folder / "td3.pt").exists()
+        assert "(SIGTERM): resumable state saved to" in (long / "logs" / "Pendulum-v1__td3__7.log").read_text()
+        dry = subprocess.run([*study, "--dry-run"], capture_output=True, text=True, timeout=120)
+        assert f"--resume runs/{folder.name}/resume.pt" in dry.stdout, dry.stdout + dry.stderr
     finally:
         head.terminate()  # `ray start --block` drains and stops the Ray processes it started
         try:
