@@ -416,9 +416,17 @@ def mean_spectrum(episode_actions, dt):
     return grid / (dt or 1.0), np.mean(spectra, axis=0)
 
 
+def hardest_episode(records):
+    """Index of the clean episode with the lowest return averaged over the records (every record ran the same evaluation
+    seeds): the hardest start, where policies differ most (Pendulum: the longest swing-up). Our choice of the episode
+    the action-trace figure shows, so that it is picked by a rule and not by eye."""
+    episodes = min(len(r["return"]) for r in records)
+    return int(np.argmin([np.mean([r["return"][i] for r in records]) for i in range(episodes)]))
+
+
 def plot_env(env_id, records, out_dir):
-    """Two figures for one env, every method on the same axes: the mean FFT amplitude spectrum of its clean episodes,
-    and the actions of one clean episode (first evaluation seed, first checkpoint), one panel per action dim."""
+    """Two figures for one env: the mean FFT amplitude spectrum of its clean episodes, every method on the same axes, and
+    the actions of one clean episode (hardest_episode of the methods' first checkpoints), one panel per method."""
     import matplotlib  # imported here: training scripts import this module and should not pay for matplotlib
 
     matplotlib.use("Agg")
@@ -444,19 +452,26 @@ def plot_env(env_id, records, out_dir):
     fig.savefig(paths[0], dpi=130)
     plt.close(fig)
 
-    act_dim = records[0]["actions"][0].shape[1]
-    fig, axes = plt.subplots(act_dim, 1, figsize=(9, 1.2 + 1.6 * act_dim), sharex=True, sharey=True, squeeze=False)
-    for method, group in by_method.items():
-        actions = group[0]["actions"][0]
+    firsts = [group[0] for group in by_method.values()]
+    episode = hardest_episode(firsts)
+    act_dim, cols = firsts[0]["actions"][0].shape[1], 2 if len(firsts) > 4 else 1
+    rows = -(-len(firsts) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 0.9 + 1.5 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, record in zip(axes.T.flat, firsts):  # column by column: with the TD3 methods first, TD3 left and SAC right
+        actions = record["actions"][episode]
         t = np.arange(len(actions)) * (dt or 1.0)
         for j in range(act_dim):
-            axes[j, 0].plot(t, actions[:, j], lw=1.0, label=method)
-    for j in range(act_dim):
-        axes[j, 0].set_ylabel(f"a[{j}]")
-        axes[j, 0].grid(alpha=0.3)
-    axes[0, 0].set_title(f"{env_id}: actions of one clean episode (eval seed {records[0]['eval_seeds'][0]})")
-    axes[0, 0].legend(loc="upper right", fontsize="small")
-    axes[-1, 0].set_xlabel("time (s)" if dt else "step")
+            ax.plot(t, actions[:, j], lw=0.9, label=f"a[{j}]")
+        ax.set_title(f"{record['method']}: return {record['return'][episode]:.1f}, sm {record['sm'][episode]:.3f}", fontsize="small")
+        ax.grid(alpha=0.3)
+    for ax in axes.T.flat[len(firsts):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)" if dt else "step")
+    if act_dim > 1:
+        axes[0, 0].legend(loc="upper right", fontsize="x-small", ncol=min(act_dim, 4))
+    fig.suptitle(f"{env_id}: actions (env units) of one clean episode, eval seed {firsts[0]['eval_seeds'][episode]} "
+                 "(the lowest mean return), each method's first checkpoint", fontsize="medium")
     fig.tight_layout()
     fig.savefig(paths[1], dpi=130)
     plt.close(fig)

@@ -76,6 +76,12 @@ def test_score_grows_with_frequency():
     assert scores == pytest.approx([cycles / n for cycles in range(1, 30)], rel=1e-9)
 
 
+def test_the_action_trace_figure_shows_the_episode_hardest_on_average():
+    # episode 1 is the lowest on average (-300) though no single record has its lowest return there alone
+    records = [{"return": [-100.0, -250.0, -260.0]}, {"return": [-120.0, -350.0, -200.0, -999.0]}]
+    assert eval_smoothness.hardest_episode(records) == 1  # episode 3 exists in one record only: not a candidate
+
+
 def test_multidimensional_actions_average_per_dimension():
     n = 300
     actions = np.stack([sinusoid(1.0, 3, n), sinusoid(0.5, 7, n, phase=1.1), np.full(n, 2.0)], axis=1)
