@@ -439,7 +439,7 @@ def plot_env(env_id, records, out_dir):
     name = re.sub(r"[^\w.-]", "_", env_id)
     paths = [out_dir / f"spectrum_{name}.png", out_dir / f"actions_{name}.png"]
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for method, group in by_method.items():
         freqs, amplitude = mean_spectrum([a for r in group for a in r["actions"]], dt)
         sm, std = mean_std([v for r in group for v in r["sm"]])
@@ -447,7 +447,7 @@ def plot_env(env_id, records, out_dir):
     ax.set(xlabel="frequency (Hz)" if dt else "frequency (cycles per step)", ylabel="amplitude (env action units)",
            title=f"{env_id}: FFT amplitude spectrum of the actions\n(clean episodes; mean over episodes, action dims)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # outside: the curves' high-frequency tails stay visible
     fig.tight_layout()
     fig.savefig(paths[0], dpi=130)
     plt.close(fig)
