@@ -57,9 +57,9 @@ def parse(script, argv):
             assert (REPO / args.study / "runs").is_dir(), f"--study {args.study}: no runs/ folder"
         else:
             args = benchmark.parse_study_args(argv)
-            study = benchmark.build_study(args)
-            for variant in study.variants:  # every run's flags, --extra included, through its script's parser
-                parse(variant.script, ["--env-id", study.env_ids[0], *shlex.split(args.extra)])
+            runs = {(run.variant, run.env_id): run for run in benchmark.build_study(args).runs}
+            for run in runs.values():  # each variant and env's command, as the study would start it, through its script
+                parse(run.variant.script, run.arguments(shlex.split(args.extra)))
         return
     module = importlib.import_module(name)
     args = tyro.cli(module.Args, args=argv)
