@@ -9,6 +9,7 @@ import importlib
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 import tyro
@@ -83,3 +84,21 @@ def test_the_docs_show_commands_of_every_script():
     shown = {expand(line)[0] for _, line in documented_commands()}
     scripts = {p.name for p in REPO.glob("*.py")}
     assert scripts <= shown, f"scripts no doc shows a command for: {sorted(scripts - shown)}"
+
+
+def test_method_page_shows_the_current_diff_of_td3_and_td3_pave():
+    """docs/method.md's ```diff block is `diff -u td3.py td3_pave.py` up to the speed path, as the files are now."""
+    diff = subprocess.run(["diff", "-u", "td3.py", "td3_pave.py"], cwd=REPO, capture_output=True, text=True).stdout.splitlines()
+    speed = next(i for i, line in enumerate(diff) if "SPEED PATH" in line)
+    expected = diff[: max(i for i in range(speed) if diff[i].startswith("@@"))]
+    (shown,) = re.findall(r"```diff\n(.*?)\n```", (REPO / "docs/method.md").read_text(), re.S)
+    assert shown.splitlines()[2:] == expected[2:]  # the two header lines carry file times
+
+
+def test_method_pages_own_code_example_runs(tmp_path):
+    """The "PAVE in your own code" example (a 3-layer LayerNorm critic) runs as a user would paste it."""
+    text = (REPO / "docs/method.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", text[text.index("## PAVE in your own code"):], re.S)[:1]
+    result = subprocess.run([sys.executable, "-c", example], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'curv'" in result.stdout and "'mpr'" in result.stdout
