@@ -37,6 +37,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 import zipfile
 from collections import defaultdict
@@ -487,6 +488,12 @@ def hardest_episode(records):
     return int(np.argmin([np.mean([r["return"][i] for r in records]) for i in range(episodes)]))
 
 
+def wrap_title(text, width_inches, points=10):
+    """`text` broken into lines that fit a figure `width_inches` wide at font size `points` (a long suptitle is otherwise
+    cut at both edges)."""
+    return textwrap.fill(text, max(20, int(width_inches * 72 / (0.6 * points))))  # 0.6 em: a wide average character
+
+
 def plot_env(env_id, records, out_dir):
     """Two figures for one env: the mean FFT amplitude spectrum of its clean episodes, every method on the same axes, and
     the actions of one clean episode (hardest_episode of the methods' first checkpoints), one panel per method."""
@@ -505,12 +512,15 @@ def plot_env(env_id, records, out_dir):
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for method, group in by_method.items():
         freqs, amplitude = mean_spectrum([a for r in group for a in r["actions"]], dt)
-        sm, std = mean_std([v for r in group for v in r["sm"]])
-        ax.semilogy(freqs, amplitude, label=f"{method} (sm {sm:.3f} +- {std:.3f})", lw=1.2)
+        scores = [v for r in group for v in r["sm"]]
+        sm, std = mean_std(scores)
+        ax.semilogy(freqs, amplitude, label=f"{method}: sm {sm:.3f} +- {std:.3f} ({len(scores)} ep.)", lw=1.2)
     ax.set(xlabel="frequency (Hz)" if dt else "frequency (cycles per step)", ylabel="amplitude (env action units)",
            title=f"{env_id}: FFT amplitude spectrum of the actions\n(clean episodes; mean over episodes, action dims)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # outside: the curves' high-frequency tails stay visible
+    # outside: the curves' high-frequency tails stay visible; the title names what the std is taken over (as the tables)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title_fontsize="small",
+              title="sm: mean +- std over the pooled\nepisodes of all seeds (ep.: count)")
     fig.tight_layout()
     fig.savefig(paths[0], dpi=130)
     plt.close(fig)
@@ -519,7 +529,8 @@ def plot_env(env_id, records, out_dir):
     episode = hardest_episode(firsts)
     act_dim, cols = firsts[0]["actions"][0].shape[1], 2 if len(firsts) > 4 else 1
     rows = -(-len(firsts) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 0.9 + 1.5 * rows), sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 1.1 + 1.5 * rows), sharex=True, sharey=True, squeeze=False,
+                             layout="constrained")  # constrained: makes room for the wrapped suptitle
     for ax, record in zip(axes.T.flat, firsts):  # column by column: with the TD3 methods first, TD3 left and SAC right
         actions = record["actions"][episode]
         t = np.arange(len(actions)) * (dt or 1.0)
@@ -533,9 +544,9 @@ def plot_env(env_id, records, out_dir):
         ax.set_xlabel("time (s)" if dt else "step")
     if act_dim > 1:
         axes[0, 0].legend(loc="upper right", fontsize="x-small", ncol=min(act_dim, 4))
-    fig.suptitle(f"{env_id}: actions (env units) of one clean episode, eval seed {firsts[0]['eval_seeds'][episode]} "
-                 "(the lowest mean return), each method's first checkpoint", fontsize="medium")
-    fig.tight_layout()
+    fig.suptitle(wrap_title(f"{env_id}: actions (env units) of one clean episode, eval seed "
+                            f"{firsts[0]['eval_seeds'][episode]} (the lowest mean return), each method's first checkpoint",
+                            6.5 * cols), fontsize=10)
     fig.savefig(paths[1], dpi=130)
     plt.close(fig)
     return paths

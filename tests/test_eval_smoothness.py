@@ -14,7 +14,7 @@ import pytest
 import torch
 from runs import run_script
 from tiny_checkpoints import write_checkpoint, write_old_checkpoint
-from tool_checks import BAD_CASES, bad_checkpoint, old_report, snapshot
+from tool_checks import BAD_CASES, bad_checkpoint, figure_texts, old_report, snapshot
 
 import eval_smoothness
 from eval_smoothness import action_change, evaluate, load_policy, rollout, smoothness_score
@@ -343,9 +343,10 @@ def test_old_checkpoint_with_hidden_dim_evaluates(script, tmp_path):
 # ---- the command line -------------------------------------------------------------------------------------------
 
 
-def test_cli_groups_seeds_one_row_per_noise_level(td3_checkpoint, sac_checkpoint, tmp_path, capsys):
+def test_cli_groups_seeds_one_row_per_noise_level(td3_checkpoint, sac_checkpoint, tmp_path, capsys, monkeypatch):
     second_seed = variant(td3_checkpoint, tmp_path / "td3_seed2.pt", args={"seed": 2})
     out = tmp_path / "out"
+    figures = figure_texts(monkeypatch)
     status = eval_smoothness.main([str(td3_checkpoint), str(second_seed), str(sac_checkpoint), "--episodes", "2",
                                    "--noise", "0", "0.05", "--noise-episodes", "3", "--scale-episodes", "2",
                                    "--out-dir", str(out), "--per-seed", "--plot", "--no-progress-bar"])
@@ -379,6 +380,20 @@ def test_cli_groups_seeds_one_row_per_noise_level(td3_checkpoint, sac_checkpoint
         assert "sigma_base" in text and "cell = mean over seeds of each seed's mean" in text
     for name in ("spectrum_Pendulum-v1.png", "actions_Pendulum-v1.png"):
         assert (out / name).stat().st_size > 10_000
+    # the spectrum's legend says what its std is taken over: the pooled clean episodes of all seeds, as the table's cells
+    spectrum = figures[0]
+    assert "sm: mean +- std over the pooled\nepisodes of all seeds (ep.: count)" in spectrum
+    assert f"td3: sm {td3_clean['sm_mean']:.3f} +- {td3_clean['sm_std']:.3f} (4 ep.)" in spectrum
+
+
+def test_the_action_figure_title_is_wrapped_to_the_figure_width():
+    """A one-column figure is 6.5 inches wide: its title, one line of over 120 characters, would be cut at both edges."""
+    title = ("Pendulum-v1: actions (env units) of one clean episode, eval seed 10006 (the lowest mean return), each method's "
+             "first checkpoint")
+    lines = eval_smoothness.wrap_title(title, 6.5).splitlines()
+    assert len(lines) == 2 and " ".join(lines) == title
+    assert all(len(line) <= 6.5 * 72 / 6 for line in lines)  # 0.6 em per character at 10 points
+    assert eval_smoothness.wrap_title(title, 13.0) == title  # two columns: one line
 
 
 def test_every_bad_checkpoint_gets_one_line_and_nothing_is_written(td3_checkpoint, tmp_path, capsys):
