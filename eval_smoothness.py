@@ -183,13 +183,13 @@ def load_policy(checkpoint_path, device="cpu"):
         raise CheckpointError("is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError("no such file")
-    try:
+    try:  # zipfile.is_zipfile answers False for a file it cannot open: say why instead
         with open(path, "rb"):
             pass
     except OSError as e:
         raise CheckpointError(f"cannot be read ({e.strerror})") from None
     if not zipfile.is_zipfile(path):
-        raise CheckpointError("not a torch checkpoint (torch.save writes a zip archive; this file is none, or a damaged one)")
+        raise CheckpointError("not a torch checkpoint (torch.save writes a zip archive; this file is not one, or is damaged)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
@@ -608,7 +608,7 @@ def main(argv=None):
         return refuse(PROG, ["--env-seeds must be non-negative (Gymnasium's env seeds)"], 2)
     if problem := output_problem(args.out_dir, folder=True):
         return refuse(PROG, [f"--out-dir {args.out_dir}: {problem}"], 2)
-    try:
+    try:  # a device this torch lacks would otherwise fail every checkpoint's load, each with a misleading line
         torch.empty(0, device=args.device)
     except Exception as e:
         return refuse(PROG, [f"--device {args.device}: {reason(e)}"], 2)
