@@ -32,6 +32,10 @@ the flip rate against the step, a panel per statistic and a row per env, a line 
 band of +- one std. The released code measured M_sup and the concavity rates this way, on the five intermediate models
 its runs keep (eval_during_training_full.py), for Base and PAVE TD3 on LunarLander and Walker.
 
+Every input is checked before anything is written, as in eval_smoothness.py (a directory given as a checkpoint stands
+for the *.pt files directly in it): bad input gets one error line per problem and a non-zero exit, and an earlier report
+in --out-dir stays as it was.
+
 A separate file from plot_qfield.py, which draws the landscape: these are statistics over full evaluation episodes,
 grouped across seeds with a table CLI like eval_smoothness.py's, and one file holding both CLIs would be two tools in
 one. plot_qfield.py reuses this file's loader and exact derivatives.
@@ -64,11 +68,15 @@ if str(REPO) not in sys.path:
 from eval_smoothness import (  # noqa: E402
     EPISODES,
     EVAL_SEED,
+    NO_CHECKPOINTS,
     CheckpointError,
     Policy,
     hidden_sizes_of,
+    load_checkpoints,
     load_policy,
+    output_problem,
     reason,
+    refuse,
     rollout,
     seed_order,
 )
@@ -227,8 +235,9 @@ def seed_table(records, during=False):
     """Per checkpoint (per training seed), in (env, method, seed) order, with `during` also per training step."""
     columns = DURING_COLUMNS if during else COLUMNS
     lines = [["method", "env", "seed", *(["training step"] if during else []), "steps", *(title for _, title, _ in columns)]]
+    # path "": the step (a number), not the file name (a string: step1000 before step500), orders one seed's checkpoints
     order = sorted(records, key=lambda r: (r["env_id"], r["method"], seed_order(SimpleNamespace(
-        train_seed=r["train_seed"], path=r["checkpoint"])), r["step"]))
+        train_seed=r["train_seed"], path="")), r["step"], r["checkpoint"]))
     for r in order:
         lines.append([r["method"], r["env_id"], str(r["train_seed"]), *([str(r["step"])] if during else []), str(r["steps"]),
                       *(number(r[key], kind) for key, _, kind in columns)])
@@ -283,7 +292,8 @@ def write_csv(path, rows):
 @dataclass
 class Args:
     checkpoints: tyro.conf.Positional[list[str]]
-    """checkpoint files (.pt) written by the training scripts with --save-model (TD3 or SAC, any methods, envs, seeds)"""
+    """checkpoint files (.pt) written by the training scripts with --save-model (TD3 or SAC, any methods, envs, seeds); a
+    directory stands for the *.pt files directly in it"""
     episodes: int = EPISODES
     """deterministic episodes per checkpoint (the released analyses: 10)"""
     seed: int = EVAL_SEED
@@ -299,17 +309,30 @@ class Args:
 
 
 def main(argv=None):
-    """The CLI; returns the exit status (1 when any checkpoint failed, after reporting all the others)."""
+    """The CLI; returns the exit status: 2 on bad flags or no checkpoint, 1 when a checkpoint cannot be used (then nothing
+    is written) or its evaluation failed (after reporting all the others)."""
     args = tyro.cli(Args, args=argv, description=__doc__)
+    # every input is checked before anything is written: bad input must leave an earlier report in --out-dir as it was
+    if not args.checkpoints:
+        return refuse(PROG, [NO_CHECKPOINTS], 2)
     if args.episodes < 1 or args.delta < 0:
-        print(f"{PROG}: error: --episodes must be positive and --delta non-negative", file=sys.stderr)
-        return 2
+        return refuse(PROG, ["--episodes must be positive and --delta non-negative"], 2)
+    if problem := output_problem(args.out_dir, folder=True):
+        return refuse(PROG, [f"--out-dir {args.out_dir}: {problem}"], 2)
+
+    def usable(path):  # loaded here to check it and again when its turn comes: one critic in memory at a time
+        load_critic(path, args.critic)
+        return path
+
+    paths, problems = load_checkpoints(args.checkpoints, usable)
+    if problems:
+        return refuse(PROG, problems, 1)
     start, records, failures = time.time(), [], []
-    for path in args.checkpoints:
+    for path in paths:
         began = time.time()
         try:
             records.append(evaluate_checkpoint(path, args.episodes, args.seed, args.delta, args.critic))
-        except Exception as e:  # one bad checkpoint must not cost the others
+        except Exception as e:  # one failed evaluation must not cost the others
             message = str(e) if isinstance(e, CheckpointError) else reason(e)
             print(f"{PROG}: error: {path}: {message}", file=sys.stderr)
             failures.append({"checkpoint": str(path), "error": message})

@@ -6,7 +6,11 @@ vector env with one batched policy call per step. Per episode: return, length, t
 mean absolute action change, both on actions in ENV units. Evaluation seeds are EVAL_SEED + episode index (10 000 on),
 far from the training seeds (our choice); --env-seeds gives the clean episodes explicit seeds instead, e.g. the released
 evaluation's start states (results/released_eval_seeds.txt). Checkpoints are grouped by (method, env) across training
-seeds.
+seeds; a directory given as a checkpoint stands for the *.pt files directly in it.
+
+Every input is checked before anything is written (each checkpoint: exists, a readable torch file of this project's
+format, written by a known training script; the flags; --out-dir): bad input gets one error line per problem and a
+non-zero exit, and an earlier report in --out-dir stays as it was.
 
 Clean rows (sigma = 0, Tables 1-2): --episodes (10) episodes per checkpoint; as the reference code does, a cell is
 mean (std) over the pooled episodes of all seeds (numpy's std, ddof = 0).
@@ -30,8 +34,10 @@ import csv
 import difflib
 import importlib
 import json
+import os
 import re
 import sys
+import textwrap
 import time
 import zipfile
 from collections import defaultdict
@@ -103,6 +109,55 @@ def reason(e):
     return f"{type(e).__name__}: {first_line}"
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Input checks shared by the tools (this file, critic_geometry.py, plot_qfield.py): every input is checked before a
+# tool writes anything, so that bad input never costs an earlier report.
+
+NO_CHECKPOINTS = ("give at least one checkpoint file (.pt, written by a training script with --save-model) or a directory "
+                  "of them, e.g. runs/*/*.pt")
+
+
+def load_checkpoints(paths, load, flag=""):
+    """Every checkpoint that command-line `paths` name, loaded with `load` (path -> object; CheckpointError if unusable): a
+    file as given, a directory as the *.pt files directly in it, by name.
+
+    Returns (loaded, problems): one line per unusable path, "<flag><path>: <what is wrong>"."""
+    loaded, problems = [], []
+    for path in paths:
+        files = [path]
+        if Path(path).is_dir():
+            files = sorted(str(file) for file in Path(path).glob("*.pt") if file.is_file())
+            if not files:
+                problems.append(f"{flag}{path}: a directory holding no checkpoint files (*.pt)")
+        for file in files:
+            try:
+                loaded.append(load(file))
+            except CheckpointError as e:
+                problems.append(f"{flag}{file}: {e}")
+    return loaded, problems
+
+
+def output_problem(path, folder):
+    """Why a tool could not write its output at `path` (a folder if `folder`, else a file), or None."""
+    path = Path(path)
+    if path.exists():
+        if path.is_dir() != folder:
+            return "is a file, not a directory" if folder else "is a directory, not a file"
+        existing = path
+    else:
+        existing = next(parent for parent in path.parents if parent.exists())
+        if not existing.is_dir():
+            return f"cannot be created: {existing} is a file"
+    return None if os.access(existing, os.W_OK) else f"cannot be written: no write permission on {existing}"
+
+
+def refuse(prog, problems, status):
+    """Print each problem as one line `<prog>: error: <problem>`; return the exit status."""
+    for problem in problems:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+    return status
+
+
 @dataclass
 class Policy:
     path: str
@@ -112,6 +167,7 @@ class Policy:
     env_id: str
     train_seed: int
     obs_dim: int
+    act_dim: int
     actor: torch.nn.Module
     make_env: object
     device: str
@@ -123,10 +179,17 @@ def load_policy(checkpoint_path, device="cpu"):
     Loads with weights_only=True: a checkpoint holds only tensors and plain Python values, so no code in it runs.
     """
     path = Path(checkpoint_path)
+    if path.is_dir():
+        raise CheckpointError("is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError("no such file")
+    try:  # zipfile.is_zipfile answers False for a file it cannot open: say why instead
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise CheckpointError(f"cannot be read ({e.strerror})") from None
     if not zipfile.is_zipfile(path):
-        raise CheckpointError("not a torch checkpoint (torch.save writes a zip archive; this file is not one)")
+        raise CheckpointError("not a torch checkpoint (torch.save writes a zip archive; this file is not one, or is damaged)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
@@ -150,7 +213,7 @@ def load_policy(checkpoint_path, device="cpu"):
         raise CheckpointError(f"cannot rebuild its actor with {script} ({reason(e)})") from None
     return Policy(str(checkpoint_path), script, args.get("exp_name") or Path(script).stem,
                   str(ckpt.get("algo") or Path(script).stem.split("_")[0]), env_id, args.get("seed"), ckpt["obs_dim"],
-                  actor.to(device).eval(), module.make_env, device)
+                  ckpt["act_dim"], actor.to(device).eval(), module.make_env, device)
 
 
 def control_period(env):
@@ -317,7 +380,8 @@ def evaluate(checkpoint_path, episodes=None, obs_noise=0.0, seed=EVAL_SEED, devi
 @dataclass
 class Args:
     checkpoints: tyro.conf.Positional[list[str]]
-    """checkpoint files (.pt) written by the training scripts with --save-model (any methods, envs and seeds)"""
+    """checkpoint files (.pt) written by the training scripts with --save-model (any methods, envs and seeds); a
+    directory stands for the *.pt files directly in it"""
     episodes: int = EPISODES
     """clean deterministic episodes per checkpoint (Tables 1-2: 10)"""
     noise: tuple[float, ...] = (0.0,)
@@ -327,9 +391,9 @@ class Args:
     scale_episodes: int = SCALE_EPISODES
     """clean episodes of the first-seed base model whose observations give sigma_base (Table 3: 20)"""
     base_checkpoint: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
-    """Base model (td3.py or sac.py checkpoint) whose clean episodes give sigma_base of its env and algorithm family;
-    of several for one env and family the first-seed one is used; it takes precedence over base checkpoints among
-    CHECKPOINTS (ours), which are used where this names none"""
+    """Base model (td3.py or sac.py checkpoint, or a directory of them) whose clean episodes give sigma_base of its env
+    and algorithm family; of several for one env and family the first-seed one is used; it takes precedence over base
+    checkpoints among CHECKPOINTS (ours), which are used where this names none"""
     seed: int = EVAL_SEED
     """episode i resets its env with seed + i (far from training seeds)"""
     env_seeds: tuple[int, ...] = ()
@@ -424,6 +488,12 @@ def hardest_episode(records):
     return int(np.argmin([np.mean([r["return"][i] for r in records]) for i in range(episodes)]))
 
 
+def wrap_title(text, width_inches, points=10):
+    """`text` broken into lines that fit a figure `width_inches` wide at font size `points` (a long suptitle is otherwise
+    cut at both edges)."""
+    return textwrap.fill(text, max(20, int(width_inches * 72 / (0.6 * points))))  # 0.6 em: a wide average character
+
+
 def plot_env(env_id, records, out_dir):
     """Two figures for one env: the mean FFT amplitude spectrum of its clean episodes, every method on the same axes, and
     the actions of one clean episode (hardest_episode of the methods' first checkpoints), one panel per method."""
@@ -442,12 +512,15 @@ def plot_env(env_id, records, out_dir):
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for method, group in by_method.items():
         freqs, amplitude = mean_spectrum([a for r in group for a in r["actions"]], dt)
-        sm, std = mean_std([v for r in group for v in r["sm"]])
-        ax.semilogy(freqs, amplitude, label=f"{method} (sm {sm:.3f} +- {std:.3f})", lw=1.2)
+        scores = [v for r in group for v in r["sm"]]
+        sm, std = mean_std(scores)
+        ax.semilogy(freqs, amplitude, label=f"{method}: sm {sm:.3f} +- {std:.3f} ({len(scores)} ep.)", lw=1.2)
     ax.set(xlabel="frequency (Hz)" if dt else "frequency (cycles per step)", ylabel="amplitude (env action units)",
            title=f"{env_id}: FFT amplitude spectrum of the actions\n(clean episodes; mean over episodes, action dims)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # outside: the curves' high-frequency tails stay visible
+    # outside: the curves' high-frequency tails stay visible; the title names what the std is taken over (as the tables)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title_fontsize="small",
+              title="sm: mean +- std over the pooled\nepisodes of all seeds (ep.: count)")
     fig.tight_layout()
     fig.savefig(paths[0], dpi=130)
     plt.close(fig)
@@ -456,7 +529,8 @@ def plot_env(env_id, records, out_dir):
     episode = hardest_episode(firsts)
     act_dim, cols = firsts[0]["actions"][0].shape[1], 2 if len(firsts) > 4 else 1
     rows = -(-len(firsts) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 0.9 + 1.5 * rows), sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 1.1 + 1.5 * rows), sharex=True, sharey=True, squeeze=False,
+                             layout="constrained")  # constrained: makes room for the wrapped suptitle
     for ax, record in zip(axes.T.flat, firsts):  # column by column: with the TD3 methods first, TD3 left and SAC right
         actions = record["actions"][episode]
         t = np.arange(len(actions)) * (dt or 1.0)
@@ -470,9 +544,9 @@ def plot_env(env_id, records, out_dir):
         ax.set_xlabel("time (s)" if dt else "step")
     if act_dim > 1:
         axes[0, 0].legend(loc="upper right", fontsize="x-small", ncol=min(act_dim, 4))
-    fig.suptitle(f"{env_id}: actions (env units) of one clean episode, eval seed {firsts[0]['eval_seeds'][episode]} "
-                 "(the lowest mean return), each method's first checkpoint", fontsize="medium")
-    fig.tight_layout()
+    fig.suptitle(wrap_title(f"{env_id}: actions (env units) of one clean episode, eval seed "
+                            f"{firsts[0]['eval_seeds'][episode]} (the lowest mean return), each method's first checkpoint",
+                            6.5 * cols), fontsize=10)
     fig.savefig(paths[1], dpi=130)
     plt.close(fig)
     return paths
@@ -521,35 +595,39 @@ def write_outputs(out_dir, rows, records, summary, notes, per_seed):
 
 
 def main(argv=None):
-    """The CLI; returns the exit status (1 when any checkpoint failed, after reporting all the others)."""
+    """The CLI; returns the exit status: 2 on bad flags or no checkpoint, 1 when a checkpoint cannot be used (then nothing
+    is written) or an evaluation failed (after reporting all the others)."""
     args = tyro.cli(Args, args=argv, description=__doc__)
+    # every input is checked before anything is written: bad input must leave an earlier report in --out-dir as it was
+    if not args.checkpoints:
+        return refuse(PROG, [NO_CHECKPOINTS], 2)
     if min(args.episodes, args.noise_episodes, args.scale_episodes) < 1 or any(sigma < 0 for sigma in args.noise):
-        print(f"{PROG}: error: --episodes, --noise-episodes and --scale-episodes must be positive and every --noise "
-              "level non-negative", file=sys.stderr)
-        return 2
+        return refuse(PROG, ["--episodes, --noise-episodes and --scale-episodes must be positive and every --noise level "
+                             "non-negative"], 2)
     if any(seed < 0 for seed in args.env_seeds):
-        print(f"{PROG}: error: --env-seeds must be non-negative (Gymnasium's env seeds)", file=sys.stderr)
-        return 2
+        return refuse(PROG, ["--env-seeds must be non-negative (Gymnasium's env seeds)"], 2)
+    if problem := output_problem(args.out_dir, folder=True):
+        return refuse(PROG, [f"--out-dir {args.out_dir}: {problem}"], 2)
+    try:  # a device this torch lacks would otherwise fail every checkpoint's load, each with a misleading line
+        torch.empty(0, device=args.device)
+    except Exception as e:
+        return refuse(PROG, [f"--device {args.device}: {reason(e)}"], 2)
+
+    def load(path):
+        return load_policy(path, args.device)
+
+    given_bases, base_problems = load_checkpoints(args.base_checkpoint, load, "--base-checkpoint ")
+    policies, problems = load_checkpoints(args.checkpoints, load)
+    if base_problems or problems:
+        return refuse(PROG, base_problems + problems, 1)
     noise_levels = sorted(set(args.noise))
     noisy_levels = [sigma for sigma in noise_levels if sigma > 0]
     start = time.time()
-    failures, policies, given_bases = [], [], []
+    failures = []
 
     def failed(path, message):
         fail_line(path, message)
         failures.append({"checkpoint": str(path), "error": message})
-
-    for path in args.base_checkpoint:
-        try:
-            given_bases.append(load_policy(path, args.device))
-        except CheckpointError as e:
-            print(f"{PROG}: error: --base-checkpoint {path}: {e}", file=sys.stderr)
-            return 2
-    for path in args.checkpoints:
-        try:
-            policies.append(load_policy(path, args.device))
-        except CheckpointError as e:
-            failed(path, str(e))
 
     # the clean rollouts always run: they are the sigma = 0 rows and the fallback's observations
     progress = tqdm(total=len(policies) * (1 + len(noisy_levels)), unit="eval", disable=not args.progress_bar)

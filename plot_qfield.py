@@ -23,8 +23,10 @@ made as the released code makes it, and Lemma 4.1's check of the greedy policy's
    Printed and saved as CSV. critic_geometry.py computes the released code's statistics (M_sup, mu_inf, gradient flip
    rate, concavity rates) over full evaluation episodes, grouped across seeds.
 
-The critic is qf1 (--critic qf2 for the other twin), in float64. A checkpoint that cannot be used gets one error line
-and the others are still drawn; the exit status is then 1.
+The critic is qf1 (--critic qf2 for the other twin), in float64. Every input is checked before anything is written, as
+in eval_smoothness.py (a directory given as a checkpoint stands for the *.pt files directly in it): bad input gets one
+error line per problem and a non-zero exit, and an earlier figure and table stay as they were. A row that fails while
+it is drawn gets one error line and the other rows are still drawn; the exit status is then 1.
 
     python plot_qfield.py runs/A/td3.pt runs/B/td3_pave.pt --out qfield.png
 """
@@ -43,11 +45,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tyro  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from torch.func import jacrev, vmap  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the training scripts sit next to this file
 from critic_geometry import derivatives, load_critic  # noqa: E402
-from eval_smoothness import EVAL_SEED, CheckpointError, reason, seed_order  # noqa: E402
+from eval_smoothness import (  # noqa: E402
+    EVAL_SEED,
+    NO_CHECKPOINTS,
+    CheckpointError,
+    load_checkpoints,
+    output_problem,
+    reason,
+    refuse,
+    seed_order,
+    wrap_title,
+)
 
 PROG = Path(__file__).name
 
@@ -55,14 +68,16 @@ PROG = Path(__file__).name
 @dataclass
 class Args:
     checkpoints: tyro.conf.Positional[list[str]]
-    """checkpoint files (.pt) written by the training scripts with --save-model (one or more envs, TD3 or SAC)"""
+    """checkpoint files (.pt) written by the training scripts with --save-model (one or more envs, TD3 or SAC); a
+    directory stands for the *.pt files directly in it"""
     out: str = "qfield.png"
-    """the figure: one row per env (and algorithm family), one 3D surface per method"""
+    """the figure: one row per env (and algorithm family), one 3D surface per method; its suffix gives the file type"""
     csv: str | None = None
     """the geometry table as CSV (None: --out with the suffix .csv)"""
     reference: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
-    """Base checkpoint that picks the axes, the centre state and the z clip of its env and algorithm family (repeat it
-    for several envs; drawn as a column too). Default: the first-seed td3.py/sac.py checkpoint of that env"""
+    """Base checkpoint (or a directory of them) that picks the axes, the centre state and the z clip of its env and
+    algorithm family (repeat it for several envs; drawn as a column too). Default: the first-seed td3.py/sac.py checkpoint
+    of that env"""
     height: Literal["spectral", "fd"] = "spectral"
     """surface height: exact ||grad2_sa Q||_2 (released figures) or the finite-difference ||D_i|| of paper Eq. 17"""
     critic: Literal["qf1", "qf2"] = "qf1"
@@ -200,40 +215,42 @@ def landscape_rows(critics, references):
     return rows
 
 
-def plot_landscapes(panels, args):
-    """panels: one list per row of dicts (surface, title, z_top, first: the row's reference info); one 3D surface per
-    method, the row's panels on one z-limit and color scale (the row's clip)."""
-    n_rows, n_cols = len(panels), max(len(row) for row in panels)
-    fig = plt.figure(figsize=(4.2 * n_cols + 1.0, 4.1 * n_rows + 0.8))
+def plot_landscapes(rows, args):
+    """rows: one dict per env and algorithm family: "heading" (its title, saying its z clip), "z_top" (the clip) and
+    "panels" (dicts: surface, title, i, j). One 3D surface per method, a row's panels on one z-limit and color scale."""
+    n_rows, n_cols = len(rows), max(len(row["panels"]) for row in rows)
+    width = 5.2 * n_cols + 1.4
+    fig = plt.figure(figsize=(width, 5.2 * n_rows + 1.2), layout="constrained")
     height_label = (r"$\|\nabla^2_{sa} Q\|_2$" if args.height == "spectral"
                     else r"$\|\partial \nabla_a Q / \partial s_i\|$ (FD)")
-    for r, row in enumerate(panels):
-        z_top = row[0]["z_top"] or 1.0  # a critic with no mixed curvature (ReLU, spectral height) is flat at 0
+    what = "exact spectral norm of grad2_sa Q" if args.height == "spectral" else f"finite difference, eps={args.epsilon:g}"
+    fig.suptitle(wrap_title(f"Q-gradient field ({what}). Per row: axes = the dominant (state, action) pair of the reference "
+                            f"critic; centre = the state after {args.warmup_steps} steps of its policy from env seed "
+                            f"{args.seed}, each method at its own action there; z clipped at the row's limit. Flat and low = "
+                            "a stable learning signal.", width, 12), fontsize=12)
+    for row, subfig in zip(rows, np.atleast_1d(fig.subfigures(n_rows, 1))):  # a subfigure per row: its own heading
+        z_top = row["z_top"] or 1.0  # a critic with no mixed curvature (ReLU, spectral height) is flat at 0
         norm = matplotlib.colors.Normalize(0.0, z_top)
+        subfig.suptitle(row["heading"], fontsize=12, fontweight="bold")
         axes = []
-        for c, panel in enumerate(row):
+        for c, panel in enumerate(row["panels"]):
             X, Y, Z = panel["surface"]
-            ax = fig.add_subplot(n_rows, n_cols, r * n_cols + c + 1, projection="3d")
+            ax = subfig.add_subplot(1, n_cols, c + 1, projection="3d")
             ax.plot_surface(X, Y, np.clip(Z, 0.0, z_top), cmap="magma", norm=norm, rstride=1, cstride=1, linewidth=0,
                             antialiased=False)
             ax.set_zlim(0.0, z_top)
-            ax.set_title(panel["title"], fontsize=9)
-            ax.set_xlabel(f"s[{panel['i']}]", fontsize=8)
-            ax.set_ylabel(f"a[{panel['j']}] (normalized)", fontsize=8)
+            ax.set_title(panel["title"], fontsize=11)
+            ax.set_xlabel(f"s[{panel['i']}]", fontsize=10)
+            ax.set_ylabel(f"a[{panel['j']}] (normalized)", fontsize=10)
             ax.zaxis.set_rotate_label(False)  # keep the formula upright
-            ax.set_zlabel(height_label, rotation=90, fontsize=8)
-            ax.tick_params(labelsize=7)
+            ax.set_zlabel(height_label, rotation=90, fontsize=10, labelpad=8)  # labelpad: clear of the tick labels
+            ax.tick_params(labelsize=9)
             ax.view_init(elev=45, azim=225)  # the released figures' view
             axes.append(ax)
-        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="magma"), ax=axes, shrink=0.7, pad=0.06,
-                     label=f"clipped at {z_top:.3g}")
-    what = "exact spectral norm of grad2_sa Q" if args.height == "spectral" else f"finite difference, eps={args.epsilon:g}"
-    fig.suptitle(f"Q-gradient field ({what}). Per row: axes = the dominant (state, action) pair of the reference "
-                 f"critic; centre = the state after {args.warmup_steps} steps of its policy from env seed {args.seed}, "
-                 "each method at its own action there; z clipped at the row's limit. Flat and low = a stable learning "
-                 "signal.", fontsize=9, wrap=True)
+        subfig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="magma"), ax=axes, shrink=0.7, pad=0.04).set_label(
+            f"{height_label}, clipped at {z_top:.3g}", fontsize=11)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110, bbox_inches="tight")
+    fig.savefig(args.out, dpi=110)
     plt.close(fig)
 
 
@@ -285,40 +302,63 @@ def print_and_save_table(rows, path):
         writer.writerows(rows)
 
 
-def main(argv=None):
-    """The CLI; returns the exit status (1 when any checkpoint failed, after drawing the others; 2 on bad flags)."""
-    args = tyro.cli(Args, args=argv, description=__doc__)
-    if not args.checkpoints:
-        error("give at least one checkpoint file (.pt), e.g. runs/<run>/td3.pt")
-        return 2
+def csv_path_of(args):
+    return args.csv or str(Path(args.out).with_suffix(".csv"))
+
+
+def flag_problems(args):
+    """One line per bad flag value that needs no checkpoint to be seen (ranges, the output files)."""
+    problems = []
     if args.epsilon <= 0 or args.state_range <= 0 or args.action_range <= 0 or (args.clip is not None and args.clip <= 0):
-        error("--epsilon, --state-range, --action-range and --clip must be positive")
-        return 2
+        problems.append("--epsilon, --state-range, --action-range and --clip must be positive")
     if args.grid < 2 or args.rollout_steps < 1 or args.warmup_steps < 0:
-        error("--grid must be at least 2, --rollout-steps at least 1 and --warmup-steps non-negative")
-        return 2
-    references = []
-    for path in args.reference:
-        try:
-            references.append(load_critic(path, args.critic))
-        except CheckpointError as e:
-            error(f"--reference {path}: {e}")
-            return 2
-    critics, failures = [], 0
-    for path in args.checkpoints:
-        try:
-            critics.append(load_critic(path, args.critic))
-        except CheckpointError as e:
-            error(f"{path}: {e}")
-            failures += 1
-    if not critics:
-        return 1
+        problems.append("--grid must be at least 2, --rollout-steps at least 1 and --warmup-steps non-negative")
+    if min(args.state_dim or 0, args.action_dim or 0) < 0:
+        problems.append("--state-dim and --action-dim must be non-negative")
+    if Path(args.out).suffix.lstrip(".").lower() not in FigureCanvasBase.get_supported_filetypes():
+        problems.append(f"--out {args.out}: its suffix must name a figure file type matplotlib writes (.png, .pdf, .svg, ...)")
+    csv_path = csv_path_of(args)
+    if Path(csv_path).resolve() == Path(args.out).resolve():
+        problems.append(f"--csv {csv_path}: the same file as --out")
+    problems += [f"{flag} {path}: {problem}" for flag, path in (("--out", args.out), ("--csv", csv_path))
+                 if (problem := output_problem(path, folder=False))]
+    return problems
+
+
+def dim_problems(critics, args):
+    """One line per env whose dimensions --state-dim or --action-dim exceed."""
+    sizes = {(c.policy.env_id, c.policy.obs_dim, c.policy.act_dim) for c in critics}
+    return [f"--state-dim must be in [0, {obs_dim}) and --action-dim in [0, {act_dim}) for {env_id}"
+            for env_id, obs_dim, act_dim in sorted(sizes)
+            if (args.state_dim or 0) >= obs_dim or (args.action_dim or 0) >= act_dim]
+
+
+def main(argv=None):
+    """The CLI; returns the exit status: 2 on bad flags or no checkpoint, 1 when a checkpoint cannot be used (then nothing
+    is written) or a row failed (after drawing the others)."""
+    args = tyro.cli(Args, args=argv, description=__doc__)
+    # every input is checked before anything is written: bad input must leave an earlier figure and table as they were
+    if not args.checkpoints:
+        return refuse(PROG, [NO_CHECKPOINTS], 2)
+    if problems := flag_problems(args):
+        return refuse(PROG, problems, 2)
+
+    def load(path):
+        return load_critic(path, args.critic)
+
+    references, reference_problems = load_checkpoints(args.reference, load, "--reference ")
+    critics, problems = load_checkpoints(args.checkpoints, load)
+    if reference_problems or problems:
+        return refuse(PROG, reference_problems + problems, 1)
+    if problems := dim_problems(critics, args):
+        return refuse(PROG, problems, 2)
+    failures = 0
 
     keys = {(c.policy.env_id, c.policy.algo) for c in critics}
     for r in references:
         if (r.policy.env_id, r.policy.algo) not in keys:
             print(f"note: --reference {r.policy.path} not used: no {r.policy.algo} checkpoint of {r.policy.env_id} given")
-    panels = []
+    rows = []
     for (env_id, algo), reference, columns, note in landscape_rows(critics, references):
         if note:
             print(f"note: {note}")
@@ -328,34 +368,31 @@ def main(argv=None):
             i, j = dominant_pair(h_sa[0])
             i = i if args.state_dim is None else args.state_dim
             j = j if args.action_dim is None else args.action_dim
-            if not (0 <= i < centre.shape[0] and 0 <= j < h_sa.shape[1]):
-                raise ValueError(f"--state-dim must be in [0, {centre.shape[0]}) and --action-dim in [0, "
-                                 f"{h_sa.shape[1]}) for {env_id}")
-            row = []
+            panels = []
             for method, critic in columns:
                 action = critic.actor.act(centre[None])[0]
-                row.append({"surface": surface(critic.qf, centre, action, i, j, args), "i": i, "j": j,
-                            "title": f"{env_id}: {method}\n(seed {critic.policy.train_seed}, a[{j}] = {float(action[j]):+.2f})"})
+                panels.append({"surface": surface(critic.qf, centre, action, i, j, args), "i": i, "j": j,
+                               "title": f"{method}\n(seed {critic.policy.train_seed}, a[{j}] = {float(action[j]):+.2f})"})
         except Exception as e:  # one env's failure must not cost the other rows
-            error(f"{env_id} ({algo}): {e if isinstance(e, (CheckpointError, ValueError)) else reason(e)}")
+            error(f"{env_id} ({algo}): {e if isinstance(e, CheckpointError) else reason(e)}")
             failures += 1
             continue
-        z_top = args.clip if args.clip is not None else float(np.percentile(row[0]["surface"][2], 99))
-        row[0]["z_top"] = z_top
+        z_top = args.clip if args.clip is not None else float(np.percentile(panels[0]["surface"][2], 99))
+        how = "--clip" if args.clip is not None else f"99th percentile of the reference {reference.policy.method}'s surface"
+        rows.append({"panels": panels, "z_top": z_top,
+                     "heading": f"{env_id} ({algo.upper()}): z clipped at {z_top:.3g} ({how})"})
         chosen = "dominant pair" if args.state_dim is None and args.action_dim is None else "pair (set by flag)"
         print(f"{env_id} ({algo}): reference {reference.policy.method} seed {reference.policy.train_seed} "
               f"({reference.policy.path}); centre = state after {args.warmup_steps} steps from env seed {args.seed}, "
               f"s = {np.array2string(centre.numpy(), precision=3, max_line_width=1000)}; {chosen}: state dim {i}, action dim "
-              f"{j} (|d2Q/ds_i da_j| = {float(h_sa[0, j, i].abs()):.4g}); z clipped at {z_top:.4g}"
-              + ("" if args.clip is not None else " (99th percentile of the reference's surface)"))
-        panels.append(row)
-    if panels:
-        plot_landscapes(panels, args)
+              f"{j} (|d2Q/ds_i da_j| = {float(h_sa[0, j, i].abs()):.4g}); z clipped at {z_top:.4g} ({how})")
+    if rows:
+        plot_landscapes(rows, args)
         print(f"figure saved to {args.out}")
 
-    rows = [geometry_statistics(c, rollout_states(c, args.rollout_steps, args.seed)) for c in critics]
-    csv_path = args.csv or str(Path(args.out).with_suffix(".csv"))
-    print_and_save_table(rows, csv_path)
+    table = [geometry_statistics(c, rollout_states(c, args.rollout_steps, args.seed)) for c in critics]
+    csv_path = csv_path_of(args)
+    print_and_save_table(table, csv_path)
     print(f"table saved to {csv_path}")
     if failures:
         print(f"{PROG}: {failures} problem(s), listed above", file=sys.stderr)

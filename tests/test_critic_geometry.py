@@ -1,5 +1,6 @@
 """critic_geometry.py: every statistic against critics with closed-form Hessians, flips built by hand, the exact kernel
-against autograd's own Hessian on real networks, and the CLI on real TD3 and SAC checkpoints."""
+against autograd's own Hessian on real networks, the CLI on real TD3 and SAC checkpoints, and bad input refused in one
+line per problem before anything is written."""
 
 import csv
 import math
@@ -10,6 +11,7 @@ import torch
 from quadratic_critic import LinearActor, QuadraticCritic
 from runs import run_script
 from tiny_checkpoints import write_checkpoint
+from tool_checks import BAD_CASES, bad_checkpoint, old_report, snapshot
 from trained_checkpoints import trained
 
 import critic_geometry
@@ -152,22 +154,14 @@ def read_csv(path):
 
 
 def test_cli_on_real_td3_and_sac_checkpoints(tmp_path):
-    """Trained TD3 and SAC, a second TD3 seed, a ReLU TD3, and two unusable files: the good ones are evaluated (10
-    Pendulum episodes of 200 steps each), the bad ones get one line each, the exit status is 1."""
+    """Trained TD3 and SAC, a second TD3 seed and a ReLU TD3 are evaluated (10 Pendulum episodes of 200 steps each)."""
     paths = [trained("td3.py"), trained("sac.py"),
              write_checkpoint(tmp_path / "td3_s2.pt", "td3.py", seed=410580, hidden_sizes=(64, 64)),
              write_checkpoint(tmp_path / "relu.pt", "td3.py", exp_name="td3_relu", hidden_sizes=(64, 64), activation="relu")]
-    actor_only = torch.load(paths[2], weights_only=False)
-    del actor_only["qf1"], actor_only["qf2"]
-    torch.save(actor_only, tmp_path / "actor_only.pt")
     out = tmp_path / "report"
-    result = run_script("critic_geometry.py", *paths, tmp_path / "missing.pt", tmp_path / "actor_only.pt", "--out-dir", out,
-                        cwd=tmp_path)
-    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("critic_geometry.py: error:")]
-    assert errors == [f"critic_geometry.py: error: {tmp_path / 'missing.pt'}: no such file",
-                      f"critic_geometry.py: error: {tmp_path / 'actor_only.pt'}: holds no 'qf1' state dict: without a "
-                      "critic there is no Q-field to analyze"]
+    result = run_script("critic_geometry.py", *paths, "--out-dir", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "error" not in result.stderr
 
     per_seed = {(r["method"], r["train_seed"]): r for r in read_csv(out / "checkpoints.csv")}
     assert set(per_seed) == {("td3", "178132"), ("td3", "410580"), ("sac", "178132"), ("td3_relu", "1")}
@@ -192,7 +186,7 @@ def test_cli_on_real_td3_and_sac_checkpoints(tmp_path):
         assert float(td3[f"{key}_std"]) == pytest.approx(np.std(values))
     table = (out / "table.md").read_text()
     cells = [[cell.strip() for cell in line.split("|")[1:5]] for line in table.splitlines() if line.startswith("| td3 ")]
-    assert ["td3", "Pendulum-v1", "2", "4000"] in cells and "failed: " in table
+    assert ["td3", "Pendulum-v1", "2", "4000"] in cells and "failed: " not in table
     assert table.split("\n\n")[3] in result.stdout  # the across-seeds table is printed too
 
 
@@ -230,3 +224,65 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys):
     assert critic_geometry.main([str(tmp_path / "x.pt"), "--episodes", "0", "--out-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "critic_geometry.py: error: --episodes must be positive and --delta non-negative"]
+
+
+def test_during_per_seed_rows_are_in_numeric_step_order():
+    """One seed's checkpoints at steps 500, 1000 and 2500 (files td3_step500.pt ...): the step orders them, not the file
+    name, whose string order is 1000, 2500, 500."""
+    def record(step, seed=1):
+        return {"method": "td3", "env_id": "Pendulum-v1", "train_seed": seed, "step": step, "steps": 200,
+                "checkpoint": f"runs/td3_{seed}/checkpoints/td3_step{step}.pt",
+                **{key: 0.5 for key, _, _ in critic_geometry.DURING_COLUMNS}}
+
+    records = [record(step, seed) for seed in (410580, 178132) for step in (1000, 2500, 500)]
+    lines = critic_geometry.seed_table(records, during=True).splitlines()[2:]
+    rows = [[cell.strip() for cell in line.split("|")[3:5]] for line in lines]
+    assert rows == [[seed, step] for seed in ("178132", "410580") for step in ("500", "1000", "2500")]
+
+
+REPORT = ["table.csv", "checkpoints.csv", "table.md", "during.png"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("tiny") / "td3.pt", "td3.py", seed=1)
+
+
+@pytest.mark.parametrize("case", [*BAD_CASES, "no critic", "no argument"])
+def test_bad_input_is_one_line_and_leaves_the_earlier_report(case, tiny, tmp_path, monkeypatch, capsys):
+    """The default --out-dir holds a report; a command with bad input beside a good checkpoint (or with no argument at
+    all) prints one error line, exits non-zero and leaves every file of that report as it was."""
+    monkeypatch.chdir(tmp_path)
+    before = old_report(tmp_path / "reports" / "geometry", REPORT)
+    if case == "no argument":
+        argv, status, line = [], 2, f"critic_geometry.py: error: {critic_geometry.NO_CHECKPOINTS}"
+    else:
+        if case == "no critic":
+            actor_only = torch.load(tiny, weights_only=False)
+            del actor_only["qf1"], actor_only["qf2"]
+            path, message = tmp_path / "actor_only.pt", "holds no 'qf1' state dict: without a critic there is no Q-field to analyze"
+            torch.save(actor_only, path)
+        else:
+            path, message = bad_checkpoint(case, tmp_path / "bad", tiny)
+        argv, status, line = [str(tiny), str(path)], 1, f"critic_geometry.py: error: {path}: {message}"
+    assert critic_geometry.main([*argv, "--during"]) == status
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).splitlines() == [line]
+    assert snapshot(tmp_path / "reports" / "geometry") == before
+
+
+def test_a_directory_stands_for_the_checkpoints_in_it(tmp_path, capsys):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    paths = [write_checkpoint(folder / f"td3_step{step}.pt", "td3.py", step=step) for step in (500, 1000)]
+    (folder / "notes.txt").write_text("not a checkpoint\n")
+    out = tmp_path / "out"
+    assert critic_geometry.main([str(folder), "--during", "--episodes", "1", "--out-dir", str(out)]) == 0
+    assert sorted(r["checkpoint"] for r in read_csv(out / "checkpoints.csv")) == sorted(map(str, paths))
+    capsys.readouterr()
+    # --out-dir a file: one line, exit 2, the file untouched
+    (tmp_path / "taken").write_text("a file\n")
+    assert critic_geometry.main([str(folder), "--out-dir", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"critic_geometry.py: error: --out-dir {tmp_path / 'taken'}: is a file, not a directory"]
+    assert (tmp_path / "taken").read_text() == "a file\n"

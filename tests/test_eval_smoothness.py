@@ -1,7 +1,8 @@
 """eval_smoothness.py: sm and action change against closed forms, evaluation of checkpoints (clean, noisy,
 deterministic, old format), Table 3's noise protocol (sigma_base from the first-seed base model, clipping to the
-observation bounds, its own episode count, std over per-seed means), the CLI's grouped tables and files, and one-line
-errors that cost no other checkpoint its result. Checkpoints are untrained networks saved in-process (tiny_checkpoints)."""
+observation bounds, its own episode count, std over per-seed means), the CLI's grouped tables, files and figures, and bad
+input refused in one line per problem before anything is written. Checkpoints are untrained networks saved in-process
+(tiny_checkpoints)."""
 
 import csv
 import json
@@ -13,6 +14,7 @@ import pytest
 import torch
 from runs import run_script
 from tiny_checkpoints import write_checkpoint, write_old_checkpoint
+from tool_checks import BAD_CASES, bad_checkpoint, figure_texts, old_report, snapshot
 
 import eval_smoothness
 from eval_smoothness import action_change, evaluate, load_policy, rollout, smoothness_score
@@ -280,9 +282,9 @@ def test_base_checkpoint_flag_names_the_base_model(tmp_path, capsys):
     # evaluate() takes it too
     assert evaluate(pave, episodes=1, obs_noise=0.1, base_checkpoint=td3_first, scale_episodes=2)["obs_scale"] == \
         pytest.approx(scale["sigma_base"])
-    # one that cannot be loaded is one line and exit 2, before anything runs
+    # one that cannot be loaded is one line and exit 1, before anything runs
     capsys.readouterr()
-    assert eval_smoothness.main([str(pave), "--base-checkpoint", str(tmp_path / "nowhere.pt"), *common]) == 2
+    assert eval_smoothness.main([str(pave), "--base-checkpoint", str(tmp_path / "nowhere.pt"), *common]) == 1
     assert capsys.readouterr().err.strip() == f"eval_smoothness.py: error: --base-checkpoint {tmp_path / 'nowhere.pt'}: no such file"
 
 
@@ -341,9 +343,10 @@ def test_old_checkpoint_with_hidden_dim_evaluates(script, tmp_path):
 # ---- the command line -------------------------------------------------------------------------------------------
 
 
-def test_cli_groups_seeds_one_row_per_noise_level(td3_checkpoint, sac_checkpoint, tmp_path, capsys):
+def test_cli_groups_seeds_one_row_per_noise_level(td3_checkpoint, sac_checkpoint, tmp_path, capsys, monkeypatch):
     second_seed = variant(td3_checkpoint, tmp_path / "td3_seed2.pt", args={"seed": 2})
     out = tmp_path / "out"
+    figures = figure_texts(monkeypatch)
     status = eval_smoothness.main([str(td3_checkpoint), str(second_seed), str(sac_checkpoint), "--episodes", "2",
                                    "--noise", "0", "0.05", "--noise-episodes", "3", "--scale-episodes", "2",
                                    "--out-dir", str(out), "--per-seed", "--plot", "--no-progress-bar"])
@@ -377,29 +380,102 @@ def test_cli_groups_seeds_one_row_per_noise_level(td3_checkpoint, sac_checkpoint
         assert "sigma_base" in text and "cell = mean over seeds of each seed's mean" in text
     for name in ("spectrum_Pendulum-v1.png", "actions_Pendulum-v1.png"):
         assert (out / name).stat().st_size > 10_000
+    # the spectrum's legend says what its std is taken over: the pooled clean episodes of all seeds, as the table's cells
+    spectrum = figures[0]
+    assert "sm: mean +- std over the pooled\nepisodes of all seeds (ep.: count)" in spectrum
+    assert f"td3: sm {td3_clean['sm_mean']:.3f} +- {td3_clean['sm_std']:.3f} (4 ep.)" in spectrum
 
 
-def test_bad_checkpoints_give_one_line_each_and_the_good_one_is_reported(td3_checkpoint, tmp_path):
+def test_the_action_figure_title_is_wrapped_to_the_figure_width():
+    """A one-column figure is 6.5 inches wide: its title, one line of over 120 characters, would be cut at both edges."""
+    title = ("Pendulum-v1: actions (env units) of one clean episode, eval seed 10006 (the lowest mean return), each method's "
+             "first checkpoint")
+    lines = eval_smoothness.wrap_title(title, 6.5).splitlines()
+    assert len(lines) == 2 and " ".join(lines) == title
+    assert all(len(line) <= 6.5 * 72 / 6 for line in lines)  # 0.6 em per character at 10 points
+    assert eval_smoothness.wrap_title(title, 13.0) == title  # two columns: one line
+
+
+def test_every_bad_checkpoint_gets_one_line_and_nothing_is_written(td3_checkpoint, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
     torch.save([1, 2, 3], tmp_path / "foreign.pt")
+    (tmp_path / "a_folder").mkdir()
     bad = {
         "missing.pt": "no such file",
         "notes.txt": "not a torch checkpoint",
         "foreign.pt": "not a checkpoint of this project",
         "unknown_script.pt": "written by 'nosuch.py', which is not a training script",
         "unknown_env.pt": "unknown env id 'Pendulum-v9'; did you mean Pendulum-v1",
+        "a_folder": "a directory holding no checkpoint files (*.pt)",
     }
     variant(td3_checkpoint, tmp_path / "unknown_script.pt", script="nosuch.py")
     variant(td3_checkpoint, tmp_path / "unknown_env.pt", env_id="Pendulum-v9")
-    result = run_script("eval_smoothness.py", *bad, td3_checkpoint, "--episodes", "2", "--no-progress-bar",
-                        "--out-dir", "out", cwd=tmp_path)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if ": error: " in line]
-    assert len(error_lines) == len(bad)
-    for name, message in bad.items():
-        assert any(line.startswith(f"eval_smoothness.py: error: {name}: {message}") for line in error_lines), name
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [(r["method"], r["episodes"]) for r in results["rows"]] == [("td3", 2)]
-    assert len(results["failures"]) == len(bad)
-    assert "| td3 " in result.stdout
+    status = eval_smoothness.main([*(str(tmp_path / name) for name in bad), str(td3_checkpoint), "--episodes", "2",
+                                   "--no-progress-bar", "--out-dir", str(tmp_path / "out")])
+    assert status == 1
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    lines = printed.err.splitlines()
+    assert len(lines) == len(bad)
+    for line, (name, message) in zip(lines, bad.items()):
+        assert line.startswith(f"eval_smoothness.py: error: {tmp_path / name}: {message}"), name
+    assert not (tmp_path / "out").exists()
+
+
+REPORT = ["table.csv", "episodes.csv", "results.json", "table.md", "spectrum_Pendulum-v1.png", "actions_Pendulum-v1.png"]
+
+
+@pytest.mark.parametrize("case", [*BAD_CASES, "no argument"])
+def test_bad_input_is_one_line_and_leaves_the_earlier_report(case, td3_checkpoint, tmp_path, monkeypatch, capsys):
+    """The default --out-dir holds a report; a command with bad input beside a good checkpoint (or with no argument at
+    all) prints one error line, exits non-zero and leaves every file of that report as it was."""
+    monkeypatch.chdir(tmp_path)
+    before = old_report(tmp_path / "reports" / "smoothness", REPORT)
+    if case == "no argument":
+        argv, status, line = [], 2, f"eval_smoothness.py: error: {eval_smoothness.NO_CHECKPOINTS}"
+    else:
+        path, message = bad_checkpoint(case, tmp_path / "bad", td3_checkpoint)
+        argv, status, line = [str(td3_checkpoint), str(path)], 1, f"eval_smoothness.py: error: {path}: {message}"
+    assert eval_smoothness.main([*argv, "--plot", "--no-progress-bar"]) == status
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).splitlines() == [line]
+    assert snapshot(tmp_path / "reports" / "smoothness") == before
+
+
+def test_no_argument_on_the_command_line_is_one_line_and_exit_2(tmp_path):
+    result = run_script("eval_smoothness.py", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [f"eval_smoothness.py: error: {eval_smoothness.NO_CHECKPOINTS}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--out-dir", "taken", "--out-dir taken: is a file, not a directory"),
+    ("--out-dir", "taken/out", "--out-dir taken/out: cannot be created: taken is a file"),
+    ("--device", "tpu", "--device tpu: RuntimeError: "),
+])
+def test_bad_flags_are_one_line_before_anything_is_written(flag, value, message, td3_checkpoint, tmp_path, monkeypatch,
+                                                            capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("a file\n")
+    before = old_report(tmp_path / "reports" / "smoothness", REPORT)
+    assert eval_smoothness.main([str(td3_checkpoint), flag, value, "--no-progress-bar"]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and len(printed.err.splitlines()) == 1
+    assert printed.err.startswith(f"eval_smoothness.py: error: {message}")
+    assert snapshot(tmp_path / "reports" / "smoothness") == before and (tmp_path / "taken").read_text() == "a file\n"
+
+
+def test_a_directory_stands_for_the_checkpoints_in_it(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    paths = [write_checkpoint(folder / f"td3_{seed}.pt", "td3.py", seed=seed) for seed in (2, 1)]
+    (folder / "notes.txt").write_text("not a checkpoint\n")  # not a *.pt file: not taken
+    (folder / "nested").mkdir()
+    write_checkpoint(folder / "nested" / "td3_3.pt", "td3.py", seed=3)  # in a sub-directory: not taken
+    out = tmp_path / "out"
+    assert eval_smoothness.main([str(folder), "--episodes", "1", "--out-dir", str(out), "--no-progress-bar"]) == 0
+    episodes = json.loads((out / "results.json").read_text())["episodes"]
+    assert sorted(e["checkpoint"] for e in episodes) == sorted(map(str, paths))
+    with pytest.raises(eval_smoothness.CheckpointError, match="is a directory, not a checkpoint file"):
+        load_policy(folder)  # from Python, a directory is no checkpoint

@@ -1,5 +1,6 @@
 """plot_qfield.py: the landscape's heights, axes and centre against quadratic critics and a real Base critic, Lemma 4.1,
-a real one- and two-env figure and table, old checkpoints, one-line errors that leave the other checkpoints drawn."""
+a real one- and two-env figure (the z clip written on it) and table, old checkpoints, and bad input refused in one line
+per problem before anything is written."""
 
 import csv
 import math
@@ -13,6 +14,7 @@ import torch
 from quadratic_critic import LinearActor, QuadraticCritic
 from runs import run_script
 from tiny_checkpoints import write_checkpoint, write_old_checkpoint
+from tool_checks import BAD_CASES, bad_checkpoint, figure_texts, old_report, snapshot
 from trained_checkpoints import trained
 
 import critic_geometry
@@ -198,31 +200,86 @@ def test_real_checkpoints_give_a_figure_and_a_finite_table(checkpoints, tmp_path
     assert float(rows["td3"]["M"]) > 0.0 and float(rows["sac"]["M"]) > 0.0
 
 
-def test_checkpoints_of_two_envs_give_a_grid_and_bad_ones_one_line_each(checkpoints, tmp_path, capsys):
-    (tmp_path / "notes.pt").write_text("not a checkpoint")
-    ckpt = torch.load(checkpoints["td3_pave"], weights_only=False)
-    del ckpt["qf1"], ckpt["qf2"]
-    torch.save(ckpt, tmp_path / "actor_only.pt")
+def test_checkpoints_of_two_envs_give_a_grid_with_each_rows_z_clip_written_on_it(checkpoints, tmp_path, capsys,
+                                                                                 monkeypatch):
     paths = [checkpoints[name] for name in ("td3", "td3_pave", "lunar_td3", "lunar_caps")]
-    paths += [tmp_path / "nowhere.pt", tmp_path / "notes.pt", tmp_path / "actor_only.pt"]
     out = tmp_path / "grid.png"
+    figures = figure_texts(monkeypatch)
     status = plot_qfield.main([*map(str, paths), "--out", str(out), "--height", "fd", "--grid", "12", "--rollout-steps", "5"])
-    assert status == 1
+    assert status == 0
     printed = capsys.readouterr()
-    assert printed.err.splitlines()[:3] == [
-        f"plot_qfield.py: error: {tmp_path / 'nowhere.pt'}: no such file",
-        f"plot_qfield.py: error: {tmp_path / 'notes.pt'}: not a torch checkpoint (torch.save writes a zip archive; this "
-        "file is not one)",
-        f"plot_qfield.py: error: {tmp_path / 'actor_only.pt'}: holds no 'qf1' state dict: without a critic there is no "
-        "Q-field to analyze"]
     assert "Pendulum-v1 (td3): reference td3" in printed.out
     assert "LunarLanderContinuous-v3 (td3): reference td3" in printed.out
     image = plt.imread(out)
     assert image.shape[0] > 2 * 300 and image.shape[1] > 2 * 300  # two rows of two panels
+    headings = [text for text in figures[0] if " z clipped at " in text]
+    assert len(headings) == 2
+    for env_id, heading in zip(("Pendulum-v1", "LunarLanderContinuous-v3"), headings):
+        assert re.fullmatch(rf"{env_id} \(TD3\): z clipped at [0-9.e+-]+ \(99th percentile of the reference td3's surface\)",
+                            heading), heading
+    # --clip: the number given, said on the figure
+    assert plot_qfield.main([str(paths[0]), "--out", str(tmp_path / "clip.png"), "--clip", "7", "--grid", "5",
+                             "--rollout-steps", "2"]) == 0
+    assert "Pendulum-v1 (TD3): z clipped at 7 (--clip)" in figures[1]
 
-    assert plot_qfield.main([str(checkpoints["td3"]), "--grid", "1"]) == 2
-    assert plot_qfield.main([str(checkpoints["td3"]), "--out", str(out), "--state-dim", "9"]) == 1
-    assert "--state-dim must be in [0, 3)" in capsys.readouterr().err
+
+REPORT = ["qfield.png", "qfield.csv"]
+
+
+@pytest.mark.parametrize("case", [*BAD_CASES, "no critic", "no argument"])
+def test_bad_input_is_one_line_and_leaves_the_earlier_figure(case, checkpoints, tmp_path, monkeypatch, capsys):
+    """The default --out and its table exist; a command with bad input beside a good checkpoint (or with no argument
+    at all) prints one error line, exits non-zero and leaves both files as they were."""
+    work = tmp_path / "work"
+    before = old_report(work, REPORT)
+    monkeypatch.chdir(work)
+    good = checkpoints["td3_pave"]
+    if case == "no argument":
+        argv, status, line = [], 2, f"plot_qfield.py: error: {plot_qfield.NO_CHECKPOINTS}"
+    else:
+        if case == "no critic":
+            actor_only = torch.load(good, weights_only=False)
+            del actor_only["qf1"], actor_only["qf2"]
+            path, message = tmp_path / "actor_only.pt", "holds no 'qf1' state dict: without a critic there is no Q-field to analyze"
+            torch.save(actor_only, path)
+        else:
+            path, message = bad_checkpoint(case, tmp_path / "bad", good)
+        argv, status, line = [str(good), str(path)], 1, f"plot_qfield.py: error: {path}: {message}"
+    assert plot_qfield.main(argv) == status
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).splitlines() == [line]
+    assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--out", "qfield"], "--out qfield: its suffix must name a figure file type matplotlib writes (.png, .pdf, .svg, ...)"),
+    (["--out", "figures.png"], "--out figures.png: is a directory, not a file"),
+    (["--out", "q.png", "--csv", "q.png"], "--csv q.png: the same file as --out"),
+    (["--state-dim", "9"], "--state-dim must be in [0, 3) and --action-dim in [0, 1) for Pendulum-v1"),
+    (["--action-dim", "-1"], "--state-dim and --action-dim must be non-negative"),
+    (["--grid", "1"], "--grid must be at least 2, --rollout-steps at least 1 and --warmup-steps non-negative"),
+])
+def test_bad_flags_are_one_line_and_exit_2_before_anything_is_written(flags, message, checkpoints, tmp_path, monkeypatch,
+                                                                      capsys):
+    before = old_report(tmp_path, REPORT)
+    (tmp_path / "figures.png").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert plot_qfield.main([str(checkpoints["td3_pave"]), *flags]) == 2
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).splitlines() == [f"plot_qfield.py: error: {message}"]
+    assert snapshot(tmp_path) == before
+
+
+def test_a_directory_stands_for_the_checkpoints_in_it(tmp_path):
+    folder = tmp_path / "qfield_runs"
+    folder.mkdir()
+    for script in ("td3.py", "td3_pave.py"):
+        write_checkpoint(folder / script.replace(".py", ".pt"), script, seed=178132)
+    (folder / "notes.txt").write_text("not a checkpoint\n")
+    out = tmp_path / "q.png"
+    assert plot_qfield.main([str(folder), "--out", str(out), "--grid", "5", "--rollout-steps", "2"]) == 0
+    with open(out.with_suffix(".csv")) as f:
+        assert sorted(row["method"] for row in csv.DictReader(f)) == ["td3", "td3_pave"]
 
 
 @pytest.mark.parametrize("script", ["td3.py", "sac.py"])
@@ -243,5 +300,6 @@ def test_old_checkpoint_with_hidden_dim_loads_and_is_analyzed(script, tmp_path):
 
 def test_missing_file_is_one_clear_line(tmp_path):
     result = run_script("plot_qfield.py", tmp_path / "nowhere.pt", cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"plot_qfield.py: error: {tmp_path / 'nowhere.pt'}: no such file"]
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.splitlines() == [f"plot_qfield.py: error: {tmp_path / 'nowhere.pt'}: no such file"]
+    assert list(tmp_path.iterdir()) == []
