@@ -107,7 +107,8 @@ def load_critic(path, critic="qf1"):
     try:
         args = ckpt["args"]
         module = importlib.import_module(Path(policy.script).stem)
-        qf = module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["critic_activation"])
+        layer_norm = {"layer_norm": True} if args.get("critic_layer_norm") else {}  # only scripts with the flag take it
+        qf = module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["critic_activation"], **layer_norm)
         qf.load_state_dict(ckpt[critic])
     except Exception as e:
         raise CheckpointError(f"cannot rebuild its {critic} with {policy.script} ({reason(e)})") from None
