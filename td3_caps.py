@@ -4,19 +4,8 @@ CAPS changes ONLY the actor loss: it asks the deterministic policy pi (normalize
 between consecutive states (temporal) and between a state and a noisy copy of it (spatial):
     L(phi) = -mean Q_1(s, pi(s)) + lambda_T * L_T + lambda_S * L_S
     L_T = 0.5 * mse(pi(s_t), pi(s_{t+1})),   L_S = 0.5 * mse(pi(s_t), pi(s_bar)),   s_bar = s_t + N(0, sigma^2 I)
-with sigma = 0.2 on raw observations, as the PAVE paper's released code computes them (REFERENCE.md). Everything else
-is td3.py (`diff td3.py td3_caps.py` shows exactly what CAPS adds). Unset lambdas come from the paper's Table 7.
-
-Long runs: SIGTERM or Ctrl-C stops the run at the end of an env step, saves a resumable state to <run dir>/resume.pt (also
-written every --checkpoint-freq steps) and writes no final checkpoint; `python td3_caps.py --resume <run dir>/resume.pt`
-continues it in the same folder, on CPU to exactly the weights of a run done in one go. The saved flags are the resumed
-run's defaults and a flag given again must keep its value, except those that cannot change what is learned (the
-RESUME_MAY_CHANGE list): --total-timesteps (extends the run), --checkpoint-freq, --model-checkpoints, --stop-at-step,
---log-freq and --progress-bar (when it saves, stops, logs and shows), --track and --wandb-* (where logs also go), --cuda
-(the device; exact only on the one that saved), --save-model and --eval-episodes (what follows training).
-Along training: --model-checkpoints N saves the --save-model checkpoint at steps total_timesteps * k / N, k = 1..N (the
-released runs keep 5), as <run dir>/checkpoints/<exp_name>_step<step>.pt: small files, apart from the resumable states
-(critic_geometry.py --during plots sm, M_sup and the concavity rate against the step from them).
+with sigma = 0.2 on raw observations, as the PAVE paper's released code computes them; unset lambdas are the paper's
+Table 7 (docs/protocol.md). `diff td3.py td3_caps.py` shows what CAPS adds. Stopping and resuming: docs/studies.md.
 
     python td3_caps.py --env-id Hopper-v5 --lambda-t 0.1 --lambda-s 0.5
 """
@@ -48,35 +37,7 @@ RESUME_FORMAT = "pave-resume/1"
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name of this experiment (run directory and checkpoint name)"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """sets `torch.backends.cudnn.deterministic`"""
-    cuda: bool = True
-    """use CUDA when it is available"""
-    track: bool = False
-    """log to Weights & Biases (needs `pip install wandb`)"""
-    wandb_project_name: str = "pave"
-    """the wandb project name"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
-    capture_video: bool = False
-    """record videos of episodes into the run directory's `videos/`"""
-    save_model: bool = False
-    """save a checkpoint to the run directory, then evaluate it (eval/return, eval/sm)"""
-    progress_bar: bool = True
-    """show a progress bar with steps, recent return and SPS"""
-    checkpoint_freq: int = 0
-    """env steps between resumable states (<run dir>/resume.pt, the one before kept as resume.prev.pt); 0: only on stop"""
-    model_checkpoints: int = 0
-    """save the --save-model checkpoint at N steps evenly spaced over the run, to <run dir>/checkpoints/ (see the docstring); 0: none"""
-    resume: Optional[str] = None
-    """continue the run that saved this resumable state, in its run directory and with its flags (see the docstring)"""
-    stop_at_step: Optional[int] = None
-    """simulate an interruption at this step: save the resumable state and exit as on SIGTERM (splits a run in two)"""
-
+    # --- the algorithm ---
     env_id: str = "Hopper-v5"
     """the Gymnasium id of the environment (continuous actions)"""
     total_timesteps: Optional[int] = None
@@ -106,12 +67,13 @@ class Args:
     noise_clip: float = 0.5
     """clip of the target policy smoothing noise"""
     hidden_sizes: tuple[int, ...] = (400, 300)
-    """widths of the hidden layers of actor and critics"""
+    """widths of the hidden layers of actor and critics (any number of layers)"""
     actor_activation: Literal["relu", "silu"] = "silu"
     """activation of the actor's hidden layers (the released code's SiLU; the paper text's baselines: relu)"""
     critic_activation: Literal["relu", "silu"] = "silu"
     """activation of the critics' hidden layers (ReLU critics have a zero action Hessian almost everywhere)"""
-
+    critic_layer_norm: bool = False
+    """LayerNorm after each hidden linear layer of the critics (before the activation)"""
     lambda_t: Optional[float] = None
     """weight of CAPS's temporal term L_T (default: paper Table 7 for the env, see ENV_PRESETS)"""
     lambda_s: Optional[float] = None
@@ -122,19 +84,51 @@ class Args:
     """geometry probe: std of the observation noise of MPR (the released code's 0.01)"""
     curv_delta: float = 1.0
     """geometry probe: curvature margin delta of Curv (the released code's 1.0)"""
+
+    # --- running it ---
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment (run directory and checkpoint name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """sets `torch.backends.cudnn.deterministic`"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    torch_threads: Optional[int] = None
+    """torch threads on CPU (default: $OMP_NUM_THREADS if set, else 1; docs/performance.md measures why)"""
+    track: bool = False
+    """log to Weights & Biases (needs `pip install wandb`)"""
+    wandb_project_name: str = "pave"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team)"""
+    capture_video: bool = False
+    """record videos of episodes into the run directory's `videos/`"""
+    save_model: bool = False
+    """save a checkpoint to the run directory, then evaluate it (eval/return, eval/sm)"""
+    eval_episodes: int = 10
+    """evaluation episodes after training with --save-model"""
+    progress_bar: bool = True
+    """show a progress bar with steps, recent return and SPS"""
+    log_freq: int = 1_000
+    """env steps between loss/SPS logs"""
     geometry_freq: int = 5_000
     """env steps between critic geometry measurements"""
     geometry_batch: int = 256
     """replay transitions per geometry measurement"""
-    log_freq: int = 1_000
-    """env steps between loss/SPS logs"""
-    eval_episodes: int = 10
-    """evaluation episodes after training with --save-model"""
+    checkpoint_freq: int = 0
+    """env steps between resumable states (<run dir>/resume.pt, the one before kept as resume.prev.pt); 0: only on stop"""
+    model_checkpoints: int = 0
+    """save the --save-model checkpoint at N evenly spaced steps, to <run dir>/checkpoints/ (docs/studies.md); 0: none"""
+    resume: Optional[str] = None
+    """continue the run that saved this resumable state, in its run directory and with its flags (docs/studies.md)"""
+    stop_at_step: Optional[int] = None
+    """simulate an interruption at this step: save the resumable state and exit as on SIGTERM (splits a run in two)"""
 
 
-# Released protocol (REFERENCE.md): training budget, discount and buffer per env; CAPS lambdas of the paper's Tables 7/8. Fields a user
-# leaves unset come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its lambdas:
-# 0.1 / 0.5, the paper's value on five of its six envs).
+# The released protocol (docs/protocol.md): training budget, discount and buffer per env; CAPS lambdas of the paper's
+# Tables 7/8. Unset fields come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its
+# lambdas: 0.1 / 0.5, the paper's value on five of its six envs).
 ENV_PRESETS = {
     "LunarLanderContinuous-v3": dict(total_timesteps=500_000, gamma=0.98, buffer_size=200_000, lambda_t=0.1, lambda_s=0.5),
     "Pendulum-v1": dict(total_timesteps=100_000, gamma=0.98, buffer_size=200_000, lambda_t=1.0, lambda_s=5.0),
@@ -144,52 +138,6 @@ ENV_PRESETS = {
     "Walker2d-v5": dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.1, lambda_s=0.5),
 }
 DEFAULT_PRESET = dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000, lambda_t=0.1, lambda_s=0.5)
-# The paper's ids that Gymnasium 1.x no longer has, mapped to the same task.
-PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
-ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
-MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
-                    "geometry_freq", "geometry_batch", "log_freq"}
-# Flags a resumed run may change: they cannot change what is learned (the module docstring says why each).
-RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "model_checkpoints", "log_freq", "progress_bar", "total_timesteps",
-                     "track", "wandb_project_name", "wandb_entity", "cuda", "save_model", "eval_episodes"}
-
-
-
-def resolve_args(args: Args, resumed=None) -> Args:
-    """Validate the flags and fill every field the user left unset from the env's presets; with a resumed state, refuse a
-    flag that differs from the saved run's (RESUME_MAY_CHANGE aside). Exit with one line on bad input."""
-    prog = os.path.basename(__file__)
-    if args.env_id in PAPER_ENV_IDS:
-        print(f"note: {args.env_id} (the paper's id) is not in Gymnasium 1.x; running {PAPER_ENV_IDS[args.env_id]}, the same task")
-        args.env_id = PAPER_ENV_IDS[args.env_id]
-    if args.env_id not in gym.registry:
-        close = difflib.get_close_matches(args.env_id, list(gym.registry) + list(PAPER_ENV_IDS), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        sys.exit(f"{prog}: error: unknown env id '{args.env_id}'{hint}")
-    for name, value in asdict(args).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
-        if name in MUST_BE_POSITIVE and value is not None and value <= 0:
-            sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
-    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
-        sys.exit(f"{prog}: error: --hidden-sizes must be one or more positive widths, got {args.hidden_sizes}")
-    source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
-    preset = {**DEFAULT_PRESET, **ENV_PRESETS.get(args.env_id, {})}
-    unset = {name: value for name, value in preset.items() if getattr(args, name) is None}
-    for name, value in unset.items():
-        setattr(args, name, value)
-    if unset:
-        print(f"{source}: " + ", ".join(f"{name}={value}" for name, value in unset.items()))
-    for name, saved in (resumed["args"] if resumed else {}).items():
-        if name not in RESUME_MAY_CHANGE and getattr(args, name) != saved:
-            sys.exit(f"{prog}: error: --{name.replace('_', '-')} {getattr(args, name)} conflicts with {saved}, the value of the "
-                     f"run resumed from {args.resume}; a resumed run keeps its flags, except --"
-                     + ", --".join(sorted(flag.replace("_", "-") for flag in RESUME_MAY_CHANGE)))
-    if args.model_checkpoints > args.total_timesteps:
-        sys.exit(f"{prog}: error: --model-checkpoints {args.model_checkpoints} exceeds --total-timesteps {args.total_timesteps}")
-    if resumed and args.total_timesteps < resumed["global_step"]:
-        sys.exit(f"{prog}: error: --total-timesteps {args.total_timesteps} is below step {resumed['global_step']} of {args.resume}")
-    return args
 
 
 def make_env(env_id, seed, capture_video=False, run_dir="."):
@@ -207,22 +155,36 @@ def make_env(env_id, seed, capture_video=False, run_dir="."):
     return thunk
 
 
-def mlp(in_dim, out_dim, hidden_sizes, activation):
-    """Linear, activation, ..., Linear: one hidden layer per entry of hidden_sizes."""
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
+
+
+def mlp(in_dim, out_dim, hidden_sizes, activation, layer_norm=False):
+    """Linear, [LayerNorm,] activation, ..., Linear: one hidden layer per entry of hidden_sizes."""
     widths = [in_dim, *hidden_sizes]
     layers = []
     for width_in, width_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(width_in, width_out), ACTIVATIONS[activation]()]
+        layers += [nn.Linear(width_in, width_out), *([nn.LayerNorm(width_out)] if layer_norm else []), ACTIVATIONS[activation]()]
     return nn.Sequential(*layers, nn.Linear(widths[-1], out_dim))
 
 
 class QNetwork(nn.Module):
-    def __init__(self, obs_dim, act_dim, hidden_sizes=(400, 300), activation="silu"):
+    def __init__(self, obs_dim, act_dim, hidden_sizes=(400, 300), activation="silu", layer_norm=False):
         super().__init__()
-        self.net = mlp(obs_dim + act_dim, 1, hidden_sizes, activation)
+        self.net = mlp(obs_dim + act_dim, 1, hidden_sizes, activation, layer_norm)
 
     def forward(self, obs, act):
         return self.net(torch.cat([obs, act], -1))
+
+
+class Critics(nn.ModuleList):
+    """The twin critics as one module: Q of every critic (or of the first n) at (s, a), shape (n, B)."""
+
+    def forward(self, obs, act, n=None):
+        return torch.stack([critic(obs, act).squeeze(-1) for critic in self[:n]])
+
+    def member_state_dict(self, i):
+        """Critic i as a QNetwork state dict (what checkpoints store)."""
+        return self[i].state_dict()
 
 
 class Actor(nn.Module):
@@ -238,43 +200,51 @@ class Actor(nn.Module):
         return self.forward(obs)
 
 
-def pave_regularizer(qf, obs, actions, next_obs, mpr_sigma, curv_delta):
-    """PAVE's three critic terms at replay transitions (s, a, s'), paper Eq. 11, 13, 15 (here only measured).
+def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta):
+    """PAVE's three critic terms at replay transitions (s, a, s'), for every critic in `critics` (paper Eq. 11, 13, 15).
 
-        MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the observation
+        MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the raw observation
         VFC  = mean_{b,j} (d_a_j Q(s, a) - d_a_j Q(s', a))^2,         the replay action a at both s and s'
         Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),    v ~ Rademacher, exact Hessian-vector product
-    MPR and VFC are means over batch AND action dimensions j (`F.mse_loss`), as the released code computes them: the
-    paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on (REFERENCE.md).
+    MPR is a finite difference of grad_a Q along eps: it penalizes the mixed Hessian grad2_sa Q. VFC penalizes the change of
+    grad_a Q from s_t to s_{t+1}. Curv pushes v^T H_aa v below -delta, so the action-space curvature mu stays >= delta.
+    MPR and VFC are means over the batch AND the action dimensions j (F.mse_loss), as the authors' released code computes
+    them: the paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on.
 
-    The base point, the noisy point and the next state go through the critic as ONE batch of 3B rows; the action
-    gradients keep their graph (create_graph) so every term is differentiable in the critic's parameters. Curv gets its
-    own B-row evaluation: a Hessian-vector product through the shared 3B-row graph would cost three times as much.
-    Returns (q, terms): q = Q(s, a) of shape (B,), the TD prediction from the shared evaluation; terms holds the
-    differentiable scalars mpr, vfc, curv and the detached diagnostics grad_norm = mean ||grad_a Q(s, a)|| and
-    vhv = mean v^T grad2_aa Q(s, a) v.
+    Wiring: critic loss = TD loss + lambda1 * sum_i mpr_i + lambda2 * sum_i vfc_i + lambda3 * sum_i curv_i, the TD loss as
+    the algorithm has it (TD3: mse(Q1, y) + mse(Q2, y); SAC: half of that); the actor is untouched. a is the stored replay
+    action (exploration noise included), the critics are the current ones (not the targets), s' has no done mask, and ONE
+    eps and ONE v serve every critic.
+    critics: a sequence of modules, each called as critic(obs, actions) -> Q of shape (B,) or (B, 1), twice differentiable
+    in the action (any depth; SiLU, tanh, GELU, LayerNorm; ReLU makes grad2_aa Q zero, so Curv is just delta). Rows must
+    not interact: s, s + eps and s' share one batch, which BatchNorm's batch statistics would mix into each other.
+    Returns (q, terms): q = Q(s, a), shape (n_critics, B), the TD prediction from the same evaluation; terms maps mpr, vfc,
+    curv (differentiable) and the detached diagnostics grad_norm = mean_b ||grad_a Q(s, a)|| and vhv = mean_b v^T
+    grad2_aa Q(s, a) v to tensors of shape (n_critics,).
     """
     batch = obs.shape[0]
-    states = torch.cat([obs, obs + mpr_sigma * torch.randn_like(obs), next_obs])
-    shared_actions = actions.detach().repeat(3, 1).requires_grad_(True)
-    q_all = qf(states, shared_actions).squeeze(-1)
-    grads = torch.autograd.grad(q_all.sum(), shared_actions, create_graph=True)[0]
-    grad, grad_noisy, grad_next = grads.split(batch)
-
-    curv_actions = actions.detach().clone().requires_grad_(True)
-    curv_grad = torch.autograd.grad(qf(obs, curv_actions).sum(), curv_actions, create_graph=True)[0]
+    eps = mpr_sigma * torch.randn_like(obs)
     v = torch.randint(0, 2, actions.shape, device=actions.device).to(actions.dtype) * 2 - 1
-    hessian_v = torch.autograd.grad((curv_grad * v).sum(), curv_actions, create_graph=True)[0]
-    vhv = (hessian_v * v).sum(-1)
+    states = torch.cat([obs, obs + eps, next_obs])  # rows s, s + eps, s': one evaluation per critic
+    shared_actions = actions.detach().repeat(3, 1).requires_grad_(True)  # the replay action a at all three
+    curv_actions = actions.detach().clone().requires_grad_(True)
+    q, terms = [], {"mpr": [], "vfc": [], "curv": [], "grad_norm": [], "vhv": []}
+    for critic in critics:
+        q_rows = critic(states, shared_actions).reshape(-1)
+        # grad_a Q at every row; create_graph keeps it differentiable in the critic's parameters
+        grad, grad_noisy, grad_next = torch.autograd.grad(q_rows.sum(), shared_actions, create_graph=True)[0].split(batch)
+        # v^T grad2_aa Q v: the derivative of grad_a Q . v, on its own B rows (through the 3B rows above it costs 3x)
+        curv_grad = torch.autograd.grad(critic(obs, curv_actions).sum(), curv_actions, create_graph=True)[0]
+        hessian_v = torch.autograd.grad((curv_grad * v).sum(), curv_actions, create_graph=True)[0]
+        vhv = (hessian_v * v).sum(-1)
 
-    terms = {
-        "mpr": F.mse_loss(grad_noisy, grad),
-        "vfc": F.mse_loss(grad, grad_next),
-        "curv": F.relu(vhv + curv_delta).mean(),
-        "grad_norm": grad.detach().norm(dim=-1).mean(),
-        "vhv": vhv.detach().mean(),
-    }
-    return q_all[:batch], terms
+        q.append(q_rows[:batch])
+        terms["mpr"].append(F.mse_loss(grad_noisy, grad))
+        terms["vfc"].append(F.mse_loss(grad, grad_next))
+        terms["curv"].append(F.relu(vhv + curv_delta).mean())
+        terms["grad_norm"].append(grad.detach().norm(dim=-1).mean())
+        terms["vhv"].append(vhv.detach().mean())
+    return torch.stack(q), {name: torch.stack(values) for name, values in terms.items()}
 
 
 def caps_loss(actor, obs, next_obs, sigma):
@@ -335,12 +305,353 @@ class ReplayBuffer:
             getattr(self, name)[: self.size] = state[name]
 
 
+def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
+    env = make_env(args.env_id, args.seed, args.capture_video, run_dir)()
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    writer = start_logging(args, run_dir, env, device, resumed)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    sample_rng = torch.Generator().manual_seed(args.seed)
+
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    action_low, action_high = env.action_space.low, env.action_space.high
+
+    def to_env(action):
+        """[-1, 1] -> the env's bounds: the only place actions leave normalized units."""
+        return action_low + (action + 1.0) * 0.5 * (action_high - action_low)
+
+    def make_critics():
+        return Critics(QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation, args.critic_layer_norm).to(device)
+                       for _ in range(2))
+
+    actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
+    qf = make_critics()
+    actor_target = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
+    qf_target = make_critics()
+    actor_target.load_state_dict(actor.state_dict())
+    qf_target.load_state_dict(qf.state_dict())
+    # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    online = list(actor.parameters()) + list(qf.parameters())
+    targets = list(actor_target.parameters()) + list(qf_target.parameters())
+    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+
+    # what has a state_dict and must be saved for an exact resume, by the names of the resumable state
+    stateful = {"actor": actor, "qf": qf, "actor_target": actor_target, "qf_target": qf_target, "q_optimizer": q_optimizer,
+                "actor_optimizer": actor_optimizer, "rb": rb}
+    rngs = {"sample": sample_rng}
+    loop = restore_run(resumed, stateful, rngs, env, device, args) if resumed else fresh_loop_state(env, args)
+    obs, episode_return, episode_actions = loop["obs"], loop["episode_return"], loop["episode_actions"]
+    n_updates, losses, last_log = loop["n_updates"], loop["losses"], loop["last_log"]
+    start_time = time.time() - loop["elapsed"]  # SPS charts go on as if a resumed run had not stopped
+    train_start_time = None if loop["train_elapsed"] is None else time.time() - loop["train_elapsed"]
+    checkpoint_steps = {args.total_timesteps * k // args.model_checkpoints for k in range(1, args.model_checkpoints + 1)}
+    stop_signal, stop, global_step = StopSignal(), False, loop["global_step"]
+    progress = tqdm(total=args.total_timesteps, initial=loop["global_step"], disable=not args.progress_bar, unit="step", mininterval=1.0)
+    try:
+        for global_step in range(loop["global_step"] + 1, args.total_timesteps + 1):
+            # ALGO LOGIC: act, store the transition
+            if global_step <= args.learning_starts:
+                action = np.random.uniform(-1.0, 1.0, act_dim).astype(np.float32)
+            else:
+                with torch.no_grad():
+                    action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+                action = np.clip(action + np.random.normal(0.0, args.exploration_noise, act_dim), -1.0, 1.0).astype(np.float32)
+            env_action = to_env(action)
+            next_obs, reward, terminated, truncated, _ = env.step(env_action)
+            rb.add(obs, action, reward, next_obs, terminated)
+            episode_return += float(reward)
+            episode_actions.append(env_action)
+            obs = next_obs
+            if terminated or truncated:
+                writer.add_scalar("charts/episodic_return", episode_return, global_step)
+                writer.add_scalar("charts/episodic_length", len(episode_actions), global_step)
+                writer.add_scalar("charts/action_change", action_change(np.array(episode_actions)), global_step)
+                loop["recent_returns"] = (loop["recent_returns"] + [episode_return])[-10:]
+                loop["episode_rng_state"] = env.unwrapped.np_random.bit_generator.state
+                obs, _ = env.reset()
+                episode_return, episode_actions = 0.0, []
+
+            # ALGO LOGIC: training
+            if global_step > args.learning_starts and global_step % args.train_freq == 0:
+                train_start_time = train_start_time or time.time()
+                burst = rb.sample(args.gradient_steps, args.batch_size, sample_rng)
+                for b_obs, b_actions, b_rewards, b_next_obs, b_terminated in zip(*burst):
+                    with torch.no_grad():
+                        clipped_noise = (torch.randn_like(b_actions) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+                        next_actions = (actor_target(b_next_obs) + clipped_noise).clamp(-1.0, 1.0)
+                        qf_next = qf_target(b_next_obs, next_actions).min(0).values
+                        td_target = b_rewards + (1.0 - b_terminated) * args.gamma * qf_next
+                    qf1_loss, qf2_loss = (F.mse_loss(q, td_target) for q in qf(b_obs, b_actions))
+                    qf_loss = qf1_loss + qf2_loss
+                    q_optimizer.zero_grad()
+                    qf_loss.backward()
+                    q_optimizer.step()
+                    n_updates += 1
+
+                    if n_updates % args.policy_frequency == 0:
+                        caps_t, caps_s = caps_loss(actor, b_obs, b_next_obs, args.caps_sigma)
+                        actor_loss = -qf(b_obs, actor(b_obs), n=1).mean()  # TD3's actor follows the first critic
+                        actor_loss = actor_loss + args.lambda_t * caps_t + args.lambda_s * caps_s
+                        actor_optimizer.zero_grad()
+                        actor_loss.backward()
+                        actor_optimizer.step()
+                        with torch.no_grad():
+                            torch._foreach_lerp_(targets, online, args.tau)
+                        losses["actor_loss"] = actor_loss.detach()
+                        losses.update(caps_t=caps_t.detach(), caps_s=caps_s.detach())
+                losses.update(qf1_loss=qf1_loss.detach(), qf2_loss=qf2_loss.detach())
+
+            if global_step - last_log >= args.log_freq and losses:
+                last_log = global_step
+                for name, value in losses.items():  # .item() only here: no device sync per gradient step
+                    writer.add_scalar(f"losses/{name}", value.item(), global_step)
+                sps = global_step / (time.time() - start_time)
+                writer.add_scalar("charts/SPS", sps, global_step)
+                writer.add_scalar("charts/SPS_train", (global_step - args.learning_starts) / (time.time() - train_start_time), global_step)
+                progress.set_postfix(ret=f"{np.mean(loop['recent_returns']):.1f}" if loop["recent_returns"] else "-", sps=f"{sps:.0f}")
+            if global_step % args.geometry_freq == 0 and rb.size >= args.geometry_batch:
+                log_geometry(writer, qf, rb, args, sample_rng, global_step)
+            progress.update(1)
+
+            if global_step in checkpoint_steps:  # before a stop at this step saves: a resumed run starts after it
+                save_atomically(model_checkpoint(args, global_step, obs_dim, act_dim, actor, qf),
+                                f"{run_dir}/checkpoints/{args.exp_name}_step{global_step}.pt")
+            stop = stop_signal.reason or (global_step == args.stop_at_step and "--stop-at-step")
+            if stop or (args.checkpoint_freq and global_step % args.checkpoint_freq == 0):
+                loop.update(global_step=global_step, n_updates=n_updates, last_log=last_log, losses=losses, obs=obs,
+                            episode_return=episode_return, episode_actions=episode_actions, elapsed=time.time() - start_time,
+                            train_elapsed=None if train_start_time is None else time.time() - train_start_time)
+                resume_path = save_run(f"{run_dir}/resume.pt", args, stateful, rngs, env, device, loop)
+                if stop:
+                    break
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM
+        sys.exit(f"\n{os.path.basename(__file__)}: aborted at step {global_step}; the last resumable state (if any) is in {run_dir}")
+    finally:
+        progress.close()
+        env.close()
+        stop_signal.release()
+
+    if stop:  # an interrupted run leaves its resumable state, never a final checkpoint (that one means finished)
+        writer.close()
+        print(f"stopped at step {global_step} ({stop}): resumable state saved to {resume_path}; "
+              f"resume with: python {sys.argv[0]} --resume {resume_path}")
+        sys.exit(0)
+    if args.save_model:
+        model_path = save_atomically(model_checkpoint(args, global_step, obs_dim, act_dim, actor, qf), f"{run_dir}/{args.exp_name}.pt")
+        print(f"model saved to {model_path}")
+        result = evaluate(model_path, episodes=args.eval_episodes, device=str(device))
+        writer.add_scalar("eval/return", float(np.mean(result["return"])), global_step)
+        writer.add_scalar("eval/sm", float(np.mean(result["sm"])), global_step)
+        print(f"eval over {args.eval_episodes} episodes: return {np.mean(result['return']):.2f}, sm {np.mean(result['sm']):.4f}")
+    writer.close()
+
+
 def log_geometry(writer, qf, rb, args, generator, step):
-    """Measure the critic geometry PAVE is about on a small replay sub-batch and log it under geometry/."""
+    """Measure the critic geometry PAVE is about on a small replay sub-batch and log the first critic's under geometry/."""
     obs, actions, _, next_obs, _ = (x[0] for x in rb.sample(1, args.geometry_batch, generator))
-    _, terms = pave_regularizer(qf, obs, actions, next_obs, args.mpr_sigma, args.curv_delta)
+    _, terms = pave_regularizer(qf[:1], obs, actions, next_obs, args.mpr_sigma, args.curv_delta)
     for name, value in terms.items():
-        writer.add_scalar(f"geometry/{name}", value.item(), step)
+        writer.add_scalar(f"geometry/{name}", value[0].item(), step)
+
+
+# ======================================================================================================================
+# RUN CONTROL: flags, logging, checkpoints, exact stop and resume (docs/studies.md)
+# ======================================================================================================================
+
+# The paper's ids that Gymnasium 1.x cannot run, mapped to the same task (MuJoCo -v2/-v3 ids by modern_env_id's rule).
+PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
+MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
+                    "geometry_freq", "geometry_batch", "log_freq", "torch_threads"}
+# Flags a resumed run may change: they cannot change what is learned (docs/studies.md says why each); --cuda and
+# --torch-threads are exact only with the values that saved the state.
+RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "model_checkpoints", "log_freq", "progress_bar", "total_timesteps",
+                     "track", "wandb_project_name", "wandb_entity", "cuda", "torch_threads", "save_model", "eval_episodes"}
+
+
+def modern_env_id(env_id):
+    """The id Gymnasium 1.x runs for the paper's task: LunarLanderContinuous-v2 and Reacher-v2 as PAPER_ENV_IDS says, and a
+    MuJoCo -v2/-v3 id (they need the retired mujoco-py) as its -v5."""
+    name, _, version = env_id.rpartition("-v")
+    if env_id in PAPER_ENV_IDS:
+        return PAPER_ENV_IDS[env_id]
+    if version in ("2", "3") and f"{name}-v5" in gym.registry:
+        return f"{name}-v5"
+    return env_id
+
+
+def parse_args():
+    """The flags, checked and completed from the presets; with --resume, the saved run's flags are the defaults. Returns
+    (args, run_dir, resumed state or None); exits with one line on bad input."""
+    args = tyro.cli(Args)
+    resumed = load_resumable(args.resume) if args.resume else None
+    if resumed:  # parse again with the saved run's flags as defaults; resolve_args refuses any that changed
+        args = tyro.cli(Args, default=Args(**resumed["args"]))
+    args = resolve_args(args, resumed)
+    if resumed:  # the same run folder; TensorBoard drops what the stopped process logged after the saved step
+        return args, os.path.dirname(args.resume) or ".", resumed
+    return args, f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}", None
+
+
+def resolve_args(args: Args, resumed=None) -> Args:
+    """Validate the flags and fill every field the user left unset from the env's presets; with a resumed state, refuse a
+    flag that differs from the saved run's (RESUME_MAY_CHANGE aside). Exit with one line on bad input."""
+    prog = os.path.basename(__file__)
+    if modern_env_id(args.env_id) != args.env_id:
+        print(f"note: {args.env_id} (the paper's id) does not run in Gymnasium 1.x; running {modern_env_id(args.env_id)}, the same task")
+        args.env_id = modern_env_id(args.env_id)
+    if args.env_id not in gym.registry:
+        runnable = [env_id for env_id in gym.registry if modern_env_id(env_id) == env_id]
+        close = difflib.get_close_matches(args.env_id, runnable, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        sys.exit(f"{prog}: error: unknown env id '{args.env_id}'{hint}")
+    for name, value in asdict(args).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
+        if name in MUST_BE_POSITIVE and value is not None and value <= 0:
+            sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        sys.exit(f"{prog}: error: --hidden-sizes must be one or more positive widths, got {args.hidden_sizes}")
+    source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
+    preset = {**DEFAULT_PRESET, **ENV_PRESETS.get(args.env_id, {})}
+    unset = {name: value for name, value in preset.items() if getattr(args, name) is None}
+    for name, value in unset.items():
+        setattr(args, name, value)
+    if unset:
+        print(f"{source}: " + ", ".join(f"{name}={value}" for name, value in unset.items()))
+    # a flag added after the state was saved must keep its default (the saved run did not have it)
+    saved_args = {**asdict(Args()), **resumed["args"]} if resumed else {}
+    for name, saved in saved_args.items():
+        if name not in RESUME_MAY_CHANGE and getattr(args, name) != saved:
+            sys.exit(f"{prog}: error: --{name.replace('_', '-')} {getattr(args, name)} conflicts with {saved}, the value of the "
+                     f"run resumed from {args.resume}; a resumed run keeps its flags, except --"
+                     + ", --".join(sorted(flag.replace("_", "-") for flag in RESUME_MAY_CHANGE)))
+    if args.model_checkpoints > args.total_timesteps:
+        sys.exit(f"{prog}: error: --model-checkpoints {args.model_checkpoints} exceeds --total-timesteps {args.total_timesteps}")
+    if resumed and args.total_timesteps < resumed["global_step"]:
+        sys.exit(f"{prog}: error: --total-timesteps {args.total_timesteps} is below step {resumed['global_step']} of {args.resume}")
+    if args.total_timesteps <= args.learning_starts:
+        print(f"warning: --total-timesteps {args.total_timesteps} <= --learning-starts {args.learning_starts}: no gradient step "
+              "is taken, the policy stays untrained", file=sys.stderr)
+    return args
+
+
+def start_logging(args, run_dir, env, device, resumed):
+    """Check the env's action space, set torch's CPU threads, print the configuration and the device, and open the
+    TensorBoard writer (and Weights & Biases with --track)."""
+    prog = os.path.basename(__file__)
+    if not isinstance(env.action_space, gym.spaces.Box):
+        sys.exit(f"{prog}: error: {args.env_id} has a {type(env.action_space).__name__} action space; "
+                 "this algorithm needs continuous (Box) actions")
+    torch.set_num_threads(args.torch_threads or int(os.environ.get("OMP_NUM_THREADS") or 1))
+    print(f"{args.exp_name} configuration:\n" + "\n".join(f"  {k} = {v}" for k, v in asdict(args).items()))
+    print(f"device: {device}" + (f" ({torch.get_num_threads()} torch threads)" if device.type == "cpu" else ""))
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit(f"{prog}: error: --track needs Weights & Biases: pip install wandb")
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=os.path.basename(os.path.abspath(run_dir)), monitor_gym=True, save_code=True)
+    writer = SummaryWriter(run_dir, purge_step=resumed["global_step"] + 1 if resumed else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    return writer
+
+
+def model_checkpoint(args, step, obs_dim, act_dim, actor, qf):
+    """The model as --save-model and --model-checkpoints save it, in the format that eval_smoothness.py, critic_geometry.py
+    and plot_qfield.py read: the networks to evaluate and analyze, no training state."""
+    return {
+        "format": CHECKPOINT_FORMAT, "script": os.path.basename(__file__), "algo": "td3",
+        "env_id": args.env_id, "args": asdict(args), "global_step": step,
+        "obs_dim": obs_dim, "act_dim": act_dim,
+        "actor": actor.state_dict(), "qf1": qf.member_state_dict(0), "qf2": qf.member_state_dict(1),
+    }
+
+
+def fresh_loop_state(env, args):
+    """The training loop's bookkeeping at step 0 (restore_run gives it at a saved step)."""
+    obs, _ = env.reset(seed=args.seed)
+    return {"global_step": 0, "n_updates": 0, "last_log": 0, "losses": {}, "recent_returns": [], "elapsed": 0.0,
+            "train_elapsed": None, "obs": obs, "episode_return": 0.0, "episode_actions": [],
+            "episode_rng_state": None}  # the env's RNG state just before this episode's reset (None: the first, seed=args.seed)
+
+
+def save_run(path, args, stateful, rngs, env, device, loop):
+    """Save the resumable state (networks, optimizers, replay buffer, every RNG, the loop's bookkeeping and the current
+    episode's actions) atomically to `path`, the previous one kept as resume.prev.pt. Returns the path."""
+    return save_atomically({
+        "format": RESUME_FORMAT, "script": os.path.basename(__file__), "args": {**asdict(args), "stop_at_step": None},
+        **{name: loop[name] for name in ("global_step", "n_updates", "last_log", "losses", "recent_returns", "elapsed",
+                                         "train_elapsed", "episode_return", "episode_rng_state")},
+        **{name: thing.state_dict() for name, thing in stateful.items()},
+        "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
+                **{name: generator.get_state() for name, generator in rngs.items()},
+                "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
+                "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
+        "obs": torch.tensor(loop["obs"]),
+        "episode_actions": torch.tensor(np.array(loop["episode_actions"]).reshape(-1, env.action_space.shape[0])),
+        "env_rng_state": env.unwrapped.np_random.bit_generator.state,
+    }, path, previous=os.path.join(os.path.dirname(path), "resume.prev.pt"))
+
+
+def restore_run(resumed, stateful, rngs, env, device, args):
+    """Load a resumable state into the networks, optimizers, buffer and RNGs, and bring the env back to the saved step by
+    replaying the current episode's actions from its reset (the physical state of MuJoCo or Box2D cannot be saved; the
+    replay reproduces it and the env's RNG exactly). Returns the loop's bookkeeping at that step."""
+    for name in ("qf", "qf_target"):  # a state saved while the critics were two modules qf1, qf2 (before Critics)
+        if name not in resumed:
+            parts = [resumed.pop(name.replace("qf", f"qf{i}")) for i in (1, 2)]
+            resumed[name] = {f"{i}.{key}": value for i, part in enumerate(parts) for key, value in part.items()}
+    for name, thing in stateful.items():
+        thing.load_state_dict(resumed[name])
+    random.setstate(resumed["rng"]["python"])
+    bit_generator, key, *rest = resumed["rng"]["numpy"]
+    np.random.set_state((bit_generator, np.array(key, dtype=np.uint32), *rest))
+    torch.set_rng_state(resumed["rng"]["torch"])
+    for name, generator in rngs.items():
+        generator.set_state(resumed["rng"][name])
+    if device.type == "cuda" and resumed["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state(resumed["rng"]["cuda"])
+    loop = {name: resumed[name] for name in ("global_step", "n_updates", "last_log", "losses", "recent_returns", "elapsed",
+                                             "train_elapsed", "episode_return", "episode_rng_state")}
+    obs, _ = env.reset(seed=args.seed)
+    if loop["episode_rng_state"] is not None:  # a later episode: reset from the RNG state its reset started from
+        env.unwrapped.np_random.bit_generator.state = loop["episode_rng_state"]
+        obs, _ = env.reset()
+    loop["episode_actions"] = list(resumed["episode_actions"].numpy())
+    for env_action in loop["episode_actions"]:
+        obs, *_ = env.step(env_action)
+    if not np.array_equal(obs, resumed["obs"].numpy()) or env.unwrapped.np_random.bit_generator.state != resumed["env_rng_state"]:
+        sys.exit(f"{os.path.basename(__file__)}: error: replaying the current episode of {args.resume} did not reproduce its "
+                 f"observation; {args.env_id} cannot be resumed exactly here")
+    loop["obs"] = obs
+    print(f"resumed {os.path.dirname(args.resume) or '.'} at step {loop['global_step']} of {args.total_timesteps}")
+    return loop
+
+
+class StopSignal:
+    """SIGTERM (a scheduler, Ray, benchmark.py) and Ctrl-C set `reason`, which the loop reads at the end of each env step,
+    so that the run stops between two steps with a consistent state to save; a second signal aborts at once."""
+
+    def __init__(self):
+        self.reason = None
+        signal.signal(signal.SIGTERM, self)
+        signal.signal(signal.SIGINT, self)
+
+    def __call__(self, signum, frame):
+        if self.reason:
+            raise KeyboardInterrupt
+        self.reason = signal.Signals(signum).name
+
+    def release(self):
+        """From here on, Ctrl-C and SIGTERM stop at once."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def save_atomically(obj, path, previous=None):
@@ -387,222 +698,4 @@ def load_resumable(path):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    resumed = load_resumable(args.resume) if args.resume else None
-    if resumed:  # parse again with the saved run's flags as defaults; resolve_args refuses any that changed
-        args = tyro.cli(Args, default=Args(**resumed["args"]))
-    args = resolve_args(args, resumed)
-    if resumed:  # the same run folder; TensorBoard drops what the stopped process logged after the saved step
-        run_dir = os.path.dirname(args.resume) or "."
-    else:
-        run_dir = f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_name = os.path.basename(os.path.abspath(run_dir))
-    env = make_env(args.env_id, args.seed, args.capture_video, run_dir)()
-    if not isinstance(env.action_space, gym.spaces.Box):
-        sys.exit(f"{os.path.basename(__file__)}: error: {args.env_id} has a {type(env.action_space).__name__} action space; "
-                 "this algorithm needs continuous (Box) actions")
-    print(f"{args.exp_name} configuration:\n" + "\n".join(f"  {k} = {v}" for k, v in asdict(args).items()))
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            sys.exit(f"{os.path.basename(__file__)}: error: --track needs Weights & Biases: pip install wandb")
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, monitor_gym=True, save_code=True)
-    writer = SummaryWriter(run_dir, purge_step=resumed["global_step"] + 1 if resumed else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    sample_rng = torch.Generator().manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    action_low, action_high = env.action_space.low, env.action_space.high
-
-    def to_env(action):
-        """[-1, 1] -> the env's bounds: the only place actions leave normalized units."""
-        return action_low + (action + 1.0) * 0.5 * (action_high - action_low)
-
-    actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
-    qf1 = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
-    qf2 = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
-    actor_target = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
-    qf1_target = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
-    qf2_target = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation).to(device)
-    actor_target.load_state_dict(actor.state_dict())
-    qf1_target.load_state_dict(qf1.state_dict())
-    qf2_target.load_state_dict(qf2.state_dict())
-    # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
-    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate, fused=True)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
-    online = list(actor.parameters()) + list(qf1.parameters()) + list(qf2.parameters())
-    targets = list(actor_target.parameters()) + list(qf1_target.parameters()) + list(qf2_target.parameters())
-
-    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-    # what has a state_dict and must be saved for an exact resume, by the names of the resumable state
-    stateful = {"actor": actor, "qf1": qf1, "qf2": qf2, "actor_target": actor_target, "qf1_target": qf1_target,
-                "qf2_target": qf2_target, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "rb": rb}
-
-    def checkpoint(step):
-        """The model as --save-model and --model-checkpoints save it, in the format that eval_smoothness.py, critic_geometry.py
-        and plot_qfield.py read: the networks to evaluate and analyze, no training state."""
-        return {
-            "format": CHECKPOINT_FORMAT, "script": os.path.basename(__file__), "algo": "td3",
-            "env_id": args.env_id, "args": asdict(args), "global_step": step,
-            "obs_dim": obs_dim, "act_dim": act_dim,
-            "actor": actor.state_dict(), "qf1": qf1.state_dict(), "qf2": qf2.state_dict(),
-        }
-
-    obs, _ = env.reset(seed=args.seed)
-    episode_return, episode_actions, recent_returns = 0.0, [], []
-    episode_rng_state = None  # the env's RNG state just before this episode's reset (None: the first reset, seed=args.seed)
-    n_updates, global_step, losses = 0, 0, {}
-    start_time, train_start_time, last_log = time.time(), None, 0
-
-    if resumed:  # continue exactly where the saved state stopped
-        for name, thing in stateful.items():
-            thing.load_state_dict(resumed[name])
-        n_updates, global_step, last_log, losses = resumed["n_updates"], resumed["global_step"], resumed["last_log"], resumed["losses"]
-        recent_returns, episode_return = resumed["recent_returns"], resumed["episode_return"]
-        start_time -= resumed["elapsed"]  # SPS charts go on as if the run had not stopped
-        train_start_time = None if resumed["train_elapsed"] is None else time.time() - resumed["train_elapsed"]
-        random.setstate(resumed["rng"]["python"])
-        bit_generator, key, *rest = resumed["rng"]["numpy"]
-        np.random.set_state((bit_generator, np.array(key, dtype=np.uint32), *rest))
-        torch.set_rng_state(resumed["rng"]["torch"])
-        sample_rng.set_state(resumed["rng"]["sample"])
-        if device.type == "cuda" and resumed["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(resumed["rng"]["cuda"])
-        # The env's physical state cannot be saved in general (MuJoCo, Box2D): replay the current episode's actions from its
-        # reset, which reproduces the env and its RNG exactly (env.step may draw from it, as LunarLander's does).
-        episode_rng_state = resumed["episode_rng_state"]
-        if episode_rng_state is not None:  # a later episode: reset from the RNG state its reset started from
-            env.unwrapped.np_random.bit_generator.state = episode_rng_state
-            obs, _ = env.reset()
-        episode_actions = list(resumed["episode_actions"].numpy())
-        for env_action in episode_actions:
-            obs, *_ = env.step(env_action)
-        if not np.array_equal(obs, resumed["obs"].numpy()) or env.unwrapped.np_random.bit_generator.state != resumed["env_rng_state"]:
-            sys.exit(f"{os.path.basename(__file__)}: error: replaying the current episode of {args.resume} did not reproduce its "
-                     f"observation; {args.env_id} cannot be resumed exactly here")
-        print(f"resumed {run_dir} at step {global_step} of {args.total_timesteps}")
-
-    def request_stop(signum, frame):
-        """SIGTERM (a scheduler, Ray, benchmark.py) and Ctrl-C raise a flag that the loop reads at the end of each env step,
-        so that the run stops between two steps with a consistent state to save; a second signal aborts at once."""
-        global stop_requested
-        if stop_requested:
-            raise KeyboardInterrupt
-        stop_requested = signal.Signals(signum).name
-
-    stop_requested, stop = False, False
-    checkpoint_steps = {args.total_timesteps * k // args.model_checkpoints for k in range(1, args.model_checkpoints + 1)}
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    progress = tqdm(total=args.total_timesteps, initial=global_step, disable=not args.progress_bar, unit="step", mininterval=1.0)
-    try:
-        for global_step in range(resumed["global_step"] + 1 if resumed else 1, args.total_timesteps + 1):
-            if global_step <= args.learning_starts:
-                action = np.random.uniform(-1.0, 1.0, act_dim).astype(np.float32)
-            else:
-                with torch.no_grad():
-                    action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-                action = np.clip(action + np.random.normal(0.0, args.exploration_noise, act_dim), -1.0, 1.0).astype(np.float32)
-            env_action = to_env(action)
-            next_obs, reward, terminated, truncated, _ = env.step(env_action)
-            rb.add(obs, action, reward, next_obs, terminated)
-            episode_return += float(reward)
-            episode_actions.append(env_action)
-            obs = next_obs
-            if terminated or truncated:
-                writer.add_scalar("charts/episodic_return", episode_return, global_step)
-                writer.add_scalar("charts/episodic_length", len(episode_actions), global_step)
-                writer.add_scalar("charts/action_change", action_change(np.array(episode_actions)), global_step)
-                recent_returns = (recent_returns + [episode_return])[-10:]
-                episode_rng_state = env.unwrapped.np_random.bit_generator.state
-                obs, _ = env.reset()
-                episode_return, episode_actions = 0.0, []
-
-            if global_step > args.learning_starts and global_step % args.train_freq == 0:
-                train_start_time = train_start_time or time.time()
-                burst = rb.sample(args.gradient_steps, args.batch_size, sample_rng)
-                for b_obs, b_actions, b_rewards, b_next_obs, b_terminated in zip(*burst):
-                    with torch.no_grad():
-                        clipped_noise = (torch.randn_like(b_actions) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
-                        next_actions = (actor_target(b_next_obs) + clipped_noise).clamp(-1.0, 1.0)
-                        qf_next = torch.min(qf1_target(b_next_obs, next_actions), qf2_target(b_next_obs, next_actions)).squeeze(-1)
-                        td_target = b_rewards + (1.0 - b_terminated) * args.gamma * qf_next
-                    qf1_loss = F.mse_loss(qf1(b_obs, b_actions).squeeze(-1), td_target)
-                    qf2_loss = F.mse_loss(qf2(b_obs, b_actions).squeeze(-1), td_target)
-                    qf_loss = qf1_loss + qf2_loss
-                    q_optimizer.zero_grad()
-                    qf_loss.backward()
-                    q_optimizer.step()
-                    n_updates += 1
-
-                    if n_updates % args.policy_frequency == 0:
-                        caps_t, caps_s = caps_loss(actor, b_obs, b_next_obs, args.caps_sigma)
-                        actor_loss = -qf1(b_obs, actor(b_obs)).mean() + args.lambda_t * caps_t + args.lambda_s * caps_s
-                        actor_optimizer.zero_grad()
-                        actor_loss.backward()
-                        actor_optimizer.step()
-                        with torch.no_grad():
-                            torch._foreach_lerp_(targets, online, args.tau)
-                        losses.update(actor_loss=actor_loss.detach(), caps_t=caps_t.detach(), caps_s=caps_s.detach())
-                losses.update(qf1_loss=qf1_loss.detach(), qf2_loss=qf2_loss.detach())
-
-            if global_step - last_log >= args.log_freq and losses:
-                last_log = global_step
-                for name, value in losses.items():  # .item() only here: no device sync per gradient step
-                    writer.add_scalar(f"losses/{name}", value.item(), global_step)
-                sps = global_step / (time.time() - start_time)
-                writer.add_scalar("charts/SPS", sps, global_step)
-                writer.add_scalar("charts/SPS_train", (global_step - args.learning_starts) / (time.time() - train_start_time), global_step)
-                progress.set_postfix(ret=f"{np.mean(recent_returns):.1f}" if recent_returns else "-", sps=f"{sps:.0f}")
-            if global_step % args.geometry_freq == 0 and rb.size >= args.geometry_batch:
-                log_geometry(writer, qf1, rb, args, sample_rng, global_step)
-            progress.update(1)
-
-            if global_step in checkpoint_steps:  # before a stop at this step saves: a resumed run starts after it
-                save_atomically(checkpoint(global_step), f"{run_dir}/checkpoints/{args.exp_name}_step{global_step}.pt")
-            stop = stop_requested or (global_step == args.stop_at_step and "--stop-at-step")
-            if stop or (args.checkpoint_freq and global_step % args.checkpoint_freq == 0):
-                resume_path = save_atomically({
-                    "format": RESUME_FORMAT, "script": os.path.basename(__file__), "args": {**asdict(args), "stop_at_step": None},
-                    "global_step": global_step, "n_updates": n_updates, "last_log": last_log, "losses": losses,
-                    "recent_returns": recent_returns, "elapsed": time.time() - start_time,
-                    "train_elapsed": None if train_start_time is None else time.time() - train_start_time,
-                    **{name: thing.state_dict() for name, thing in stateful.items()},
-                    "rng": {"python": random.getstate(), "torch": torch.get_rng_state(), "sample": sample_rng.get_state(),
-                            "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
-                            "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
-                    "obs": torch.tensor(obs), "episode_return": episode_return, "episode_rng_state": episode_rng_state,
-                    "episode_actions": torch.tensor(np.array(episode_actions).reshape(-1, act_dim)),
-                    "env_rng_state": env.unwrapped.np_random.bit_generator.state,
-                }, f"{run_dir}/resume.pt", previous=f"{run_dir}/resume.prev.pt")
-                if stop:
-                    break
-    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM
-        sys.exit(f"\n{os.path.basename(__file__)}: aborted at step {global_step}; the last resumable state (if any) is in {run_dir}")
-    finally:
-        progress.close()
-        env.close()
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C and SIGTERM stop at once
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    if stop:  # an interrupted run leaves its resumable state, never a final checkpoint (that one means finished)
-        writer.close()
-        print(f"stopped at step {global_step} ({stop}): resumable state saved to {resume_path}; "
-              f"resume with: python {sys.argv[0]} --resume {resume_path}")
-        sys.exit(0)
-    if args.save_model:
-        model_path = save_atomically(checkpoint(global_step), f"{run_dir}/{args.exp_name}.pt")
-        print(f"model saved to {model_path}")
-        result = evaluate(model_path, episodes=args.eval_episodes, device=str(device))
-        writer.add_scalar("eval/return", float(np.mean(result["return"])), global_step)
-        writer.add_scalar("eval/sm", float(np.mean(result["sm"])), global_step)
-        print(f"eval over {args.eval_episodes} episodes: return {np.mean(result['return']):.2f}, sm {np.mean(result['sm']):.4f}")
-    writer.close()
+    train(*parse_args())

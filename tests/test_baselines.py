@@ -1,7 +1,10 @@
-"""The policy-side baselines (CAPS, Grad-CAPS, ASAP on TD3 and SAC): each loss against a linear actor's closed form, what
-must receive no gradient, ASAP's target step, the replay buffer's previous observation, short real runs, clear errors."""
+"""The policy-side baselines (CAPS, Grad-CAPS, ASAP on TD3 and SAC): each script is its base plus the method, each loss
+against a linear actor's closed form, what must receive no gradient, ASAP's target step, the replay buffer's previous
+observation, short real runs, clear errors."""
 
+import dataclasses
 import importlib
+import inspect
 import math
 
 import pytest
@@ -59,6 +62,29 @@ class LinearActor(nn.Module):
 
 def column(*values):
     return torch.tensor(values, dtype=torch.float32)[:, None]
+
+
+# ---- each script is its base plus the method -----------------------------------------------------------------------
+
+# what no baseline changes: its base script's code, byte for byte (the geometry probe is the base's pave_regularizer)
+SHARED = ["make_env", "mlp", "QNetwork", "Critics", "pave_regularizer", "modern_env_id", "parse_args", "start_logging",
+          "fresh_loop_state", "save_run", "restore_run", "StopSignal", "save_atomically", "load_resumable"]
+OWN = {"caps": [], "gradcaps": ["ReplayBuffer"], "asap": ["ReplayBuffer", "Actor"]}  # the s_{t-1} buffer, ASAP's two heads
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_a_baseline_is_its_base_script_plus_the_method(name):
+    module, base = importlib.import_module(name), importlib.import_module(name.split("_")[0])
+    for piece in SHARED + [piece for piece in ("Actor", "ReplayBuffer") if piece not in OWN[method_of(name)]]:
+        assert inspect.getsource(getattr(module, piece)) == inspect.getsource(getattr(base, piece)), piece
+    assert (module.RESUME_MAY_CHANGE, module.MUST_BE_POSITIVE) == (base.RESUME_MAY_CHANGE, base.MUST_BE_POSITIVE)
+    # the base's flags in the base's order and with its defaults, the method's coefficients after the critic's
+    fields, base_fields = dataclasses.fields(module.Args), dataclasses.fields(base.Args)
+    own = [f.name for f in fields if f.name not in {b.name for b in base_fields}]
+    order = [f.name for f in base_fields]
+    at = order.index("critic_layer_norm") + 1
+    assert [f.name for f in fields] == order[:at] + own + order[at:]
+    assert all(f.default == b.default for f, b in zip([f for f in fields if f.name not in own], base_fields) if f.name != "exp_name")
 
 
 # ---- CAPS -----------------------------------------------------------------------------------------------------------
