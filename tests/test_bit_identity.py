@@ -18,7 +18,7 @@ import torch
 from runs import run_script
 
 DATA = Path(__file__).parent / "data" / "pre_change"
-REFERENCE = json.loads((DATA / "fingerprints.json").read_text())
+PRE_CHANGE = json.loads((DATA / "fingerprints.json").read_text())
 SHORT_PENDULUM = ["--env-id", "Pendulum-v1", "--total-timesteps", "1100", "--learning-starts", "1000", "--seed", "7",
                   "--save-model", "--eval-episodes", "1", "--no-progress-bar"]
 
@@ -54,7 +54,7 @@ def test_default_pendulum_run_trains_the_weights_of_the_code_before(script, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PAVE terms: the speed path" in result.stdout
     (checkpoint,) = tmp_path.glob("runs/*/default.pt")
-    assert_same_weights(checkpoint, REFERENCE[f"default_{script[:-3]}"])
+    assert_same_weights(checkpoint, PRE_CHANGE[f"default_{script[:-3]}"])
 
 
 @pytest.mark.parametrize("script", ["td3.py", "td3_pave.py", "sac.py", "sac_pave.py"])
@@ -67,4 +67,4 @@ def test_a_state_saved_before_resumes_to_the_weights_of_the_old_run_in_one_go(sc
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed" in result.stdout and "at step 1050 of 1100" in result.stdout
-    assert_same_weights(run_dir / "small.pt", REFERENCE[f"small_{script[:-3]}"])
+    assert_same_weights(run_dir / "small.pt", PRE_CHANGE[f"small_{script[:-3]}"])

@@ -1,4 +1,4 @@
-"""Every preset of every training script, pinned against the released code's protocol (REFERENCE.md), written out here.
+"""Every preset of every training script, pinned against the released code's protocol (docs/protocol.md), written out here.
 
 The table below is deliberately spelled out value by value rather than derived from the scripts: a future edit of a
 script's defaults or ENV_PRESETS that drifts from the released protocol fails here, naming the script, env and field.
@@ -12,7 +12,7 @@ ENVS = ["LunarLanderContinuous-v3", "Pendulum-v1", "Reacher-v5", "Ant-v5", "Hopp
 BUDGET = {"LunarLanderContinuous-v3": 500_000, "Pendulum-v1": 100_000, "Reacher-v5": 500_000, "Ant-v5": 1_000_000,
           "Hopper-v5": 1_000_000, "Walker2d-v5": 1_000_000}
 
-# the protocol of every TD3 method and of every SAC method (REFERENCE.md, "TD3 protocol" / "SAC protocol")
+# the protocol of every TD3 method and of every SAC method (docs/protocol.md, the TD3 and SAC protocols)
 TD3_COMMON = dict(hidden_sizes=(400, 300), batch_size=256, train_freq=1, gradient_steps=1, learning_rate=1e-3,
                   learning_starts=10_000, tau=0.005, policy_frequency=2, exploration_noise=0.1, policy_noise=0.2,
                   noise_clip=0.5, actor_activation="silu", critic_activation="silu")
@@ -24,7 +24,7 @@ SAC_COMMON = dict(hidden_sizes=(256, 256), batch_size=100, train_freq=50, gradie
 # the geometry probe of the plain scripts and PAVE's own terms: sigma 0.01, delta 1.0 in every env
 PAVE_NOISE = dict(mpr_sigma=0.01, curv_delta=1.0)
 
-# the coefficients (REFERENCE.md, "Coefficients"), env order as ENVS
+# the coefficients (docs/protocol.md, the coefficient tables), env order as ENVS
 LAMBDAS = {
     "td3_caps": ("lambda_t", "lambda_s"), "sac_caps": ("lambda_t", "lambda_s"),
     "td3_gradcaps": ("lambda_t",), "sac_gradcaps": ("lambda_t",),

@@ -176,3 +176,53 @@ def test_track_without_wandb_says_how_to_install(tmp_path):
     except ImportError:
         pass
     assert_one_line_error(run_script("td3.py", "--env-id", "Pendulum-v1", "--track", cwd=tmp_path), "pip install wandb")
+
+
+def test_any_critic_trains_saves_and_is_read_by_the_tools(tmp_path):
+    """td3_pave.py with a critic the speed path is not written for (3 hidden layers, LayerNorm) takes the general
+    pave_regularizer, trains, saves a checkpoint that records it, and eval_smoothness.py and critic_geometry.py read it."""
+    run_dir, ckpt = train("td3_pave.py", "Pendulum-v1", tmp_path, "--hidden-sizes", "64", "64", "64", "--critic-layer-norm")
+    assert ckpt["args"]["critic_layer_norm"] and tuple(ckpt["args"]["hidden_sizes"]) == (64, 64, 64)
+    assert "net.1.weight" in ckpt["qf1"]  # the first LayerNorm's gain
+    scalars = read_scalars(run_dir)
+    assert max(scalars["losses/mpr"]) > 0 and all(v != 0 for v in scalars["geometry/vhv"])
+    checkpoint = next(run_dir.glob("*.pt"))
+    for tool in ("eval_smoothness.py", "critic_geometry.py"):
+        result = run_script(tool, checkpoint, "--episodes", "1", "--out-dir", tmp_path / tool, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert (tmp_path / tool / "table.csv").read_text().count("\n") >= 2
+
+
+def test_which_pave_path_runs_is_said_at_start(tmp_path):
+    small = ["--env-id", "Pendulum-v1", "--total-timesteps", "300", "--learning-starts", "250", "--no-progress-bar"]
+    result = run_script("td3_pave.py", *small, cwd=tmp_path)
+    assert result.returncode == 0 and "PAVE terms: the speed path (pave_regularizer_fused)" in result.stdout
+    assert "device: cpu (1 torch threads)" in result.stdout  # the device the run uses, not the --cuda flag
+    result = run_script("td3_pave.py", *small, "--hidden-sizes", "32", "32", "32", "--torch-threads", "2", cwd=tmp_path)
+    assert result.returncode == 0 and "PAVE terms: pave_regularizer (autograd)" in result.stdout
+    assert "device: cpu (2 torch threads)" in result.stdout
+    assert_one_line_error(run_script("td3_pave.py", *small, "--critic-layer-norm", "--pave-impl", "fused", cwd=tmp_path),
+                          "--pave-impl fused")
+
+
+@pytest.mark.parametrize("old,new", [("Hopper-v2", "Hopper-v5"), ("Walker2d-v3", "Walker2d-v5"), ("Ant-v2", "Ant-v5"),
+                                     ("Reacher-v2", "Reacher-v5"), ("LunarLanderContinuous-v2", "LunarLanderContinuous-v3")])
+def test_paper_era_ids_run_as_their_current_version(old, new, capsys):
+    """The -v2/-v3 MuJoCo ids need the retired mujoco-py: they map to -v5, with a note, and are never suggested."""
+    assert td3.resolve_args(td3.Args(env_id=old)).env_id == new
+    assert f"running {new}" in capsys.readouterr().out
+    assert td3.modern_env_id("Hopper-v4") == "Hopper-v4"  # runs in Gymnasium 1.x as it is
+
+
+def test_suggestions_are_ids_that_run(tmp_path):
+    result = run_script("td3.py", "--env-id", "Hoper-v3", cwd=tmp_path)
+    assert_one_line_error(result, "Hoper-v3")
+    suggested = result.stderr.strip().splitlines()[-1].split("did you mean")[-1]
+    assert "-v2" not in suggested and "-v3" not in suggested
+
+
+def test_a_run_too_short_to_learn_is_warned_about(tmp_path):
+    result = run_script("td3.py", "--env-id", "Pendulum-v1", "--total-timesteps", "300", "--learning-starts", "1000",
+                        "--no-progress-bar", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "warning: --total-timesteps 300 <= --learning-starts 1000: no gradient step is taken" in result.stderr
