@@ -341,7 +341,6 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
     online = list(qf.parameters())
     targets = list(qf_target.parameters())
 
-
     if args.autotune:
         target_entropy = -float(act_dim)
         log_alpha = torch.zeros((), device=device, requires_grad=True)
