@@ -19,7 +19,7 @@ from runs import REPO
 from tiny_checkpoints import write_checkpoint
 
 import eval_smoothness
-from benchmark import format_mean_std
+from benchmark import format_mean_std, format_warm_up
 from benchmark import main as benchmark_main
 
 # A few hundred real steps per run, small networks and batches (the studies' machinery is under test, not the released
@@ -334,8 +334,17 @@ def test_throughput_reports_sps_and_ratio_to_the_base_script(tmp_path):
     assert set(rows) == {"td3", "td3_pave", "td3_pave --pave-batch 25"}, rows
     base, pave, sub_batch = (rows[label] for label in ("td3", "td3_pave", "td3_pave --pave-batch 25"))
     assert float(base[1]) == 1.0 and float(pave[0]) > 0 and float(sub_batch[0]) > 0
+    assert all(re.fullmatch(r"\d+\.\d", row[2]) for row in rows.values())  # warm-up seconds: never "-0.0" or "-0.2"
+    assert " s extra)" in result.stdout and "took -" not in result.stdout
     # the ratio comes from the unrounded SPS, which the table shows to 0.1 (and the ratio to 0.01): at a few SPS (a busy
     # machine) the rounding alone moves pave / base by more than 0.01
     sps_pave, sps_base = float(pave[0]), float(base[0])
     assert (sps_pave - 0.05) / (sps_base + 0.05) - 0.005 <= float(pave[1]) <= (sps_pave + 0.05) / (sps_base - 0.05) + 0.005
     assert not list(tmp_path.iterdir())  # without --out, its runs go to a temporary folder that is removed
+
+
+def test_throughput_warm_up_is_never_negative():
+    """The first burst's extra seconds come from a difference of timings: a warm-up of about nothing can come out below
+    0 by noise, and is shown as 0.0 (never "-0.0" or "-0.2")."""
+    assert [format_warm_up(seconds) for seconds in (-0.2, -0.04, -0.0, 0.0, 0.04, 1.26, 12.0)] == [
+        "0.0", "0.0", "0.0", "0.0", "0.0", "1.3", "12.0"]
