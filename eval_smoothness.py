@@ -15,7 +15,7 @@ non-zero exit, and an earlier report in --out-dir stays as it was.
 Clean rows (sigma = 0, Tables 1-2): --episodes (10) episodes per checkpoint; as the reference code does, a cell is
 mean (std) over the pooled episodes of all seeds (numpy's std, ddof = 0).
 
-Noisy rows (sigma > 0, Table 3), REFERENCE.md's protocol: --noise-episodes (20) episodes per checkpoint and sigma; per
+Noisy rows (sigma > 0, Table 3), the released protocol (docs/protocol.md): --noise-episodes (20) episodes per checkpoint and sigma; per
 step and dimension the policy sees clip(o + u * sigma_base, obs_low, obs_high), u ~ U(-sigma, sigma), and the env's own
 state is never touched; a cell is the mean over seeds of each seed's mean (std over those per-seed means). sigma_base
 is the per-dimension std (floored at 1e-6) of the observations of --scale-episodes (20) clean episodes of the
@@ -24,7 +24,7 @@ sac_*; first seed = the earliest of RELEASED_SEEDS, else the lowest), locked for
 The base model comes from --base-checkpoint, else from the evaluated checkpoints. Without one (our fallback, reported
 in the printed notes, table.md and results.json) sigma_base is the std of the pooled clean observations of the
 evaluated checkpoints of that env and family. table.csv and results.json keep both statistics for every row.
-Our choices where REFERENCE.md is silent: the sigma_base episodes use the evaluation seeds (EVAL_SEED on); every
+Our choices where the released protocol is silent: the sigma_base episodes use the evaluation seeds (EVAL_SEED on); every
 checkpoint gets the same noise stream (--noise-seed), so methods differ by policy, not by draw.
 
     python eval_smoothness.py runs/*/*.pt --noise 0 0.01 0.05 0.1 --plot
@@ -70,7 +70,7 @@ def smoothness_score(actions) -> float:
     actions: array (T, action_dim) or (T,), in ENV units. Per action dimension j, with Y the unnormalized
     DFT of a[:, j] and only bins k = 0 .. T//2 - 1 kept,
         sm_j = 2 / (T * fs) * sum_k f_k |Y_k|,  f_k = k fs / T   =>   sm_j = (2 / T^2) * sum_k k |Y_k|
-    (fs cancels); sm is the mean of sm_j over action dimensions (REFERENCE.md, CAPS paper).
+    (fs cancels); sm is the mean of sm_j over action dimensions (docs/protocol.md; the CAPS paper's score).
     """
     a = np.asarray(actions, dtype=np.float64)
     if a.ndim == 1:
@@ -318,7 +318,7 @@ def sigma_base(bases, pool=(), scale_episodes=SCALE_EPISODES, seed=EVAL_SEED, cl
     """sigma_base of one (env, algorithm family) for Table 3, as a dict: "sigma_base" (a list), "fallback", "checkpoint",
     "method", "train_seed", "episodes", "samples", "how" (one sentence for the notes).
 
-    REFERENCE.md's protocol: of `bases`, the candidate Base models of that env and family, the first-seed one (seed_order)
+    the released protocol (docs/protocol.md): of `bases`, the candidate Base models of that env and family, the first-seed one (seed_order)
     runs `scale_episodes` clean deterministic episodes on env seeds seed, seed + 1, ...; sigma_base is the per-dimension
     std of their observations, floored at 1e-6. With no candidate, the fallback (our choice, flagged "fallback": True and
     said in "how"): the same std over the pooled clean observations of the policies in `pool`, their results in `clean`
