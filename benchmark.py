@@ -1327,7 +1327,7 @@ def publish_intervals(out, evaluated, per_seed, estimates, reps):
             cells = [evaluation_label(row["evaluation"], row["obs_noise"], row["episodes"]), row["method"], str(row["seeds"])]
             for metric, (_, _, digits) in METRICS.items():
                 cells += [f"{row[f'{metric}_mean']:.{digits}f} ({row[f'{metric}_std']:.{digits}f})",
-                          f"{row[f'{metric}_seed_std']:.{digits}f}",
+                          f"{row[f'{metric}_seed_std']:.{digits}f}" if row["seeds"] > 1 else "-",  # none of one seed
                           format_interval(row[f"{metric}_iqm"], row[f"{metric}_iqm_low"], row[f"{metric}_iqm_high"], digits)]
             lines.append("| " + " | ".join(cells) + " |")
     (out / "intervals.md").write_text("\n".join(lines) + "\n")
@@ -1338,6 +1338,7 @@ def plot_return_vs_sm(rows, path):
     evaluation's mean return against its mean sm), a marker per method (hollow: a -relu run), sm on a log axis (a
     chattering seed sits an order of magnitude above the others)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
     panels = {}  # (env, algo) -> method -> [seed rows]
     for row in sorted(rows, key=lambda row: (row["env_id"], method_key(row["method"]))):
@@ -1356,6 +1357,9 @@ def plot_return_vs_sm(rows, path):
                        label=f"{method} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
         episodes = next(iter(methods.values()))[0]["episodes"]
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # plain ticks 0.2, 0.5, 1, 2: readable over any range
+        ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set(title=f"{short_env(env_id)}, {algo.upper()}: one point per training seed",
                xlabel=f"sm, mean of {episodes} clean episodes (lower is smoother; log scale)",
                ylabel=f"return, mean of {episodes} clean episodes")
@@ -1447,8 +1451,8 @@ def publish_per_seed(out, rows, estimates):
                   "| method | " + " | ".join(map(str, seeds)) + " | mean (std over seeds) | IQM over seeds [95% CI] |",
                   "|---" * (len(seeds) + 3) + "|"]
         for (_, method, sigma), mine in sorted(cells.items(), key=lambda item: method_key(item[0][1])):
-            spread = " / ".join(f"{np.mean(values):.{digits}f} ({np.std(values):.{digits}f})" for metric, (_, _, digits) in
-                                METRICS.items() for values in [[row[metric] for row in mine.values()]])
+            spread = " / ".join(f"{np.mean(values):.{digits}f}" + (f" ({np.std(values):.{digits}f})" if len(values) > 1 else "")
+                                for metric, (_, _, digits) in METRICS.items() for values in [[row[metric] for row in mine.values()]])
             iqm = " / ".join(format_interval(*estimates["table", env_id, method, sigma, metric], digits)
                              for metric, (_, _, digits) in METRICS.items())
             lines.append(f"| {method} | " + " | ".join(f"{mine[seed]['return']:.1f} / {mine[seed]['sm']:.3f}" if seed in mine
@@ -1480,6 +1484,24 @@ def parse_publish_args(argv):
     parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS,
                         help=f"resamples of each stratified-bootstrap CI over seeds (rliable; default {BOOTSTRAP_REPS})")
     return parser.parse_args(argv)
+
+
+def publish_statistics(out, evaluated, paper_tables, reps):
+    """Publish's statistics step: intervals, paired, vs_paper, per_seed and return_vs_sm from the per-seed means of the
+    evaluations that succeeded in this publish (evaluated = {evaluation: its folder}; never an older publish's files);
+    returns the exit status (1 without the table's evaluation)."""
+    if "table" not in evaluated:
+        print("statistics: not computed, the evaluation failed")
+        return 1
+    per_seed = {name: seed_means(evaluated[name]) for name in EVALUATIONS if name in evaluated}
+    estimates = seed_statistics(per_seed, reps)
+    publish_intervals(out, {name: evaluated[name] for name in per_seed}, per_seed, estimates, reps)
+    publish_paired(out, paired_comparisons(per_seed))
+    released_table = evaluated["released_starts"] / "table.csv" if "released_starts" in evaluated else None
+    publish_paper_comparison(out, paper_tables, released_table, estimates)
+    publish_per_seed(out, per_seed["table"], estimates)
+    plot_return_vs_sm([row for row in per_seed["table"] if row["obs_noise"] == 0], out / "return_vs_sm.png")
+    return 0
 
 
 PAPER_COLUMNS = ("method", "env_id", "return_mean", "return_std", "sm_mean", "sm_std")  # what vs_paper reads of --paper-tables
@@ -1587,26 +1609,12 @@ def publish(argv):
         return status or (evaluate("released_starts", out / "released_starts", ["--env-seeds", *released_starts])
                           if released_starts else 0)
 
-    def statistics():  # over the seeds of this publish's evaluations that succeeded
-        if "table" not in evaluated:
-            print("statistics: not computed, the evaluation failed")
-            return 1
-        per_seed = {name: seed_means(evaluated[name]) for name in EVALUATIONS if name in evaluated}
-        estimates = seed_statistics(per_seed, args.bootstrap_reps)
-        publish_intervals(out, {name: evaluated[name] for name in per_seed}, per_seed, estimates, args.bootstrap_reps)
-        publish_paired(out, paired_comparisons(per_seed))
-        released_table = evaluated["released_starts"] / "table.csv" if "released_starts" in evaluated else None
-        publish_paper_comparison(out, args.paper_tables, released_table, estimates)
-        publish_per_seed(out, per_seed["table"], estimates)
-        plot_return_vs_sm([row for row in per_seed["table"] if row["obs_noise"] == 0], out / "return_vs_sm.png")
-        return 0
-
     steps = [("evaluation (eval_smoothness.py: the tables, released start states)", evaluate_tables)]
     if args.more_episodes:
         steps.append((f"start-state check, {args.more_episodes} episodes (eval_smoothness.py)",
                       lambda: evaluate("more_episodes", out / "more_episodes", ["--episodes", str(args.more_episodes)])))
     steps += [("statistics over seeds (rliable): intervals.md, paired.md, vs_paper.md, per_seed.md, return_vs_sm.png",
-               statistics),
+               lambda: publish_statistics(out, evaluated, args.paper_tables, args.bootstrap_reps)),
               ("learning curves", lambda: publish_learning_curves(finished, events, learning_starts, out))]
     for algo in dict.fromkeys(algo_of(run) for run in finished):
         family_checkpoints = [str(path) for run, path in finished.items() if algo_of(run) == algo and run.seed == qfield_seed]
