@@ -19,7 +19,7 @@ from runs import REPO
 from tiny_checkpoints import write_checkpoint
 
 import eval_smoothness
-from benchmark import format_mean_std, format_warm_up
+from benchmark import BUSY_LOOP, format_mean_std, format_warm_up
 from benchmark import main as benchmark_main
 
 # A few hundred real steps per run, small networks and batches (the studies' machinery is under test, not the released
@@ -315,6 +315,8 @@ def test_noise_table_follows_table_3s_protocol(tmp_path):
     (["--scripts", "td4.py", "--env-ids", "Pendulum-v1"], "unknown script 'td4.py'"),
     (["--suite", "ablation", "--report-only", "--out", "nowhere"], "--report-only: no runs folder in"),
     (["--suite", "ablation", "--grid", "1"], "--grid is for --suite sensitivity"),
+    (["threads", "--threads", "0"], "every --threads value must be positive"),
+    (["threads", "--scripts", "td4.py"], "no such script: td4.py"),
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, args, message):
     result = benchmark(*args, cwd=tmp_path)
@@ -340,6 +342,33 @@ def test_throughput_reports_sps_and_ratio_to_the_base_script(tmp_path):
     # machine) the rounding alone moves pave / base by more than 0.01
     sps_pave, sps_base = float(pave[0]), float(base[0])
     assert (sps_pave - 0.05) / (sps_base + 0.05) - 0.005 <= float(pave[1]) <= (sps_pave + 0.05) / (sps_base - 0.05) + 0.005
+    assert not list(tmp_path.iterdir())  # without --out, its runs go to a temporary folder that is removed
+
+
+def busy_loops():
+    """PIDs of the busy processes `benchmark.py threads` starts, found by their command line."""
+    pids = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            if BUSY_LOOP.encode() in open(cmdline, "rb").read():
+                pids.append(cmdline.split("/")[2])
+        except OSError:  # the process ended meanwhile
+            pass
+    return pids
+
+
+def test_threads_table_idle_and_beside_a_busy_process_then_no_busy_process_left(tmp_path):
+    before = busy_loops()
+    result = benchmark("threads", "--steps", 100, "--learning-starts", 100, "--scripts", "td3.py", "--threads", 1,
+                       "--busy", 0, 1, "--extra", SMALL, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = table_rows(result.stdout)
+    assert rows.pop("script") == ["torch threads", "idle", "beside 1 busy"]
+    (threads, idle, beside), = rows.values()
+    assert threads == "1" and re.fullmatch(r"\d+\.\d \(1\.00\), cpu \d+\.\dx", idle), idle
+    assert re.fullmatch(r"\d+\.\d \(\d+\.\d\d\), cpu \d+\.\dx", beside), beside
+    assert "td3, 1 torch thread(s), beside 1 busy process(es) ..." in result.stdout
+    assert busy_loops() == before  # the busy processes it started are gone
     assert not list(tmp_path.iterdir())  # without --out, its runs go to a temporary folder that is removed
 
 
