@@ -1024,6 +1024,7 @@ def threads(argv):
     out = args.out or Path(tempfile.mkdtemp(prefix="threads-"))
     (out / "logs").mkdir(parents=True, exist_ok=True)
     measured = {}  # (script, threads, busy) -> (steady SPS, CPU seconds over wall seconds of the whole run)
+    signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)  # a kill must not leave the busy processes spinning
     for busy in args.busy:
         loops = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(busy)]
         try:

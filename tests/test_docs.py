@@ -53,6 +53,10 @@ def parse(script, argv):
             for entry in args.scripts:
                 inner, *flags = shlex.split(entry)
                 parse(inner, flags)
+        elif argv[:1] == ["threads"]:
+            args = benchmark.parse_threads_args(argv[1:])
+            for script in args.scripts:
+                parse(script, [*shlex.split(args.extra), "--torch-threads", str(max(args.threads))])
         elif argv[:1] == ["publish"]:
             args = benchmark.parse_publish_args(argv[1:])
             assert (REPO / args.study / "runs").is_dir(), f"--study {args.study}: no runs/ folder"
