@@ -904,19 +904,24 @@ def write_report(study, out, args):
 # ----------------------------------------------------------------------------------------------------------------------
 # Throughput (the paper's Table 5): each script for a fixed number of training steps, one after another
 # ----------------------------------------------------------------------------------------------------------------------
+def add_measurement_arguments(parser, env_id, steps):
+    """The flags `throughput` and `threads` share: what each measured run trains, and where it goes."""
+    parser.add_argument("--env-id", default=env_id)
+    parser.add_argument("--steps", type=int, default=steps, help="training steps measured, after --learning-starts random ones")
+    parser.add_argument("--learning-starts", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--extra", default="", help='flags for every script, one string: --extra "--batch-size 64"')
+    parser.add_argument("--out", type=Path, default=None, help="keep runs and logs here (default: a temporary folder)")
+
+
 def parse_throughput_args(argv):
     parser = argparse.ArgumentParser(prog=f"{PROG} throughput",
                                      description="SPS after learning starts per script, and the ratio to its base script")
-    parser.add_argument("--env-id", default="Hopper-v5")
-    parser.add_argument("--steps", type=int, default=2000, help="training steps measured, after --learning-starts random ones")
-    parser.add_argument("--learning-starts", type=int, default=1000)
+    add_measurement_arguments(parser, env_id="Hopper-v5", steps=2000)
     parser.add_argument("--scripts", nargs="+", default=[f"{algo}{suffix}.py" for algo in ("td3", "sac") for suffix in METHODS],
                         help='scripts, each with its own flags if quoted: td3.py td3_pave.py "td3_pave.py --pave-batch 25"')
     parser.add_argument("--repeats", type=int, default=1, help="rounds over all scripts; each script's SPS is its median over rounds")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--extra", default="", help='flags for every script, one string: --extra "--batch-size 64"')
     parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=True, help="let the scripts use a GPU when there is one")
-    parser.add_argument("--out", type=Path, default=None, help="keep runs and logs here (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.learning_starts < 0 or args.repeats <= 0:
         fail("--steps and --repeats must be positive and --learning-starts non-negative")
@@ -999,16 +1004,11 @@ BUSY_LOOP = "while True: pass"  # a busy process: one core's worth of pure-Pytho
 def parse_threads_args(argv):
     parser = argparse.ArgumentParser(prog=f"{PROG} threads",
                                      description="training SPS per script and torch thread count, idle and beside busy processes")
-    parser.add_argument("--env-id", default="Pendulum-v1")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps measured, after --learning-starts random ones")
-    parser.add_argument("--learning-starts", type=int, default=1000)
+    add_measurement_arguments(parser, env_id="Pendulum-v1", steps=1000)
     parser.add_argument("--scripts", nargs="+", default=["td3.py", "td3_pave.py", "sac_pave.py"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="--torch-threads values, each script runs with each")
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 1, 2],
                         help=f"numbers of busy processes ({BUSY_LOOP!r}) running beside the measured run")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--extra", default="", help='flags for every script, one string: --extra "--batch-size 64"')
-    parser.add_argument("--out", type=Path, default=None, help="keep runs and logs here (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.steps <= 0 or args.learning_starts < 0 or min(args.threads) < 1 or min(args.busy) < 0:
         fail("--steps and every --threads value must be positive, --learning-starts and every --busy value non-negative")
