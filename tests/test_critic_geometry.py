@@ -12,7 +12,7 @@ from quadratic_critic import LinearActor, QuadraticCritic
 from runs import run_script
 from tiny_checkpoints import write_checkpoint
 from tool_checks import BAD_CASES, bad_checkpoint, old_report, snapshot
-from trained_checkpoints import trained
+from trained_checkpoints import SHARES_TRAINED, trained
 
 import critic_geometry
 
@@ -132,6 +132,7 @@ def test_summary_is_mean_and_std_over_seeds_grouped_by_method_and_env():
     assert rows["Pendulum-v1", "td3_pave"]["flip_rate_std"] == 0.0
 
 
+@SHARES_TRAINED
 @pytest.mark.parametrize("script", ["td3.py", "sac.py"])
 def test_vmapped_derivatives_match_autograd_hessian_on_a_trained_critic(script):
     """On a real trained SiLU critic: the one-call kernel against torch.autograd.functional.hessian, state by state."""
@@ -153,6 +154,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@SHARES_TRAINED
 def test_cli_on_real_td3_and_sac_checkpoints(tmp_path):
     """Trained TD3 and SAC, a second TD3 seed and a ReLU TD3 are evaluated (10 Pendulum episodes of 200 steps each)."""
     paths = [trained("td3.py"), trained("sac.py"),

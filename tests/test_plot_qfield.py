@@ -15,7 +15,7 @@ from quadratic_critic import LinearActor, QuadraticCritic
 from runs import run_script
 from tiny_checkpoints import write_checkpoint, write_old_checkpoint
 from tool_checks import BAD_CASES, bad_checkpoint, figure_texts, old_report, snapshot
-from trained_checkpoints import trained
+from trained_checkpoints import SHARES_TRAINED, trained
 
 import critic_geometry
 import plot_qfield
@@ -159,6 +159,7 @@ def checkpoints(tmp_path_factory):
     return made
 
 
+@SHARES_TRAINED
 def test_real_checkpoints_give_a_figure_and_a_finite_table(checkpoints, tmp_path):
     paths = [checkpoints[name] for name in ("td3_pave", "td3", "td3_relu", "sac")]
     out = tmp_path / "figs" / "qfield.png"
@@ -200,6 +201,7 @@ def test_real_checkpoints_give_a_figure_and_a_finite_table(checkpoints, tmp_path
     assert float(rows["td3"]["M"]) > 0.0 and float(rows["sac"]["M"]) > 0.0
 
 
+@SHARES_TRAINED
 def test_checkpoints_of_two_envs_give_a_grid_with_each_rows_z_clip_written_on_it(checkpoints, tmp_path, capsys,
                                                                                  monkeypatch):
     paths = [checkpoints[name] for name in ("td3", "td3_pave", "lunar_td3", "lunar_caps")]
@@ -226,6 +228,7 @@ def test_checkpoints_of_two_envs_give_a_grid_with_each_rows_z_clip_written_on_it
 REPORT = ["qfield.png", "qfield.csv"]
 
 
+@SHARES_TRAINED
 @pytest.mark.parametrize("case", [*BAD_CASES, "no critic", "no argument"])
 def test_bad_input_is_one_line_and_leaves_the_earlier_figure(case, checkpoints, tmp_path, monkeypatch, capsys):
     """The default --out and its table exist; a command with bad input beside a good checkpoint (or with no argument
@@ -251,6 +254,7 @@ def test_bad_input_is_one_line_and_leaves_the_earlier_figure(case, checkpoints, 
     assert snapshot(work) == before
 
 
+@SHARES_TRAINED
 @pytest.mark.parametrize("flags, message", [
     (["--out", "qfield"], "--out qfield: its suffix must name a figure file type matplotlib writes (.png, .pdf, .svg, ...)"),
     (["--out", "figures.png"], "--out figures.png: is a directory, not a file"),

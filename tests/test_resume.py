@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import REPO, read_scalars, run_script, same
+from runs import REPO, read_scalars, run_in_process, run_script, same
 
 import eval_smoothness
 import td3
@@ -25,6 +25,8 @@ SHORT = ["--total-timesteps", "500", "--learning-starts", "200", "--buffer-size"
          "--no-progress-bar", "--model-checkpoints", "3"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # as runs.run_script
 TIMING = {"elapsed", "train_elapsed"}  # seconds, the only entries that may differ
+# one process runs this module under `pytest -n 2 --dist loadgroup`, so that split_runs trains each split once
+pytestmark = pytest.mark.xdist_group("resume")
 
 
 def flatten(value, prefix=""):
@@ -206,7 +208,8 @@ def test_bad_resume_input_gets_one_clear_line_and_loses_nothing(split_runs, tmp_
         "before the saved step": (f"runs/{td3_dir.name}/resume.prev.pt", ["--total-timesteps", "300"]),
     }[case]
     before = digest(tmp_path / "runs" / td3_dir.name)
-    result = run_script("td3.py", "--resume", path, *flags, cwd=tmp_path)
+    run = run_script if case == "missing" else run_in_process  # one case through a new interpreter, as a user meets it
+    result = run("td3.py", "--resume", path, *flags, cwd=tmp_path)
     assert result.returncode != 0
     assert result.stderr.startswith("td3.py: error: --") and result.stderr.strip().count("\n") == 0, result.stderr[-3000:]
     assert message in result.stderr

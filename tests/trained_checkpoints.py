@@ -1,5 +1,6 @@
 """Tiny but really trained checkpoints (tests/runs.py's TINY run with 64-64 networks and batch 64, about 5 s each),
-trained once per pytest process and shared by the tests that need a critic shaped by TD learning."""
+trained once per pytest process and shared by the tests that need a critic shaped by TD learning. Those tests carry
+SHARES_TRAINED: under `pytest -n 2 --dist loadgroup` (pyproject.toml) they run on one process, which trains each once."""
 
 import atexit
 import functools
@@ -7,8 +8,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from runs import TINY, run_script
 
+SHARES_TRAINED = pytest.mark.xdist_group("trained_checkpoints")
 SMALL = ["--hidden-sizes", "64", "64", "--batch-size", "64"]
 
 
