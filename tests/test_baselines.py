@@ -296,13 +296,15 @@ def test_presets_fill_only_unset_lambdas(name):
 COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/action_change", "charts/SPS", "charts/SPS_train",
                "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "eval/return", "eval/sm", "geometry/mpr"]
 # Pendulum has one action dimension: Hopper's three check that nothing mixes up action dimensions (SAC's mean/log-std halves)
+# Small networks and batches: the method's terms are under test here; the released sizes run in test_td3.py and test_sac.py
+SMALL = ["--batch-size", "64", "--hidden-sizes", "64", "64"]
 RUNS = [(name, "Pendulum-v1") for name in BASELINES] + [("td3_asap", "Hopper-v5"), ("sac_asap", "Hopper-v5")]
 
 
 @pytest.mark.parametrize("name,env_id", RUNS)
 def test_short_real_run_writes_checkpoint_and_scalars(name, env_id, tmp_path):
     script, module, method = f"{name}.py", importlib.import_module(name), method_of(name)
-    run_dir, ckpt = train(script, env_id, tmp_path)
+    run_dir, ckpt = train(script, env_id, tmp_path, *SMALL)
     assert ckpt["format"] == td3.CHECKPOINT_FORMAT
     assert (ckpt["script"], ckpt["algo"], ckpt["env_id"], ckpt["global_step"]) == (script, name.split("_")[0], env_id, 400)
     args = ckpt["args"]
@@ -335,7 +337,7 @@ def test_asap_target_follows_every_gradient_step(name, tmp_path):
     --policy-frequency 150: the actor moves once, a0 -> a1, at step 150, so the target ends at
     a1 + (1 - tau)^51 (a0 - a1) (steps 150..200 each pull it towards a1), not at a1 + (1 - tau) (a0 - a1)."""
     module, tau = importlib.import_module(name), 0.1
-    _, ckpt = train(f"{name}.py", "Pendulum-v1", tmp_path, "--asap-tau", str(tau), "--policy-frequency", "150")
+    _, ckpt = train(f"{name}.py", "Pendulum-v1", tmp_path, *SMALL, "--asap-tau", str(tau), "--policy-frequency", "150")
     args = ckpt["args"]
     torch.manual_seed(args["seed"])  # the actor is the first network the script builds after seeding: a0
     initial = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["actor_activation"]).state_dict()
@@ -349,9 +351,9 @@ def test_asap_target_follows_every_gradient_step(name, tmp_path):
 def test_same_seed_gives_identical_weights(name, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    small = ["--batch-size", "64", "--hidden-sizes", "64", "64"]  # reproducibility does not depend on size
-    _, first = train(f"{name}.py", "Pendulum-v1", tmp_path / "a", *small, seed=7)
-    _, second = train(f"{name}.py", "Pendulum-v1", tmp_path / "b", *small, seed=7)
+    # reproducibility does not depend on size
+    _, first = train(f"{name}.py", "Pendulum-v1", tmp_path / "a", *SMALL, seed=7)
+    _, second = train(f"{name}.py", "Pendulum-v1", tmp_path / "b", *SMALL, seed=7)
     for net in ("actor", "qf1", "qf2"):
         for key, tensor in first[net].items():
             assert torch.equal(tensor, second[net][key]), f"{net}.{key}"
