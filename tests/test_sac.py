@@ -100,9 +100,10 @@ COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/actio
                "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "losses/alpha", "eval/return", "eval/sm",
                "geometry/mpr", "geometry/vfc", "geometry/curv", "geometry/grad_norm", "geometry/vhv"]
 # sac.py on Pendulum learns alpha, on Hopper runs the paper text's ReLU variant; sac_pave.py on Pendulum overrides one
-# Table 8 lambda.
+# Table 8 lambda, and takes PAVE's terms on the first 64 transitions of each batch (--pave-batch; the default run is
+# test_bit_identity.py's).
 EXTRA = {("sac.py", "Pendulum-v1"): ["--autotune"], ("sac.py", "Hopper-v5"): ["--actor-activation", "relu", "--critic-activation", "relu"],
-         ("sac_pave.py", "Pendulum-v1"): ["--lambda1", "0.5"]}
+         ("sac_pave.py", "Pendulum-v1"): ["--lambda1", "0.5", "--pave-batch", "64"], ("sac_pave.py", "Hopper-v5"): ["--pave-batch", "64"]}
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])

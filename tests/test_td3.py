@@ -85,9 +85,11 @@ COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/actio
 
 
 # the paper text's ReLU variant of the base on Hopper; the Hopper PAVE run overrides one preset lambda (the compiled path
-# is trained for real in test_same_seed_gives_identical_weights and checked term by term in test_pave_regularizer.py)
+# is trained for real in test_same_seed_gives_identical_weights and checked term by term in test_pave_regularizer.py).
+# PAVE's terms on the first 64 transitions of each batch (--pave-batch), where they cost most: the default run is
+# test_bit_identity.py's.
 EXTRA = {("td3.py", "Hopper-v5"): ["--actor-activation", "relu", "--critic-activation", "relu"],
-         ("td3_pave.py", "Hopper-v5"): ["--lambda3", "0.01"]}
+         ("td3_pave.py", "Pendulum-v1"): ["--pave-batch", "64"], ("td3_pave.py", "Hopper-v5"): ["--lambda3", "0.01", "--pave-batch", "64"]}
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])
@@ -128,7 +130,8 @@ def test_short_real_run_writes_checkpoint_and_scalars(script, env_id, tmp_path):
 def test_same_seed_gives_identical_weights(script, extra, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    small = ["--batch-size", "64", "--hidden-sizes", "64", "64", *extra]  # reproducibility does not depend on size
+    # reproducibility does not depend on size or length: a shorter run than TINY (the last flag wins), 100 gradient steps
+    small = ["--batch-size", "64", "--hidden-sizes", "64", "64", "--total-timesteps", "300", "--eval-episodes", "1", *extra]
     _, first = train(script, "Pendulum-v1", tmp_path / "a", *small, seed=7)
     _, second = train(script, "Pendulum-v1", tmp_path / "b", *small, seed=7)
     for net in ("actor", "qf1", "qf2"):
@@ -177,7 +180,8 @@ def test_track_without_wandb_says_how_to_install(tmp_path):
 def test_any_critic_trains_saves_and_is_read_by_the_tools(tmp_path):
     """td3_pave.py with a critic the speed path is not written for (3 hidden layers, LayerNorm) takes the general
     pave_regularizer, trains, saves a checkpoint that records it, and eval_smoothness.py and critic_geometry.py read it."""
-    run_dir, ckpt = train("td3_pave.py", "Pendulum-v1", tmp_path, "--hidden-sizes", "64", "64", "64", "--critic-layer-norm")
+    run_dir, ckpt = train("td3_pave.py", "Pendulum-v1", tmp_path, "--hidden-sizes", "64", "64", "64", "--critic-layer-norm",
+                          "--batch-size", "64")
     assert ckpt["args"]["critic_layer_norm"] and tuple(ckpt["args"]["hidden_sizes"]) == (64, 64, 64)
     assert "net.1.weight" in ckpt["qf1"]  # the first LayerNorm's gain
     scalars = read_scalars(run_dir)
