@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 from runs import all_finite, assert_one_line_error, read_scalars, run_in_process, run_script, train
+from trained_checkpoints import SMALL
 
 import td3
 
@@ -296,8 +297,7 @@ def test_presets_fill_only_unset_lambdas(name):
 COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/action_change", "charts/SPS", "charts/SPS_train",
                "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "eval/return", "eval/sm", "geometry/mpr"]
 # Pendulum has one action dimension: Hopper's three check that nothing mixes up action dimensions (SAC's mean/log-std halves)
-# Small networks and batches: the method's terms are under test here; the released sizes run in test_td3.py and test_sac.py
-SMALL = ["--batch-size", "64", "--hidden-sizes", "64", "64"]
+# Small networks and batches (SMALL): the method's terms are under test here; the released sizes run in test_td3/test_sac
 RUNS = [(name, "Pendulum-v1") for name in BASELINES] + [("td3_asap", "Hopper-v5"), ("sac_asap", "Hopper-v5")]
 
 
