@@ -191,6 +191,7 @@ class Run:
     env_id: str
     seed: int
     resume: Optional[Path] = field(default=None, compare=False)  # an interrupted run's resumable state, relative to --out
+    stop_at: Optional[int] = field(default=None, compare=False)  # --stages: the step this run is advanced to, then stops
 
     @property
     def name(self):
@@ -199,7 +200,8 @@ class Run:
     def arguments(self, extra):
         """The training script's command-line arguments (the interpreter and script path depend on the node)."""
         return ["--env-id", self.env_id, "--seed", str(self.seed), "--exp-name", self.variant.name, "--save-model",
-                "--no-progress-bar", *self.variant.flags, *extra, *(["--resume", str(self.resume)] if self.resume else [])]
+                "--no-progress-bar", *self.variant.flags, *extra, *(["--resume", str(self.resume)] if self.resume else []),
+                *(["--stop-at-step", str(self.stop_at)] if self.stop_at else [])]
 
     def folders(self, out):
         return sorted(glob.glob(f"{out}/runs/{self.name}__*"))
@@ -420,7 +422,10 @@ class Progress:
     def finished(self, run, returncode, seconds):
         with self.lock:
             self.running -= 1
-            if returncode == 0 and run.checkpoint(self.out) is None:  # stopped from outside: it saved a resumable state
+            reached = run.stop_at and saved_step(run, self.out) == run.stop_at
+            if returncode == 0 and run.checkpoint(self.out) is None and reached:
+                self.bar.write(f"staged  {run.name} at step {run.stop_at} ({seconds:.0f} s)")
+            elif returncode == 0 and run.checkpoint(self.out) is None:  # stopped from outside: it saved a resumable state
                 self.failed.append(run)
                 self.bar.write(f"STOPPED {run.name} ({seconds:.0f} s) before its end; run the same command to resume it")
             elif returncode == 0:
@@ -577,6 +582,20 @@ def resumable_state(run, out):
     return None
 
 
+def saved_step(run, out):
+    """The step of an unfinished run's newest resumable state (resume.pt of its newest folder), or 0 without one."""
+    folders = run.folders(out)
+    path = Path(folders[-1], "resume.pt") if folders else None
+    if path is None or not path.exists():
+        return 0
+    try:
+        import torch
+
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:  # unreadable: resumable_state says so and falls back
+        return 0
+
+
 def forget(run, out):
     """Remove what an unfinished (or --force'd) run left: its folders, log and cached evaluations."""
     for folder in run.folders(out):
@@ -585,23 +604,29 @@ def forget(run, out):
         Path(path).unlink(missing_ok=True)
 
 
-def run_study(study, out, args):
+def run_study(study, out, args, stage=None):
     """Start every run without a checkpoint (every run with --force), an interrupted one from its resumable state; return
-    the failed runs."""
+    the failed runs. With a `stage` (a step of --stages), only the runs whose resumable state is before it, each with
+    --stop-at-step `stage`: a run that stops there has reached the stage (its script finishes normally when the stage is
+    its last step)."""
     extra = ["--checkpoint-freq", str(args.checkpoint_freq), *shlex.split(args.extra)]
     runs = study.runs
     todo = [run for run in runs if args.force or run.checkpoint(out) is None]
     todo = [run if args.force else replace(run, resume=resumable_state(run, out)) for run in todo]
+    if stage:
+        todo = [replace(run, stop_at=stage) for run in todo if not run.resume or saved_step(run, out) < stage]
     if args.dry_run:
         planned = {run.name: run for run in todo}  # an interrupted run as it would start: with --resume
         for run in runs:
             run = planned.get(run.name, run)
             command = shlex.join(["python", str(script_path(run.variant.script)), *run.arguments(extra)])
-            skip = "# skip, finished: " if run.name not in planned else ""
+            skip = f"# skip, {'at step ' + str(stage) + ' or ' if stage else ''}finished: " if run.name not in planned else ""
             print(f"{skip}cd {out} && {command} > logs/{run.name}.log 2>&1")
         return []
-    print(f"study {study.name}: {len(runs)} runs in {out}; {len(runs) - len(todo)} finished (skipped), {len(todo)} to run "
-          f"({sum(run.resume is not None for run in todo)} resumed) on the {args.backend} backend")
+    done = f"at step {stage} or finished" if stage else "finished"
+    print(f"study {study.name}{f', stage {stage}' if stage else ''}: {len(runs)} runs in {out}; {len(runs) - len(todo)} "
+          f"{done} (skipped), {len(todo)} to run ({sum(run.resume is not None for run in todo)} resumed) on the "
+          f"{args.backend} backend")
     if not todo:
         return []
     ray = connect_ray(args) if args.backend == "ray" else None
@@ -1770,6 +1795,10 @@ def parse_study_args(argv):
     parser.add_argument("--gpus-per-run", type=float, default=0, help="GPUs a run declares to Ray (fractions share a GPU)")
     parser.add_argument("--checkpoint-freq", type=int, default=10_000,
                         help="env steps between the runs' resumable states, from which an interrupted run resumes (0: only when stopped)")
+    parser.add_argument("--stages", type=int, nargs="+",
+                        help="advance every run to each of these steps in turn (each run stops there with its resumable state; "
+                             "a stage is started when every run has reached the one before); the last is normally the runs' "
+                             "--total-timesteps (docs/studies.md)")
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="skip runs whose checkpoint exists (the default)")
     again.add_argument("--force", action="store_true", help="rerun every run, replacing what it wrote before")
@@ -1788,6 +1817,10 @@ def parse_study_args(argv):
         fail("--gpus-per-run must be non-negative")
     if args.checkpoint_freq < 0:
         fail("--checkpoint-freq must be non-negative")
+    if args.stages and (min(args.stages) <= 0 or sorted(set(args.stages)) != args.stages):
+        fail(f"--stages must be positive steps in increasing order, got {' '.join(map(str, args.stages))}")
+    if args.stages and args.force:
+        fail("--stages continues runs stage by stage; it cannot be used with --force")
     return args
 
 
@@ -1814,7 +1847,13 @@ def main(argv=None):
         write_report(study, out, args)
         return 0
     signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
-    failed = run_study(study, out, args)
+    # Ctrl-C (SIGINT) stops the study as SIGTERM does, also when it was started as a background job of a script or by
+    # nohup, which start it with SIGINT ignored: Python then keeps it ignored unless told otherwise
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for stage in args.stages or [None]:
+        failed = run_study(study, out, args, stage)
+        if failed and not args.dry_run:
+            break  # a later stage starts only when every run has reached this one
     if not args.dry_run and not args.no_report:
         write_report(study, out, args)
     if failed:

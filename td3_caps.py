@@ -120,6 +120,8 @@ class Args:
     """env steps between resumable states (<run dir>/resume.pt, the one before kept as resume.prev.pt); 0: only on stop"""
     model_checkpoints: int = 0
     """save the --save-model checkpoint at N evenly spaced steps, to <run dir>/checkpoints/ (docs/studies.md); 0: none"""
+    model_checkpoint_every: int = 0
+    """also save it at every multiple of this step (fixed steps: a run extended later keeps them); 0: none"""
     resume: Optional[str] = None
     """continue the run that saved this resumable state, in its run directory and with its flags (docs/studies.md)"""
     stop_at_step: Optional[int] = None
@@ -413,12 +415,17 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
                 sps = global_step / (time.time() - start_time)
                 writer.add_scalar("charts/SPS", sps, global_step)
                 writer.add_scalar("charts/SPS_train", (global_step - args.learning_starts) / (time.time() - train_start_time), global_step)
-                progress.set_postfix(ret=f"{np.mean(loop['recent_returns']):.1f}" if loop["recent_returns"] else "-", sps=f"{sps:.0f}")
+                recent = f"{np.mean(loop['recent_returns']):.1f}" if loop["recent_returns"] else "-"
+                progress.set_postfix(ret=recent, sps=f"{sps:.0f}")
+                if not args.progress_bar:  # a log file (benchmark.py, a batch job) still shows the run advancing
+                    print(f"step {global_step}/{args.total_timesteps}: SPS {sps:.0f}, return of the last 10 episodes {recent}",
+                          flush=True)
             if global_step % args.geometry_freq == 0 and rb.size >= args.geometry_batch:
                 log_geometry(writer, qf, rb, args, sample_rng, global_step)
             progress.update(1)
 
-            if global_step in checkpoint_steps:  # before a stop at this step saves: a resumed run starts after it
+            # before a stop at this step saves: a resumed run starts after it
+            if global_step in checkpoint_steps or (args.model_checkpoint_every and global_step % args.model_checkpoint_every == 0):
                 save_atomically(model_checkpoint(args, global_step, obs_dim, act_dim, actor, qf),
                                 f"{run_dir}/checkpoints/{args.exp_name}_step{global_step}.pt")
             stop = stop_signal.reason or (global_step == args.stop_at_step and "--stop-at-step")
@@ -439,7 +446,8 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
     if stop:  # an interrupted run leaves its resumable state, never a final checkpoint (that one means finished)
         writer.close()
         print(f"stopped at step {global_step} ({stop}): resumable state saved to {resume_path}; "
-              f"resume with: python {sys.argv[0]} --resume {resume_path}")
+              f"resume with: python {sys.argv[0]} --resume {resume_path}"
+              + (f" (to step {args.total_timesteps}; --stop-at-step N stops it again at N)" if stop == "--stop-at-step" else ""))
         sys.exit(0)
     if args.save_model:
         model_path = save_atomically(model_checkpoint(args, global_step, obs_dim, act_dim, actor, qf), f"{run_dir}/{args.exp_name}.pt")
@@ -469,7 +477,8 @@ MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq"
                     "geometry_freq", "geometry_batch", "log_freq", "torch_threads"}
 # Flags a resumed run may change: they cannot change what is learned (docs/studies.md says why each); --cuda and
 # --torch-threads are exact only with the values that saved the state.
-RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "model_checkpoints", "log_freq", "progress_bar", "total_timesteps",
+RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "model_checkpoints", "model_checkpoint_every", "log_freq",
+                     "progress_bar", "total_timesteps",
                      "track", "wandb_project_name", "wandb_entity", "cuda", "torch_threads", "save_model", "eval_episodes"}
 
 
@@ -532,6 +541,13 @@ def resolve_args(args: Args, resumed=None) -> Args:
                      + ", --".join(sorted(flag.replace("_", "-") for flag in RESUME_MAY_CHANGE)))
     if args.model_checkpoints > args.total_timesteps:
         sys.exit(f"{prog}: error: --model-checkpoints {args.model_checkpoints} exceeds --total-timesteps {args.total_timesteps}")
+    if args.stop_at_step is not None and args.stop_at_step > args.total_timesteps:
+        sys.exit(f"{prog}: error: --stop-at-step {args.stop_at_step} is beyond --total-timesteps {args.total_timesteps}")
+    if resumed and args.stop_at_step is not None and args.stop_at_step <= resumed["global_step"]:
+        sys.exit(f"{prog}: error: --stop-at-step {args.stop_at_step} is not after step {resumed['global_step']}, where "
+                 f"{args.resume} stopped")
+    if args.stop_at_step == args.total_timesteps:  # stopping at the last step is finishing: the run saves its model
+        args.stop_at_step = None
     if resumed and args.total_timesteps < resumed["global_step"]:
         sys.exit(f"{prog}: error: --total-timesteps {args.total_timesteps} is below step {resumed['global_step']} of {args.resume}")
     if args.total_timesteps <= args.learning_starts:
@@ -636,7 +652,8 @@ def restore_run(resumed, stateful, rngs, env, device, args):
 
 class StopSignal:
     """SIGTERM (a scheduler, Ray, benchmark.py) and Ctrl-C set `reason`, which the loop reads at the end of each env step,
-    so that the run stops between two steps with a consistent state to save; a second signal aborts at once."""
+    so that the run stops between two steps with a consistent state to save; a second Ctrl-C aborts at once (a repeated
+    SIGTERM does not: a scheduler may send it to every process, and benchmark.py then again to its runs)."""
 
     def __init__(self):
         self.reason = None
@@ -644,9 +661,9 @@ class StopSignal:
         signal.signal(signal.SIGINT, self)
 
     def __call__(self, signum, frame):
-        if self.reason:
+        if self.reason and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.reason = signal.Signals(signum).name
+        self.reason = self.reason or signal.Signals(signum).name
 
     def release(self):
         """From here on, Ctrl-C and SIGTERM stop at once."""
