@@ -604,17 +604,48 @@ def forget(run, out):
         Path(path).unlink(missing_ok=True)
 
 
-def run_study(study, out, args, stage=None):
-    """Start every run without a checkpoint (every run with --force), an interrupted one from its resumable state; return
-    the failed runs. With a `stage` (a step of --stages), only the runs whose resumable state is before it, each with
-    --stop-at-step `stage`: a run that stops there has reached the stage (its script finishes normally when the stage is
-    its last step)."""
-    extra = ["--checkpoint-freq", str(args.checkpoint_freq), *shlex.split(args.extra)]
-    runs = study.runs
-    todo = [run for run in runs if args.force or run.checkpoint(out) is None]
+def runs_to_do(study, out, args, stage=None):
+    """Every run without a checkpoint (every run with --force), an interrupted one with its resumable state. With a
+    `stage` (a step of --stages), only the runs whose resumable state is before it, each with --stop-at-step `stage`: a
+    run that stops there has reached the stage (its script finishes normally when the stage is its last step)."""
+    todo = [run for run in study.runs if args.force or run.checkpoint(out) is None]
     todo = [run if args.force else replace(run, resume=resumable_state(run, out)) for run in todo]
     if stage:
         todo = [replace(run, stop_at=stage) for run in todo if not run.resume or saved_step(run, out) < stage]
+    return todo
+
+
+def study_status(study, out):
+    """A Markdown table of every run's progress: its last logged step, the step of its last resumable state (or of its
+    final checkpoint), its wall time so far (training_seconds: every segment, pauses left out) and its training SPS
+    (the last charts/SPS_train it logged, over every segment)."""
+    lines = ["| run | last logged step | saved at step | wall time so far | training SPS |", "|---|---|---|---|---|"]
+    for run in study.runs:
+        folders = run.folders(out)
+        if not folders:
+            lines.append(f"| {run.name} | not started | | | |")
+            continue
+        events = run_events(folders[-1])
+        steps = [point.step for tag in events.Tags()["scalars"] for point in events.Scalars(tag)]
+        _, sps = scalars(None, "charts/SPS_train", events)
+        seconds, _ = training_seconds(folders[-1])
+        checkpoint = run.checkpoint(out)
+        if checkpoint:
+            import torch
+
+            saved = f"{torch.load(checkpoint, map_location='cpu', weights_only=True)['global_step']} (finished)"
+        else:
+            saved = saved_step(run, out) or "-"
+        lines.append(f"| {run.name} | {max(steps, default='-')} | {saved} | {seconds / 3600:.2f} h | "
+                     f"{f'{sps[-1]:.1f}' if len(sps) else '-'} |")
+    return "\n".join(lines)
+
+
+def run_study(study, out, args, stage=None):
+    """Run what runs_to_do gives (to `stage`, if given); return the failed runs."""
+    extra = ["--checkpoint-freq", str(args.checkpoint_freq), *shlex.split(args.extra)]
+    runs = study.runs
+    todo = runs_to_do(study, out, args, stage)
     if args.dry_run:
         planned = {run.name: run for run in todo}  # an interrupted run as it would start: with --resume
         for run in runs:
@@ -1803,6 +1834,8 @@ def parse_study_args(argv):
     again.add_argument("--resume", action="store_true", help="skip runs whose checkpoint exists (the default)")
     again.add_argument("--force", action="store_true", help="rerun every run, replacing what it wrote before")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    parser.add_argument("--status", action="store_true",
+                        help="print each run's step, wall time so far and training SPS as a Markdown table, and exit")
     parser.add_argument("--report-only", action="store_true", help="no training: report on the runs already in --out")
     parser.add_argument("--no-report", action="store_true", help="train only")
     parser.add_argument("--episodes", type=int, default=10, help="clean evaluation episodes per run for the tables (the paper's 10)")
@@ -1841,6 +1874,11 @@ def main(argv=None):
     args = parse_study_args(argv)
     study = build_study(args)
     out = (args.out or Path("studies") / study.name).resolve()
+    if args.status:
+        if not (out / "runs").is_dir():
+            fail(f"--status: no runs folder in {out}")
+        print(study_status(study, out))
+        return 0
     if args.report_only:
         if not (out / "runs").is_dir():
             fail(f"--report-only: no runs folder in {out}")
@@ -1850,7 +1888,10 @@ def main(argv=None):
     # Ctrl-C (SIGINT) stops the study as SIGTERM does, also when it was started as a background job of a script or by
     # nohup, which start it with SIGINT ignored: Python then keeps it ignored unless told otherwise
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for stage in args.stages or [None]:
+    stages = args.stages or [None]
+    if args.dry_run and args.stages:  # the commands of the first stage not yet reached: a later one's depend on it
+        stages = [next((stage for stage in args.stages if runs_to_do(study, out, args, stage)), args.stages[-1])]
+    for stage in stages:
         failed = run_study(study, out, args, stage)
         if failed and not args.dry_run:
             break  # a later stage starts only when every run has reached this one

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The MuJoCo study of results/README.md: td3.py and td3_pave.py at their defaults on Walker2d-v5, then Hopper-v5, the
+# released runs' first three seeds, every run started with --total-timesteps 300000 and advanced in stages: every run to
+# 100k, then to 200k, then to 300k, with a model checkpoint at each stage step.
+#
+# Start it, or continue it from wherever it stopped (the same command; SIGTERM stops it, every run saving its state):
+#     setsid nohup bash results/mujoco_study.sh >> ~/.cache/pave/studies/mujoco/study.log 2>&1 < /dev/null &
+# Its progress:  bash results/mujoco_study.sh --status
+#
+# The study folder (PAVE_STUDY, default ~/.cache/pave/studies/mujoco) lives outside the work tree: resumable states of
+# MuJoCo runs are 30-170 MB and stay out of git. Its code/ is this repository at one commit (STUDY_COMMIT, git archive),
+# so that later changes to the scripts cannot mix two versions of the code into one run.
+set -euo pipefail
+STUDY_COMMIT=88a9444044eda88fa7d45084fe362d563a981880
+study="${PAVE_STUDY:-$HOME/.cache/pave/studies/mujoco}"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+python="${PYTHON:-python}"
+flags=(--scripts td3.py td3_pave.py --env-ids Walker2d-v5 Hopper-v5 --seeds 178132 410580 922852 --out "$study/study")
+if [ "${1:-}" = "--status" ]; then  # read by today's benchmark.py (the study's copy may predate --status)
+    exec "$python" "$repo/benchmark.py" "${flags[@]}" --status
+fi
+if [ ! -f "$study/code/benchmark.py" ]; then
+    mkdir -p "$study/code"
+    git -C "$repo" archive "$STUDY_COMMIT" | tar -x -C "$study/code"
+    echo "$STUDY_COMMIT" > "$study/COMMIT"
+    echo "study folder made at $study from commit $STUDY_COMMIT"
+fi
+cd "$study/code"
+exec "$python" benchmark.py "${flags[@]}" --workers 2 --checkpoint-freq 10000 \
+    --stages 100000 200000 300000 --no-report --extra "--total-timesteps 300000 --model-checkpoint-every 100000" "$@"
