@@ -27,10 +27,11 @@ Every record also holds the mean return and smoothness score sm of the same epis
 
 Along training (--during): the files a training script saves with --model-checkpoints N (each a checkpoint like the
 final one, at N evenly spaced steps) are grouped by (method, env, training step) instead, a (run, step) given twice
-counted once (a run's final checkpoint is its last such file). during.png plots sm, M_sup, mu_inf, the concavity rate and
-the flip rate against the step, a panel per statistic and a row per env, a line per method: the mean over seeds with a
-band of +- one std. The released code measured M_sup and the concavity rates this way, on the five intermediate models
-its runs keep (eval_during_training_full.py), for Base and PAVE TD3 on LunarLander and Walker.
+counted once (a run's final checkpoint is its last such file). during.png plots the evaluation return, sm, M_sup,
+mu_inf, the concavity rate and the flip rate against the step, a panel per statistic and a row per env, a line per
+method: the mean over seeds with a band of +- one std. The released code measured M_sup and the concavity rates this
+way, on the five intermediate models its runs keep (eval_during_training_full.py), for Base and PAVE TD3 on LunarLander
+and Walker.
 
 Every input is checked before anything is written, as in eval_smoothness.py (a directory given as a checkpoint stands
 for the *.pt files directly in it): bad input gets one error line per problem and a non-zero exit, and an earlier report
@@ -220,7 +221,8 @@ COLUMNS = [("M_sup", "M_sup", "size"), ("mu_inf", "mu_inf", "size"), ("flip_rate
            ("cos_mean", "cos mean", "rate"), ("cos_median", "cos median", "rate"),
            ("concave_rate", "tr < -delta", "rate"), ("negdef_rate", "neg. def.", "rate")]
 # --during: the statistics plotted against the training step, one panel each, and the columns of its tables
-DURING_COLUMNS = [("sm", "sm", "size"), ("M_sup", "M_sup", "size"), ("mu_inf", "mu_inf", "size"),
+DURING_COLUMNS = [("return", "evaluation return", "size"), ("sm", "sm", "size"), ("M_sup", "M_sup", "size"),
+                  ("mu_inf", "mu_inf", "size"),
                   ("concave_rate", "concavity rate", "rate"), ("flip_rate", "flip rate", "rate")]
 
 
