@@ -78,7 +78,10 @@ figure of a study folder from what its runs wrote, without training. A finished 
 <variant>.pt (the newest such folder per run name); per env, every method x seed of the runs found there without one is
 listed as missing, and left out; --seeds S [S ...] keeps only those training seeds' runs (say, the seeds every method
 has finished, so that no row pools a different set of seeds). A method with fewer finished seeds than the others (a
-study still running) is published with the seeds it has: every table says how many. Every input is checked before
+study still running) is published with the seeds it has: every table says how many. --step N publishes a stage of a
+study run with --stages: each run's model checkpoint at step N (checkpoints/<variant>_step<N>.pt, or its final checkpoint
+if it ended there) instead of its final one, and its curves, steps, wall time and SPS up to step N; --env-ids keeps only
+those envs' runs (one results folder per env out of one study). Every input is checked before
 anything is written (the study folder and its runs, --seeds, --out, --paper-tables, --released-starts, --qfield-seed,
 every checkpoint's readability): a problem is one line and exit status 2, with earlier outputs untouched. Written into
 --out (default: the study folder's parent):
@@ -1133,10 +1136,54 @@ CURVE_TAGS = {"charts/episodic_return": ("training episodes' return", "episodic 
                                        "mean |a_t - a_t-1| per episode (env units)")}
 
 
-def found_runs(study):
+def step_checkpoint(run, study, step):
+    """A run's model checkpoint at training step `step`: checkpoints/<variant>_step<step>.pt of its newest folder, or its
+    final <variant>.pt if the run ended at that step; None if it has neither."""
+    folders = run.folders(study)
+    if not folders:
+        return None
+    saved = Path(folders[-1], "checkpoints", f"{run.variant.name}_step{step}.pt")
+    if saved.is_file():
+        return saved
+    final = Path(folders[-1], f"{run.variant.name}.pt")
+    if final.is_file():
+        import torch
+
+        try:
+            if torch.load(final, map_location="cpu", weights_only=True).get("global_step") == step:
+                return final
+        except Exception:  # an unreadable final checkpoint is reported by publish's checks, not here
+            return final
+    return None
+
+
+def run_folder(checkpoint):
+    """The run folder of a final checkpoint (<run>/<variant>.pt) or of a model checkpoint (<run>/checkpoints/...)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+class EventsUpTo:
+    """A run's events (run_events) as far as training step `step`: publish --step cuts its curves, steps and SPS there."""
+
+    def __init__(self, events, step):
+        self.events, self.step = events, step
+
+    def Tags(self):  # noqa: N802 (EventAccumulator's names)
+        return self.events.Tags()
+
+    def Scalars(self, tag):  # noqa: N802
+        return [point for point in self.events.Scalars(tag) if point.step <= self.step]
+
+    def FirstEventTimestamp(self):  # noqa: N802
+        return self.events.FirstEventTimestamp()
+
+
+def found_runs(study, step=None):
     """{Run: checkpoint or None} of every run a study folder shows by benchmark.py's names: a run folder
     runs/<env>__<variant>__<seed>__<unix time>/ or a log logs/<env>__<variant>__<seed>.log. The checkpoint is
-    Run.checkpoint's (the newest folder's <variant>.pt); the Run's script is the variant name up to its first '-'."""
+    Run.checkpoint's (the newest folder's <variant>.pt), with `step` step_checkpoint's; the Run's script is the variant
+    name up to its first '-'."""
     names = [p.name.rsplit("__", 1) for p in (study / "runs").iterdir() if p.is_dir()]
     names = [name for name, unix_time in (n for n in names if len(n) == 2) if unix_time.isdigit()]
     if (study / "logs").is_dir():
@@ -1147,7 +1194,7 @@ def found_runs(study):
         variant, _, seed = rest.rpartition("__")
         if env_id and variant and seed.lstrip("-").isdigit():
             run = Run(Variant(f"{variant.split('-')[0]}.py", variant, variant), env_id, int(seed))
-            runs[run] = run.checkpoint(study)
+            runs[run] = run.checkpoint(study) if step is None else step_checkpoint(run, study, step)
     return runs
 
 
@@ -1156,8 +1203,8 @@ def algo_of(run):
     return family(Path(run.variant.script).stem)
 
 
-def missing_runs(runs, study):
-    """[(run, why)]: per env, every method x seed of the runs found there that has no checkpoint."""
+def missing_runs(runs, study, step=None):
+    """[(run, why)]: per env, every method x seed of the runs found there that has no checkpoint (at `step`, if given)."""
     missing = []
     for env_id in sorted({run.env_id for run in runs}):
         variants = {run.variant for run in runs if run.env_id == env_id}
@@ -1165,7 +1212,9 @@ def missing_runs(runs, study):
         for run in (Run(variant, env_id, seed) for variant in sorted(variants, key=lambda v: v.name) for seed in seeds):
             if runs.get(run):
                 continue
-            if run.folders(study):
+            if run.folders(study) and step is not None:
+                why = f"no model checkpoint at step {step} in its run folder: not there yet, or saved at other steps"
+            elif run.folders(study):
                 why = f"its run folder has no {run.variant.name}.pt: unfinished or failed"
             elif (study / "logs" / f"{run.name}.log").exists():
                 why = "a log but no run folder: failed at start"
@@ -1211,21 +1260,22 @@ def publish_learning_curves(runs, events, learning_starts, out):
     return 0
 
 
-def training_seconds(run_dir):
+def training_seconds(run_dir, step=None):
     """(seconds, segments) of a run: per TensorBoard events file (a script writes one per start, so a resumed run has one
     per segment), its last scalar's wall time minus its first event's, which the SummaryWriter writes as it starts;
     summed, so the pauses between segments are left out (the steps a resumed run repeats after its last saved state are
-    counted). Start-up, torch.compile and the final evaluation are included."""
+    counted). Start-up, torch.compile and the final evaluation are included. With `step`, only scalars logged at steps
+    up to it count (a segment with none is left out)."""
     seconds, segments = 0.0, 0
     for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
-        segment = run_events(path)
+        segment = run_events(path) if step is None else EventsUpTo(run_events(path), step)
         times = [point.wall_time for tag in segment.Tags()["scalars"] for point in segment.Scalars(tag)]
         if times:
             seconds, segments = seconds + max(times) - segment.FirstEventTimestamp(), segments + 1
     return seconds, segments
 
 
-def publish_runs_table(runs, events, out):
+def publish_runs_table(runs, events, out, step=None):
     """runs.csv: per run its method, env_id, seed, steps (the last step of any logged scalar), wall_seconds and segments
     (training_seconds), sps_train (the last charts/SPS_train) and its run folder relative to the output folder."""
     with open(out / "runs.csv", "w", newline="") as f:
@@ -1236,10 +1286,10 @@ def publish_runs_table(runs, events, out):
             steps = [point.step for tag in logged.Tags()["scalars"] for point in logged.Scalars(tag)]
             if not steps:
                 print(f"note: {run.name} logged no scalars; runs.csv has no steps, wall time or SPS for it")
-            seconds, segments = training_seconds(runs[run].parent)
+            seconds, segments = training_seconds(run_folder(runs[run]), step)
             _, sps = scalars(None, "charts/SPS_train", logged)
             writer.writerow([run.variant.name, run.env_id, run.seed, max(steps, default=""), f"{seconds:.1f}" if segments else "",
-                             segments, f"{sps[-1]:.1f}" if len(sps) else "", os.path.relpath(runs[run].parent, out)])
+                             segments, f"{sps[-1]:.1f}" if len(sps) else "", os.path.relpath(run_folder(runs[run]), out)])
     return 0
 
 
@@ -1629,6 +1679,11 @@ def parse_publish_args(argv):
                         help="training seed whose checkpoints' Q-gradient fields are drawn (default: the first released seed, 178132)")
     parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS,
                         help=f"resamples of each stratified-bootstrap CI over seeds (rliable; default {BOOTSTRAP_REPS})")
+    parser.add_argument("--step", type=int,
+                        help="publish the runs as they were at this training step: their model checkpoints at it "
+                             "(checkpoints/<variant>_step<N>.pt, or the final checkpoint of a run that ended there), "
+                             "curves, steps, wall times and SPS cut there (a stage of a study run with --stages)")
+    parser.add_argument("--env-ids", nargs="+", help="publish only these envs' runs (default: every env found)")
     return parser.parse_args(argv)
 
 
@@ -1679,7 +1734,14 @@ def publish_inputs(args):
             return f"--released-starts {args.released_starts}: {error.strerror or error}", None
         if not released_starts or not all(seed.isdigit() for seed in released_starts):
             return f"--released-starts {args.released_starts}: not a list of non-negative integer env seeds", None
-    runs = found_runs(args.study)
+    if args.step is not None and args.step <= 0:
+        return f"--step {args.step}: must be a positive training step", None
+    runs = found_runs(args.study, args.step)
+    if args.env_ids:
+        unknown_envs = sorted(set(args.env_ids) - {run.env_id for run in runs})
+        if unknown_envs:
+            return f"--env-ids {' '.join(unknown_envs)}: no run of that env in {args.study / 'runs'}", None
+        runs = {run: checkpoint for run, checkpoint in runs.items() if run.env_id in args.env_ids}
     unknown = sorted(set(args.seeds or ()) - {run.seed for run in runs})
     if unknown:
         return f"--seeds {' '.join(map(str, unknown))}: no run of {'that seed' if len(unknown) == 1 else 'those seeds'} in " \
@@ -1689,6 +1751,8 @@ def publish_inputs(args):
     finished = {run: checkpoint for run, checkpoint in runs.items() if checkpoint}
     if not finished:
         seeds = f" of seed(s) {' '.join(map(str, args.seeds))}" if args.seeds else ""
+        if args.step is not None:
+            return f"no run{seeds} with a model checkpoint at step {args.step} in {args.study / 'runs'} ({len(runs)} found)", None
         return f"no finished run{seeds} in {args.study / 'runs'} ({len(runs)} found; a finished run has its <variant>.pt)", None
     if args.qfield_seed is not None and args.qfield_seed not in {run.seed for run in finished}:
         return f"--qfield-seed {args.qfield_seed}: no finished run of that seed in {args.study / 'runs'}", None
@@ -1716,8 +1780,9 @@ def publish(argv):
     runs, finished, released_starts, learning_starts = inputs
     out = args.out or args.study.resolve().parent
     out.mkdir(parents=True, exist_ok=True)
-    print(f"publish: {len(finished)} finished run(s) of {len(runs)} found in {args.study}; writing into {out}")
-    for run, why in missing_runs(runs, args.study):
+    at_step = f" at step {args.step}" if args.step is not None else ""
+    print(f"publish: {len(finished)} finished run(s){at_step} of {len(runs)} found in {args.study}; writing into {out}")
+    for run, why in missing_runs(runs, args.study, args.step):
         print(f"missing: {run.name} ({why})")
 
     import matplotlib  # here, not at the top: --help and bad input need neither it nor torch
@@ -1741,7 +1806,8 @@ def publish(argv):
 
     def events(run):  # each run's TensorBoard events, read once for the curves and the runs table
         if run not in loaded:
-            loaded[run] = run_events(finished[run].parent)
+            loaded[run] = run_events(run_folder(finished[run]))
+            loaded[run] = loaded[run] if args.step is None else EventsUpTo(loaded[run], args.step)
         return loaded[run]
 
     def evaluate(name, folder, flags):  # eval_smoothness.py's CLI on every checkpoint into folder; remembered if it succeeded
@@ -1771,7 +1837,7 @@ def publish(argv):
             [*c, "--out", str(out / f"qfield_{a}.png"), "--csv", str(out / f"qfield_{a}.csv")])))
     steps.append(("critic geometry (critic_geometry.py)", lambda: tool("critic_geometry",
         [*checkpoints, "--episodes", str(args.episodes), "--out-dir", str(out / "geometry")])))
-    steps.append(("runs table", lambda: publish_runs_table(finished, events, out)))
+    steps.append(("runs table", lambda: publish_runs_table(finished, events, out, args.step)))
 
     def files():  # what publish writes: files in --out and in its more_episodes/, released_starts/ and geometry/ folders
         return [path for folder in (out, out / "more_episodes", out / "released_starts", out / "geometry") if folder.is_dir()
@@ -1794,7 +1860,7 @@ def publish(argv):
     if failed:
         print(f"{len(failed)} of {len(steps)} step(s) failed: {', '.join(failed)}")
         return 1
-    print(f"published {len(finished)} run(s) into {out}")
+    print(f"published {len(finished)} run(s){at_step} into {out}")
     return 0
 
 

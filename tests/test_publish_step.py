@@ -1,0 +1,78 @@
+"""benchmark.py publish --step: a stage of a study published from the runs' model checkpoints at that step, with their
+curves, steps, wall times and SPS cut there, and --env-ids keeping one env's runs, on a tiny hand-written study."""
+
+import csv
+import json
+import time
+
+import torch
+from test_benchmark import benchmark
+from test_publish import ENV, LEARNING_STARTS, STEPS, episode_values
+from tiny_checkpoints import write_checkpoint
+from torch.utils.tensorboard import SummaryWriter
+
+STAGE = 400  # the stage published: STEPS are 200, 400, 600, 800
+SEEDS = (178132, 410580)
+
+
+def write_staged_run(study, method, seed, stage_checkpoint=True):
+    """A run that went past the stage: events to step 800 (SPS_train 50.25 at 400, 60.5 at 800), a model checkpoint at
+    the stage (unless told not), and its final checkpoint at 800."""
+    folder = study / "runs" / f"{ENV}__{method}__{seed}__{1_700_000_000 + seed}"
+    start = time.time()
+    writer = SummaryWriter(str(folder))
+    for tag, values in episode_values(method, seed).items():
+        for k, (step, value) in enumerate(zip(STEPS, values)):
+            writer.add_scalar(tag, value, step, walltime=start + 10 * k)
+    writer.add_scalar("charts/SPS_train", 50.25, 400, walltime=start + 20)
+    writer.add_scalar("charts/SPS_train", 60.5, 800, walltime=start + 100)
+    writer.close()
+    for path, step, init in ((folder / f"{method}.pt", 800, seed),
+                             *([(folder / "checkpoints" / f"{method}_step{STAGE}.pt", STAGE, seed + 1)]
+                               if stage_checkpoint else [])):
+        path.parent.mkdir(exist_ok=True)
+        write_checkpoint(path, f"{method}.py", seed=seed, exp_name=method, init_seed=init, step=step)
+        checkpoint = torch.load(path, weights_only=True)
+        checkpoint["args"]["learning_starts"] = LEARNING_STARTS
+        torch.save(checkpoint, path)
+    (study / "logs").mkdir(exist_ok=True)
+    (study / "logs" / f"{ENV}__{method}__{seed}.log").write_text(f"$ python {method}.py --seed {seed}\n")
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_publish_at_a_step_reads_the_checkpoints_and_curves_of_that_step(tmp_path):
+    study, out = tmp_path / "study", tmp_path / "stage400"
+    for method in ("td3", "td3_pave"):
+        for seed in SEEDS:
+            write_staged_run(study, method, seed, stage_checkpoint=(method, seed) != ("td3_pave", 410580))
+    result = benchmark("publish", "--study", study, "--out", out, "--step", STAGE, "--env-ids", ENV, "--episodes", 1,
+                       "--noise", 0.05, "--more-episodes", 0, "--released-starts", "none", "--bootstrap-reps", 50,
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"3 finished run(s) at step {STAGE} of 4 found" in result.stdout
+    assert f"missing: {ENV}__td3_pave__410580 (no model checkpoint at step {STAGE} in its run folder" in result.stdout
+    checkpoints = {episode["checkpoint"] for episode in json.loads((out / "results.json").read_text())["episodes"]}
+    assert len(checkpoints) == 3 and all(path.endswith(f"checkpoints/{path.split('/')[-1]}") and f"_step{STAGE}.pt" in path
+                                         for path in checkpoints)
+    curves = read_csv(out / "learning_curves.csv")
+    assert curves and max(int(row["step"]) for row in curves) == STAGE
+    runs = {(row["method"], row["seed"]): row for row in read_csv(out / "runs.csv")}
+    assert set(runs) == {("td3", "178132"), ("td3", "410580"), ("td3_pave", "178132")}
+    for row in runs.values():  # the SPS and wall time of the stage, not of the whole run
+        assert row["steps"] == str(STAGE) and row["sps_train"] == "50.2" and 15 < float(row["wall_seconds"]) <= 20
+        assert not row["run_folder"].endswith("checkpoints")
+
+
+def test_publish_at_a_step_no_run_reached_and_an_unknown_env_are_one_line(tmp_path):
+    study = tmp_path / "study"
+    write_staged_run(study, "td3", 178132)
+    for flags, message in ((["--step", 300], "no run with a model checkpoint at step 300"),
+                           (["--step", 0], "--step 0: must be a positive training step"),
+                           (["--env-ids", "Hopper-v5"], "--env-ids Hopper-v5: no run of that env")):
+        result = benchmark("publish", "--study", study, "--out", tmp_path / "out", *flags, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
