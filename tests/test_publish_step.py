@@ -76,3 +76,15 @@ def test_publish_at_a_step_no_run_reached_and_an_unknown_env_are_one_line(tmp_pa
         result = benchmark("publish", "--study", study, "--out", tmp_path / "out", *flags, cwd=tmp_path)
         assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr
         assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_papers_table_3_is_kept_as_printed():
+    """results/paper_table3.csv, for the MuJoCo study's noise sweep: 5 TD3 methods x LunarLander and Walker x 3 noise
+    levels, with the figures the paper's text quotes (Walker PAVE: return about 5570 at every level, sm 1.29 to 1.77)."""
+    from runs import REPO
+
+    rows = read_csv(REPO / "results" / "paper_table3.csv")
+    assert len(rows) == 30 and {row["obs_noise"] for row in rows} == {"0.01", "0.05", "0.1"}
+    pave = [row for row in rows if (row["method"], row["env_id"]) == ("td3_pave", "Walker2d-v5")]
+    assert [round(float(row["return_mean"]), -1) for row in pave] == [5570.0, 5580.0, 5580.0]
+    assert [row["sm_mean"] for row in pave] == ["1.293", "1.478", "1.775"]
