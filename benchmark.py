@@ -349,14 +349,19 @@ def run_process(command, cwd, log_path, env, on_start=None, stop_requested=None)
         process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         if on_start:
             on_start(process)
-        while stop_requested is not None:
-            try:
-                return process.wait(timeout=STOP_POLL_SECONDS)
-            except subprocess.TimeoutExpired:
-                if stop_requested():
-                    process.terminate()
-                    break
-        return process.wait()
+        try:
+            while stop_requested is not None:
+                try:
+                    return process.wait(timeout=STOP_POLL_SECONDS)
+                except subprocess.TimeoutExpired:
+                    if stop_requested():
+                        process.terminate()
+                        break
+            return process.wait()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the thread that waits (throughput, threads): stop it as well
+            process.terminate()
+            process.wait()
+            raise
 
 
 class StopFlag:
@@ -500,10 +505,14 @@ def connect_ray(args):
         except (OSError, ValueError) as error:
             fail(f"no Ray cluster at --address {args.address} ({error}); start one with `ray start --head`")
     runtime_env = {"working_dir": str(REPO), "excludes": SHIP_EXCLUDES} if args.ray_ship_code else None
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         ray.init(address=args.address, runtime_env=runtime_env, log_to_driver=False)
     except ConnectionError as error:
         fail(f"no Ray cluster at --address {args.address} ({error}); start one with `ray start --head`")
+    finally:  # ray.init makes SIGTERM exit the driver at once (sys.exit), leaving the tasks' runs unsaved: stop as before
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     return ray
 
 
@@ -1049,7 +1058,6 @@ def threads(argv):
     out = args.out or Path(tempfile.mkdtemp(prefix="threads-"))
     (out / "logs").mkdir(parents=True, exist_ok=True)
     measured = {}  # (script, threads, busy) -> (steady SPS, CPU seconds over wall seconds of the whole run)
-    signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)  # a kill must not leave the busy processes spinning
     for busy in args.busy:
         loops = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(busy)]
         try:
@@ -1830,14 +1838,34 @@ def stop_as_on_ctrl_c(signum, frame):
     raise KeyboardInterrupt
 
 
+def stop_on_sigint_and_sigterm():
+    """Every command stops on SIGINT and SIGTERM alike, as on Ctrl-C (KeyboardInterrupt: the runs it started, each in its
+    own session, save their resumable states), however it was started: a background job of a non-interactive shell
+    (`cmd &` in a script, nohup, many job runners) starts with SIGINT ignored, and Python then keeps it ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
+
+
 def main(argv=None):
+    """Run one command; returns its exit status, with the SIGINT and SIGTERM handlers it found restored (for callers in
+    Python, such as the tests)."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["throughput"]:
-        return throughput(argv[1:])
-    if argv[:1] == ["threads"]:
-        return threads(argv[1:])
-    if argv[:1] == ["publish"]:
-        return publish(argv[1:])
+    found = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    stop_on_sigint_and_sigterm()
+    try:
+        if argv[:1] == ["throughput"]:
+            return throughput(argv[1:])
+        if argv[:1] == ["threads"]:
+            return threads(argv[1:])
+        if argv[:1] == ["publish"]:
+            return publish(argv[1:])
+        return study_command(argv)
+    finally:
+        for signum, handler in found.items():
+            signal.signal(signum, handler)
+
+
+def study_command(argv):
     args = parse_study_args(argv)
     study = build_study(args)
     out = (args.out or Path("studies") / study.name).resolve()
@@ -1846,10 +1874,6 @@ def main(argv=None):
             fail(f"--report-only: no runs folder in {out}")
         write_report(study, out, args)
         return 0
-    signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
-    # Ctrl-C (SIGINT) stops the study as SIGTERM does, also when it was started as a background job of a script or by
-    # nohup, which start it with SIGINT ignored: Python then keeps it ignored unless told otherwise
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     for stage in args.stages or [None]:
         failed = run_study(study, out, args, stage)
         if failed and not args.dry_run:
