@@ -19,8 +19,9 @@ from runs import REPO
 from tiny_checkpoints import write_checkpoint
 
 import eval_smoothness
-from benchmark import BUSY_LOOP, format_mean_std, format_warm_up
 from benchmark import main as benchmark_main
+from study_report import format_mean_std
+from timing import BUSY_LOOP, format_warm_up
 
 # A few hundred real steps per run, small networks and batches (the studies' machinery is under test, not the released
 # sizes); --log-freq 100 so that the runs log SPS for the throughput table.
@@ -114,10 +115,11 @@ def test_every_command_stops_on_sigint_and_sigterm_and_ray_init_changes_neither(
     import types
 
     import benchmark as bm
+    import benchmark_common
 
     seen = {}
 
-    def command(argv):
+    def command(args):
         seen["main"] = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         fake_ray = types.SimpleNamespace(init=lambda **kwargs: signal.signal(signal.SIGTERM, lambda *a: sys.exit(15)))
         monkeypatch.setitem(sys.modules, "ray", fake_ray)
@@ -125,11 +127,11 @@ def test_every_command_stops_on_sigint_and_sigterm_and_ray_init_changes_neither(
         seen["ray"] = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         return 0
 
-    monkeypatch.setattr(bm, "study_command", command)
+    monkeypatch.setitem(bm.COMMANDS, "study", (*bm.COMMANDS["study"][:3], lambda args: command(args)))
     found = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.getsignal(signal.SIGTERM)
     try:
-        assert bm.main(["--scripts", "td3.py"]) == 0
-        assert seen["main"] == seen["ray"] == (signal.default_int_handler, bm.stop_as_on_ctrl_c)
+        assert bm.main(["--scripts", "td3.py", "--env-ids", "Pendulum-v1"]) == 0
+        assert seen["main"] == seen["ray"] == (signal.default_int_handler, benchmark_common.stop_as_on_ctrl_c)
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == found[1]
     finally:
         signal.signal(signal.SIGINT, found[0])
@@ -305,13 +307,14 @@ def test_paper_text_activations_make_every_method_but_pave_relu(tmp_path):
 def test_each_family_has_one_base_variant_that_scales_the_noise_under_either_activation_setting(suite):
     """Table 3's sigma_base comes from the Base run: plain td3.py (sac.py), renamed -relu by --paper-text-activations."""
     import benchmark as bm
+    import study_report
 
     algo = "sac" if suite == "paper-sac" else "td3"
     for paper_text in (False, True):
         variants = bm.SUITES[suite]().variants
         if paper_text and suite != "ablation":  # as build_study does: the ablation's SiLU base stays as it is
             variants = [bm.paper_text_variant(v) for v in variants]
-        (base,) = [v for v in variants if bm.is_base_variant(v)]
+        (base,) = [v for v in variants if study_report.is_base_variant(v)]
         assert base.script == f"{algo}.py" and base.name == (f"{algo}-relu" if paper_text and suite != "ablation" else algo)
 
 
