@@ -417,13 +417,15 @@ def fail_line(path, message):
     tqdm.write(f"{PROG}: error: {path}: {message}", file=sys.stderr)
 
 
-def mean_std(values):
-    return float(np.mean(values)), float(np.std(values))
+def mean_std(values, ddof=0):
+    """(mean, std) of values; std with `ddof` (0 for a single value)."""
+    return float(np.mean(values)), float(np.std(values, ddof=ddof)) if len(values) > ddof else 0.0
 
 
 def summarize(records):
     """One row per (env, method, sigma), with mean and std over the pooled episodes of all seeds (`<key>_mean`,
-    `<key>_std`) and over the per-seed means (`<key>_seed_mean`, `<key>_seed_std`); `cell_statistic` names the one the
+    `<key>_std`, ddof 0) and over the per-seed means (`<key>_seed_mean`, `<key>_seed_std`, ddof 1); `cell_statistic`
+    names the one the
     printed table shows: "episodes" for clean rows (Tables 1-2), "seed means" for noisy rows (Table 3)."""
     groups = defaultdict(list)
     for record in records:
@@ -434,7 +436,8 @@ def summarize(records):
                "episodes": sum(len(r["return"]) for r in group), "cell_statistic": "seed means" if sigma > 0 else "episodes"}
         for key in ("return", "sm", "action_change", "length"):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([v for r in group for v in r[key]])
-            row[f"{key}_seed_mean"], row[f"{key}_seed_std"] = mean_std([np.mean(r[key]) for r in group])
+            # over seeds: ddof 1, as the t-intervals over seeds (publish.py's) take it
+            row[f"{key}_seed_mean"], row[f"{key}_seed_std"] = mean_std([np.mean(r[key]) for r in group], ddof=1)
         row["train_seeds"] = " ".join(str(r["train_seed"]) for r in group)
         rows.append(row)
     return rows
@@ -567,7 +570,7 @@ def protocol(args, noise_levels):
             f"sigma > 0 rows: {args.noise_episodes} episodes per checkpoint and sigma on env seeds {args.seed} .. "
             f"{args.seed + args.noise_episodes - 1}, noise seed {args.noise_seed}; per step and dimension the policy sees "
             "clip(o + u * sigma_base, obs_low, obs_high), u ~ U(-sigma, sigma), the env's state unchanged; cell = mean "
-            "over seeds of each seed's mean (std over those per-seed means, ddof 0)")
+            "over seeds of each seed's mean (std over those per-seed means, ddof 1)")
     return described
 
 

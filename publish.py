@@ -21,7 +21,8 @@ every checkpoint's readability): a problem is one line and exit status 2, with e
 - statistics over training seeds, from the per-seed means of those three evaluations (each noise level of the table
   apart), with the rliable library (Agarwal et al. 2021): intervals.md and intervals.csv: per evaluation and method,
   return and sm as table.csv has them (mean, std over the pooled episodes, std over the seed means) beside the
-  interquartile mean (IQM) over seeds with its 95% stratified-bootstrap CI (--bootstrap-reps resamples, seeded:
+  interquartile mean (IQM) over seeds with its 95% stratified-bootstrap CI (exact: every one of the n^n resamples of
+  n seeds up to 6 seeds, 3125 for 5; else --bootstrap-reps resamples, seeded:
   reproducible); paired.md and paired.csv: <algo>_pave against every other method of its env and family, paired by
   training seed on the seeds both have: the mean per-seed difference (PAVE minus the other) with its 95% t-interval over
   seeds, marked "tie" when the interval includes 0, the seeds on which PAVE is better, rliable's probability of
@@ -189,6 +190,9 @@ METRICS = {"return": ("re", 1, 2), "sm": ("sm", -1, 3)}  # metric -> (short name
 BOOTSTRAP_REPS = 2000  # publish's default resamples per bootstrap CI (rliable's 50 000 would take minutes on 2 cores)
 BOOTSTRAP_SEED = 0  # rliable resamples with numpy's global generator: seeded per method, so no CI depends on the others
 CONFIDENCE = 0.95
+# how the tables say which bootstrap their IQM intervals come from (interval_estimates)
+BOOTSTRAP_TEXT = "exact, all n^n resamples of n seeds up to 6 seeds, else {reps} seeded resamples"
+EXACT_RESAMPLES = 100_000  # up to this many (n**n for n seeds), the bootstrap enumerates every resample
 EVALUATIONS = ("table", "more_episodes", "released_starts")  # publish's evaluations: --out itself, then its two folders
 
 
@@ -238,11 +242,17 @@ def iqm_per_column(scores):
     return trim_mean(scores, proportiontocut=0.25, axis=0)
 
 
+def every_resample(n):
+    """All n**n resamples of n seeds with replacement, as index rows (n**n, n): the bootstrap's whole distribution."""
+    return np.array(np.meshgrid(*[np.arange(n)] * n, indexing="ij")).reshape(n, -1).T
+
+
 def interval_estimates(columns, reps=BOOTSTRAP_REPS):
     """{key: (IQM, CI low, CI high)} of columns = {key: per-seed values}: the IQM over seeds with its
-    stratified-bootstrap CI (rliable's get_interval_estimates: percentile method, `reps` resamples of the seeds with
-    replacement, CONFIDENCE coverage); the CI is (nan, nan) under two seeds. Columns with as many seeds share one
-    bootstrap, in which each column is resampled on its own."""
+    stratified-bootstrap CI (percentile method, CONFIDENCE coverage, each column resampled on its own); the CI is
+    (nan, nan) under two seeds. With n seeds and n**n <= EXACT_RESAMPLES (up to 6 seeds) the CI is exact: every one of
+    the n**n resamples of the seeds with replacement, no random draw (5 seeds: 3125). With more seeds, rliable's
+    get_interval_estimates with `reps` resamples, seeded; columns with as many seeds share one bootstrap."""
     from rliable import library as rly
     from rliable import metrics
 
@@ -251,7 +261,12 @@ def interval_estimates(columns, reps=BOOTSTRAP_REPS):
         keys = [key for key, values in columns.items() if len(values) == n]
         scores = np.array([columns[key] for key in keys], dtype=float).T
         low = high = np.full(len(keys), np.nan)
-        if n >= 2:
+        if 2 <= n and n**n <= EXACT_RESAMPLES:
+            from scipy.stats import trim_mean
+
+            iqms = trim_mean(scores[every_resample(n)], proportiontocut=0.25, axis=1)  # (n**n, columns), as iqm_per_column
+            low, high = np.percentile(iqms, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)], axis=0)
+        elif n >= 2:
             state = np.random.get_state()
             np.random.seed(BOOTSTRAP_SEED)
             _, intervals = rly.get_interval_estimates({"iqm": scores}, iqm_per_column, reps=reps,
@@ -393,10 +408,10 @@ def publish_intervals(out, evaluated, per_seed, estimates, reps):
             rows.append(row)
     write_rows(out / "intervals.csv", rows)
     lines = ["Return (re) and sm per method: the mean with its std over the pooled episodes of all seeds (as table.md's clean "
-             "rows show it), the std over the seeds' means (as its noisy rows show it), and the interquartile mean (IQM) "
-             "over the seeds' means with its 95% stratified-bootstrap confidence interval over seeds (rliable, "
-             f"{reps} resamples; none under 2 seeds). seeds: the finished training seeds pooled; episodes: per "
-             "seed."]
+             "rows show it; ddof 0), the std over the seeds' means (as its noisy rows show it; ddof 1, as the "
+             "t-intervals of paired.md), and the interquartile mean (IQM) over the seeds' means with its 95% "
+             f"stratified-bootstrap confidence interval over seeds ({BOOTSTRAP_TEXT.format(reps=reps)}; none under 2 "
+             "seeds). seeds: the finished training seeds pooled; episodes: per seed."]
     header = ["evaluation", "method", "seeds"] + [f"{name}: {column}" for name, _, _ in METRICS.values() for column in (
         "mean (std over pooled episodes)", "std over seed means", "IQM over seeds [95% bootstrap CI over seeds]")]
     for env_id in dict.fromkeys(row["env_id"] for row in rows):
@@ -514,7 +529,7 @@ def publish_paper_comparison(out, paper_csv, released_table=None, estimates=None
     (out / "vs_paper.md").write_text("\n".join(lines) + "\n")
 
 
-def publish_per_seed(out, rows, estimates):
+def publish_per_seed(out, rows, estimates, reps):
     """per_seed.csv and per_seed.md: each run's clean evaluation on its own (rows: seed_means of the table's clean
     episodes: return, sm, action change), the spread that the pooled tables fold in; per method also the mean with its
     std over the seeds' means and the IQM over seeds with its 95% bootstrap CI (estimates: seed_statistics)."""
@@ -525,11 +540,12 @@ def publish_per_seed(out, rows, estimates):
         seeds = list(dict.fromkeys(row["seed"] for row in rows if row["env_id"] == env_id))  # episodes.csv's: released first
         cells = by_cell(row for row in rows if row["env_id"] == env_id)
         lines += [f"{env_id}: return / sm of each training seed's checkpoint (mean over its clean episodes); per method the "
-                  "mean (std over its seeds' means) and the IQM over its seeds [95% bootstrap CI over seeds]", "",
+                  "mean (std over its seeds' means, ddof 1) and the IQM over its seeds [95% bootstrap CI over seeds: "
+                  f"{BOOTSTRAP_TEXT.format(reps=reps)}]", "",
                   "| method | " + " | ".join(map(str, seeds)) + " | mean (std over seeds) | IQM over seeds [95% CI] |",
                   "|---" * (len(seeds) + 3) + "|"]
         for (_, method, sigma), mine in sorted(cells.items(), key=lambda item: method_key(item[0][1])):
-            spread = " / ".join(f"{np.mean(values):.{digits}f}" + (f" ({np.std(values):.{digits}f})" if len(values) > 1 else "")
+            spread = " / ".join(f"{np.mean(values):.{digits}f}" + (f" ({np.std(values, ddof=1):.{digits}f})" if len(values) > 1 else "")
                                 for metric, (_, _, digits) in METRICS.items() for values in [[row[metric] for row in mine.values()]])
             iqm = " / ".join(format_interval(*estimates["table", env_id, method, sigma, metric], digits)
                              for metric, (_, _, digits) in METRICS.items())
@@ -562,7 +578,8 @@ def add_arguments(parser):
     parser.add_argument("--qfield-seed", type=int,
                         help="training seed whose checkpoints' Q-gradient fields are drawn (default: the first released seed, 178132)")
     parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS,
-                        help=f"resamples of each stratified-bootstrap CI over seeds (rliable; default {BOOTSTRAP_REPS})")
+                        help=f"resamples of each stratified-bootstrap CI over seeds past 6 seeds (rliable; default "
+                             f"{BOOTSTRAP_REPS}); up to 6 seeds every resample is taken")
 
 
 def check_args(args):
@@ -589,7 +606,7 @@ def publish_statistics(out, evaluated, paper_tables, reps):
     publish_paired(out, paired_comparisons(per_seed))
     released_table = evaluated["released_starts"] / "table.csv" if "released_starts" in evaluated else None
     publish_paper_comparison(out, paper_tables, released_table, estimates)
-    publish_per_seed(out, per_seed["table"], estimates)
+    publish_per_seed(out, per_seed["table"], estimates, reps)
     plot_return_vs_sm([row for row in per_seed["table"] if row["obs_noise"] == 0], out / "return_vs_sm.png")
     return 0
 

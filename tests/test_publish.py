@@ -392,22 +392,30 @@ def test_publish_seeds_keeps_only_those_runs(tmp_path):
 
 
 def test_interval_estimates_are_rliables_iqm_and_stratified_bootstrap():
-    """benchmark's IQM per column is rliable's aggregate_iqm, and its CI is rliable's get_interval_estimates on the same
-    seeds drawn from the same seeded generator; reproducible, numpy's global generator left as it was; no CI under two
-    seeds."""
+    """The IQM per column is rliable's aggregate_iqm. Up to 6 seeds its CI is exact: the percentiles of the IQMs of every
+    one of the n^n resamples (5 seeds: 3125), no random draw; with more seeds it is rliable's get_interval_estimates on
+    the same seeded generator, reproducible, numpy's global generator left as it was; no CI under two seeds."""
+    import itertools
+
     sm = [1.310, 1.722, 0.972, 4.037, 1.065]  # TD3 Base's five seeds: one chatters
+    estimates = pub.interval_estimates({"sm": sm, "one seed": [0.5]}, reps=500)
+    iqms = [metrics.aggregate_iqm(np.array(sm)[list(index)][:, None]) for index in itertools.product(range(5), repeat=5)]
+    assert len(iqms) == 3125 and estimates["sm"] == pytest.approx((float(metrics.aggregate_iqm(np.array(sm)[:, None])),
+                                                                   *np.percentile(iqms, [2.5, 97.5])), rel=1e-12)
+    assert estimates["sm"][0] == pytest.approx((1.310 + 1.722 + 1.065) / 3, rel=1e-12)  # the middle three of five
+    assert estimates["sm"] == pub.interval_estimates({"sm": sm}, reps=7)["sm"]  # exact: no resample count, no seed
+    assert estimates["one seed"][0] == 0.5 and all(math.isnan(v) for v in estimates["one seed"][1:])
+
+    seven = [*sm, 1.2, 0.9]  # 7^7 resamples: too many to take all, so rliable's seeded bootstrap
     np.random.seed(123)
     state = np.random.get_state()
-    estimates = pub.interval_estimates({"sm": sm, "one seed": [0.5]}, reps=500)
+    estimate = pub.interval_estimates({"sm": seven}, reps=500)["sm"]
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), state))
     np.random.seed(pub.BOOTSTRAP_SEED)
-    point, interval = rly.get_interval_estimates({"sm": np.array(sm)[:, None]}, lambda s: np.array([metrics.aggregate_iqm(s)]),
-                                                 reps=500)
-    assert estimates["sm"] == (pytest.approx(float(point["sm"][0]), rel=1e-12), pytest.approx(float(interval["sm"][0, 0]), rel=1e-12),
-                               pytest.approx(float(interval["sm"][1, 0]), rel=1e-12))
-    assert estimates["sm"][0] == pytest.approx((1.310 + 1.722 + 1.065) / 3, rel=1e-12)  # the middle three of five
-    assert estimates["sm"] == pub.interval_estimates({"sm": sm}, reps=500)["sm"]  # reproducible: seeded per bootstrap
-    assert estimates["one seed"][0] == 0.5 and all(math.isnan(v) for v in estimates["one seed"][1:])
+    point, interval = rly.get_interval_estimates({"sm": np.array(seven)[:, None]},
+                                                 lambda s: np.array([metrics.aggregate_iqm(s)]), reps=500)
+    assert estimate == pytest.approx((float(point["sm"][0]), *interval["sm"][:, 0]), rel=1e-12)
+    assert estimate == pub.interval_estimates({"sm": seven}, reps=500)["sm"]  # reproducible: seeded per bootstrap
 
 
 def test_t_interval_and_the_reading_of_a_difference():
