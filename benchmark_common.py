@@ -150,14 +150,15 @@ def mean_over_seeds(curves, bins=CURVE_BINS, start=0):
     return (edges[:-1] + edges[1:])[kept] / 2, np.nanmean(per_seed[:, kept], axis=0), np.nanstd(per_seed[:, kept], axis=0)
 
 
-def plot_mean_curves(ax, curves, ylabel, title, start=0):
+def plot_mean_curves(ax, curves, ylabel, title, start=0, colors=None):
     """One line per label of curves = {label: [(steps, values) per seed]}: mean_over_seeds (from `start`) with a +- one
-    std band."""
+    std band; colors = {label: colour} (default: matplotlib's cycle)."""
     for label, seed_curves in curves.items():
         steps, mean, std = mean_over_seeds(seed_curves, start=start)
         if len(steps):
-            ax.plot(steps, mean, marker="o" if len(steps) == 1 else None, label=label)
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            color = (colors or {}).get(label)
+            ax.plot(steps, mean, marker="o" if len(steps) == 1 else None, label=label, color=color)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=ax.get_lines()[-1].get_color())
     ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
     ax.grid(alpha=0.3)
 

@@ -33,14 +33,17 @@ every checkpoint's readability): a problem is one line and exit status 2, with e
 - per_seed.md and per_seed.csv: each checkpoint's clean return, sm and action change (episodes.csv averaged per run),
   and per method the mean (std over seeds) and the IQM over seeds with its CI;
 - return_vs_sm.png: a panel per env and algorithm family, one point per training seed (its clean return against its
-  sm), a marker per method;
+  sm), a marker per method, one return range per env;
 - learning_curves.csv: every logged charts/episodic_return and charts/action_change point (method, env_id, seed, tag,
-  step, value); learning_curves.png: a row of two panels (those tags: training episodes, so with exploration noise) per
-  env and algorithm family, one line per method: each seed's episodes averaged per bin of a common grid (at most 50
+  step, value); learning_curves.png: a row of three panels (those tags: training episodes, so with exploration noise;
+  the return, the return over the last 40% of the steps on its own y-range, the action change) per env and algorithm
+  family, one line per method (the same colour in every figure, eval_smoothness.method_color), a legend in every
+  panel: each seed's episodes averaged per bin of a common grid (at most 50
   equal bins from the runs' --learning-starts, whose random-action phase is left out, to the last step of any seed),
   then the mean over seeds with a +- one std band (mean_over_seeds);
 - qfield_<algo>.png and qfield_<algo>.csv: plot_qfield.py's own CLI on the --qfield-seed (178132) checkpoints of every
-  method of each algorithm family (skipped with a note where that seed has none);
+  method of each algorithm family (skipped with a note where that seed has none), with --sweep visited: the state
+  dim over the 1st-99th percentiles of the states the row's policies visit, the action over the box [-1, 1];
 - geometry/table.md, geometry/table.csv, geometry/checkpoints.csv: critic_geometry.py's own CLI on every checkpoint with
   --episodes (M_sup, mu_inf, gradient flip rate, concavity rates of each run's critic Q1 on the evaluation episodes);
 - runs.csv: per run its steps, wall seconds (from its TensorBoard events: the last scalar's wall time minus the first
@@ -109,11 +112,15 @@ def missing_runs(runs, study):
     return missing
 
 
+LAST_PART = 0.4  # learning curves: the second panel of each row shows the return over this last part of the steps
+
+
 def publish_learning_curves(runs, events, learning_starts, out):
     """learning_curves.csv: one row per logged point of CURVE_TAGS (method, env_id, seed, tag, step, value) of every
-    run; learning_curves.png: one row of panels per env and algorithm family, one panel per tag, one line per method
-    (mean_over_seeds: each seed's episodes averaged per bin of a common step grid, mean +- one std over seeds), from the
-    end of the random-action phase (learning_starts = {run: its --learning-starts}; the largest of the row's runs) on:
+    run; learning_curves.png: one row of panels per env and algorithm family (the return, the return over the last
+    LAST_PART of the steps on its own y-range, the action change), one line per method in its method_color, a legend
+    in every panel (mean_over_seeds: each seed's episodes averaged per bin of a common step grid, mean +- one std over
+    seeds), from the end of the random-action phase (learning_starts = {run: its --learning-starts}; the largest of the row's runs) on:
     its uniform random actions say nothing about a method and would dwarf the action change of every policy."""
     import matplotlib.pyplot as plt
 
@@ -129,15 +136,26 @@ def publish_learning_curves(runs, events, learning_starts, out):
                                  for step, value in zip(steps, values))
                 curves.setdefault((run.env_id, algo_of(run)), {}).setdefault(tag, {}).setdefault(run.variant.name, []).append(
                     (steps, values))
-    fig, axes = plt.subplots(len(curves), len(CURVE_TAGS), figsize=(6.5 * len(CURVE_TAGS), 4.2 * len(curves)), squeeze=False)
+    from eval_smoothness import method_color
+
+    # per row: the return from the end of the random actions, the return over the last LAST_PART of the steps (its own
+    # y-range: the first episodes' returns no longer hide the differences between methods), the action change
+    panels = [("charts/episodic_return", False), ("charts/episodic_return", True), ("charts/action_change", False)]
+    fig, axes = plt.subplots(len(curves), len(panels), figsize=(6.0 * len(panels), 4.4 * len(curves)), squeeze=False)
     for ((env_id, algo), by_tag), row in zip(curves.items(), axes):
         start = starts[env_id, algo]
-        for ax, (tag, (title, ylabel)) in zip(row, CURVE_TAGS.items()):
-            plot_mean_curves(ax, by_tag[tag], ylabel, f"{short_env(env_id)}, {algo.upper()}: {title}", start)
-            ax.set_xlabel(f"environment steps (from {start:,}: the first {start:,} are random actions)" if start else
-                          "environment steps")
-        if row[0].get_legend_handles_labels()[0]:
-            row[0].legend(fontsize=8)
+        end = max((int(steps[-1]) for seeds in by_tag["charts/episodic_return"].values() for steps, _ in seeds
+                   if len(steps)), default=0)
+        for ax, (tag, last) in zip(row, panels):
+            title, ylabel = CURVE_TAGS[tag]
+            frm = max(start, int(end * (1 - LAST_PART))) if last else start
+            colors = {method: method_color(method) for method in by_tag[tag]}
+            plot_mean_curves(ax, by_tag[tag], ylabel, f"{short_env(env_id)}, {algo.upper()}: {title}"
+                             + (f",\nlast {LAST_PART:.0%} of the steps" if last else ""), frm, colors)
+            ax.set_xlabel(f"environment steps (from {frm:,}" + (f": the first {start:,} are random actions)" if start
+                          and not last else ")") if frm else "environment steps")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
     fig.suptitle("Training episodes, mean +- one std over seeds", fontsize=11)
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=120)
@@ -428,8 +446,9 @@ def publish_intervals(out, evaluated, per_seed, estimates, reps):
 
 def plot_return_vs_sm(rows, path):
     """return_vs_sm.png: a panel per env (row) and algorithm family (column), one point per training seed (its clean
-    evaluation's mean return against its mean sm), a marker per method (hollow: a -relu run), sm on a log axis (a
-    chattering seed sits an order of magnitude above the others)."""
+    evaluation's mean return against its mean sm), a marker per method in its method_color (hollow: a -relu run), the
+    same return range in every panel of an env, sm on a log axis (a chattering seed sits an order of magnitude above
+    the others) with a tick at 1, 2, 3 and 5 of every decade."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
@@ -437,23 +456,28 @@ def plot_return_vs_sm(rows, path):
     for row in sorted(rows, key=lambda row: (row["env_id"], method_key(row["method"]))):
         panels.setdefault((row["env_id"], family(row["method"])), {}).setdefault(row["method"], []).append(row)
     envs, algos = list(dict.fromkeys(env for env, _ in panels)), list(dict.fromkeys(algo for _, algo in panels))
-    fig, axes = plt.subplots(len(envs), len(algos), figsize=(6.5 * len(algos), 4.8 * len(envs)), squeeze=False)
+    from eval_smoothness import method_color
+
+    # one y-range per env row, so that the return gaps of one family are seen beside the other's, never blown up alone
+    fig, axes = plt.subplots(len(envs), len(algos), figsize=(6.5 * len(algos), 4.8 * len(envs)), squeeze=False,
+                             sharey="row")
     for ax in axes.flat:
         ax.axis("off")
     for (env_id, algo), methods in panels.items():
         ax = axes[envs.index(env_id), algos.index(algo)]
         ax.axis("on")
         for k, (method, seeds) in enumerate(methods.items()):
-            color = f"C{k % 10}"
+            color = method_color(method)
             ax.scatter([r["sm"] for r in seeds], [r["return"] for r in seeds], marker="osD^vPX*<>"[k % 10], s=50,
                        facecolors="none" if method.endswith("-relu") else color, edgecolors=color,
                        label=f"{method} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
         episodes = next(iter(methods.values()))[0]["episodes"]
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # plain ticks 0.2, 0.5, 1, 2: readable over any range
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 3, 5)))  # plain ticks 0.2, 0.3, 0.5, 1: one in any octave
         ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(title=f"{short_env(env_id)}, {algo.upper()}: one point per training seed",
+        ax.tick_params(axis="y", labelleft=True)
+        ax.set(title=f"{short_env(env_id)}, {algo.upper()}: one point per training seed (same y-range per row)",
                xlabel=f"sm, mean of {episodes} clean episodes (lower is smoother; log scale)",
                ylabel=f"return, mean of {episodes} clean episodes")
         ax.grid(alpha=0.3, which="both")
@@ -733,7 +757,8 @@ def run(args):
             print(f"note: no {algo} checkpoint of seed {qfield_seed}; qfield_{algo}.png not drawn (--qfield-seed picks the seed)")
             continue
         steps.append((f"Q-gradient field of {algo} (plot_qfield.py)", lambda c=family_checkpoints, a=algo: tool("plot_qfield",
-            [*c, "--out", str(out / f"qfield_{a}.png"), "--csv", str(out / f"qfield_{a}.csv")])))
+            [*c, "--sweep", "visited", "--out", str(out / f"qfield_{a}.png"),
+             "--csv", str(out / f"qfield_{a}.csv")])))
     steps.append(("critic geometry (critic_geometry.py)", lambda: tool("critic_geometry",
         [*checkpoints, "--episodes", str(args.episodes), "--out-dir", str(out / "geometry")])))
     steps.append(("runs table", lambda: publish_runs_table(finished, events, out)))

@@ -480,3 +480,13 @@ def test_a_directory_stands_for_the_checkpoints_in_it(tmp_path):
     assert sorted(e["checkpoint"] for e in episodes) == sorted(map(str, paths))
     with pytest.raises(eval_smoothness.CheckpointError, match="is a directory, not a checkpoint file"):
         load_policy(folder)  # from Python, a directory is no checkpoint
+
+
+def test_one_colour_per_method_in_every_figure():
+    """method_color: 18 methods (TD3 and SAC: Base, CAPS, Grad-CAPS, ASAP, PAVE and the -relu runs) get 18 colours, the
+    same on every call; a name it does not know gets grey."""
+    methods = [f"{algo}{suffix}{relu}" for algo in ("td3", "sac") for suffix in ("", "_caps", "_gradcaps", "_asap", "_pave")
+               for relu in ("", "-relu") if not (suffix == "_pave" and relu)]
+    colours = [eval_smoothness.method_color(method) for method in methods]
+    assert len(set(colours)) == len(methods) == 18 and colours == [eval_smoothness.method_color(m) for m in methods]
+    assert eval_smoothness.method_color("ppo") == "0.45"
