@@ -150,8 +150,8 @@ def publish_learning_curves(runs, events, learning_starts, out):
             title, ylabel = CURVE_TAGS[tag]
             frm = max(start, int(end * (1 - LAST_PART))) if last else start
             colors = {method: method_color(method) for method in by_tag[tag]}
-            plot_mean_curves(ax, by_tag[tag], ylabel, f"{short_env(env_id)}, {algo.upper()}: {title}"
-                             + (f",\nlast {LAST_PART:.0%} of the steps" if last else ""), frm, colors)
+            plot_mean_curves(ax, by_tag[tag], ylabel, f"{short_env(env_id)}, {algo.upper()}:\n{title}"
+                             + (f", last {LAST_PART:.0%} of the steps" if last else ""), frm, colors)
             ax.set_xlabel(f"environment steps (from {frm:,}" + (f": the first {start:,} are random actions)" if start
                           and not last else ")") if frm else "environment steps")
             if ax.get_legend_handles_labels()[0]:
@@ -448,7 +448,7 @@ def plot_return_vs_sm(rows, path):
     """return_vs_sm.png: a panel per env (row) and algorithm family (column), one point per training seed (its clean
     evaluation's mean return against its mean sm), a marker per method in its method_color (hollow: a -relu run), the
     same return range in every panel of an env, sm on a log axis (a chattering seed sits an order of magnitude above
-    the others) with a tick at 1, 2, 3 and 5 of every decade."""
+    the others) with a tick at 1, 2, 3, 4 and 5 of every decade."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
@@ -473,7 +473,7 @@ def plot_return_vs_sm(rows, path):
                        label=f"{method} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
         episodes = next(iter(methods.values()))[0]["episodes"]
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 3, 5)))  # plain ticks 0.2, 0.3, 0.5, 1: one in any octave
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 3, 4, 5)))  # plain ticks 0.2, 0.3, 0.4, 0.5, 1
         ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.tick_params(axis="y", labelleft=True)
