@@ -417,14 +417,15 @@ def fail_line(path, message):
     tqdm.write(f"{PROG}: error: {path}: {message}", file=sys.stderr)
 
 
-def mean_std(values):
-    return float(np.mean(values)), float(np.std(values))
+def mean_std(values, ddof=0):
+    """(mean, std) of values; std with `ddof` (0 for a single value)."""
+    return float(np.mean(values)), float(np.std(values, ddof=ddof)) if len(values) > ddof else 0.0
 
 
 def summarize(records):
     """One row per (env, method, sigma), with mean and std over the pooled episodes of all seeds (`<key>_mean`,
-    `<key>_std`) and over the per-seed means (`<key>_seed_mean`, `<key>_seed_std`); `cell_statistic` names the one the
-    printed table shows: "episodes" for clean rows (Tables 1-2), "seed means" for noisy rows (Table 3)."""
+    `<key>_std`, ddof 0) and over the per-seed means (`<key>_seed_mean`, `<key>_seed_std`, ddof 1); `cell_statistic`
+    names the one the printed table shows: "episodes" for clean rows (Tables 1-2), "seed means" for noisy rows (Table 3)."""
     groups = defaultdict(list)
     for record in records:
         groups[(record["env_id"], record["method"], record["obs_noise"])].append(record)
@@ -434,7 +435,8 @@ def summarize(records):
                "episodes": sum(len(r["return"]) for r in group), "cell_statistic": "seed means" if sigma > 0 else "episodes"}
         for key in ("return", "sm", "action_change", "length"):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([v for r in group for v in r[key]])
-            row[f"{key}_seed_mean"], row[f"{key}_seed_std"] = mean_std([np.mean(r[key]) for r in group])
+            # over seeds: ddof 1, as the t-intervals over seeds (publish.py's) take it
+            row[f"{key}_seed_mean"], row[f"{key}_seed_std"] = mean_std([np.mean(r[key]) for r in group], ddof=1)
         row["train_seeds"] = " ".join(str(r["train_seed"]) for r in group)
         rows.append(row)
     return rows
@@ -494,6 +496,21 @@ def wrap_title(text, width_inches, points=10):
     return textwrap.fill(text, max(20, int(width_inches * 72 / (0.6 * points))))  # 0.6 em: a wide average character
 
 
+def method_color(method):
+    """One colour per method, the same in every figure of the repository's tools: a hue of matplotlib's tab20 per
+    method of each family (TD3: Base, CAPS, Grad-CAPS, ASAP, PAVE the first five hues, SAC the next five), dark for
+    the script's own name, light for its -relu run; any other name gets a grey."""
+    import matplotlib
+
+    script, _, variant = method.partition("-")
+    algo, _, suffix = script.partition("_")
+    suffixes = ("", "caps", "gradcaps", "asap", "pave")
+    if algo not in ("td3", "sac") or suffix not in suffixes or variant not in ("", "relu"):
+        return "0.45"
+    hue = ("td3", "sac").index(algo) * len(suffixes) + suffixes.index(suffix)
+    return matplotlib.colormaps["tab20"](2 * hue + (variant == "relu"))
+
+
 def plot_env(env_id, records, out_dir):
     """Two figures for one env: the mean FFT amplitude spectrum of its clean episodes, every method on the same axes, and
     the actions of one clean episode (hardest_episode of the methods' first checkpoints), one panel per method."""
@@ -514,7 +531,8 @@ def plot_env(env_id, records, out_dir):
         freqs, amplitude = mean_spectrum([a for r in group for a in r["actions"]], dt)
         scores = [v for r in group for v in r["sm"]]
         sm, std = mean_std(scores)
-        ax.semilogy(freqs, amplitude, label=f"{method}: sm {sm:.3f} +- {std:.3f} ({len(scores)} ep.)", lw=1.2)
+        ax.semilogy(freqs, amplitude, label=f"{method}: sm {sm:.3f} +- {std:.3f} ({len(scores)} ep.)", lw=1.2,
+                    color=method_color(method))
     ax.set(xlabel="frequency (Hz)" if dt else "frequency (cycles per step)", ylabel="amplitude (env action units)",
            title=f"{env_id}: FFT amplitude spectrum of the actions\n(clean episodes; mean over episodes, action dims)")
     ax.grid(alpha=0.3)
@@ -542,6 +560,8 @@ def plot_env(env_id, records, out_dir):
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("time (s)" if dt else "step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("action (env units)")
     if act_dim > 1:
         axes[0, 0].legend(loc="upper right", fontsize="x-small", ncol=min(act_dim, 4))
     fig.suptitle(wrap_title(f"{env_id}: actions (env units) of one clean episode, eval seed "
@@ -567,7 +587,7 @@ def protocol(args, noise_levels):
             f"sigma > 0 rows: {args.noise_episodes} episodes per checkpoint and sigma on env seeds {args.seed} .. "
             f"{args.seed + args.noise_episodes - 1}, noise seed {args.noise_seed}; per step and dimension the policy sees "
             "clip(o + u * sigma_base, obs_low, obs_high), u ~ U(-sigma, sigma), the env's state unchanged; cell = mean "
-            "over seeds of each seed's mean (std over those per-seed means, ddof 0)")
+            "over seeds of each seed's mean (std over those per-seed means, ddof 1)")
     return described
 
 

@@ -88,6 +88,10 @@ class Args:
     """the state dim is swept over centre +- this (released: 1.0)"""
     action_range: float = 1.5
     """the action dim is swept over centre +- this, normalized units (released: 1.5)"""
+    sweep: Literal["released", "visited"] = "released"
+    """released: centre +- --state-range and --action-range (may leave the states a policy reaches and the action box);
+    visited: the state dim over the 1st-99th percentiles of the states the row's policies visit (--rollout-steps each
+    from env seed --seed), the action dim over the action box [-1, 1]"""
     clip: float | None = None
     """clip surfaces at this height (None: the 99th percentile of the row's reference surface, as released)"""
     grid: int = 50
@@ -166,11 +170,15 @@ def dominant_pair(h_sa):
     return int(i), int(j)
 
 
-def surface(qf, obs, action, i, j, args):
+def surface(qf, obs, action, i, j, args, bounds=None):
     """Grid (X, Y, Z), unclipped: X = s_i, Y = a_j swept around (obs, action), the other coordinates fixed; Z = the
-    height chosen by args.height at each grid point."""
-    xs = obs[i] + torch.linspace(-args.state_range, args.state_range, args.grid, dtype=torch.float64)
-    ys = action[j] + torch.linspace(-args.action_range, args.action_range, args.grid, dtype=torch.float64)
+    height chosen by args.height at each grid point. bounds = (s_i low, s_i high, a_j low, a_j high), else centre +-
+    args.state_range and args.action_range."""
+    if bounds is None:
+        bounds = (float(obs[i]) - args.state_range, float(obs[i]) + args.state_range,
+                  float(action[j]) - args.action_range, float(action[j]) + args.action_range)
+    xs = torch.linspace(bounds[0], bounds[1], args.grid, dtype=torch.float64)
+    ys = torch.linspace(bounds[2], bounds[3], args.grid, dtype=torch.float64)
     X, Y = torch.meshgrid(xs, ys, indexing="ij")
     grid_obs, grid_actions = obs.repeat(X.numel(), 1), action.repeat(X.numel(), 1)
     grid_obs[:, i], grid_actions[:, j] = X.flatten(), Y.flatten()
@@ -226,8 +234,10 @@ def plot_landscapes(rows, args):
     what = "exact spectral norm of grad2_sa Q" if args.height == "spectral" else f"finite difference, eps={args.epsilon:g}"
     fig.suptitle(wrap_title(f"Q-gradient field ({what}). Per row: axes = the dominant (state, action) pair of the reference "
                             f"critic; centre = the state after {args.warmup_steps} steps of its policy from env seed "
-                            f"{args.seed}, each method at its own action there; z clipped at the row's limit. Flat and low = "
-                            "a stable learning signal.", width, 12), fontsize=12)
+                            f"{args.seed}, each method at its own action there; z clipped at the row's limit. A ReLU critic is "
+                            "piecewise linear: its mixed derivative is zero almost everywhere, so its flat panel says "
+                            "nothing of a stable learning signal (critic_geometry.py's flip rate does).", width, 12),
+                 fontsize=12)
     for row, subfig in zip(rows, np.atleast_1d(fig.subfigures(n_rows, 1))):  # a subfigure per row: its own heading
         z_top = row["z_top"] or 1.0  # a critic with no mixed curvature (ReLU, spectral height) is flat at 0
         norm = matplotlib.colors.Normalize(0.0, z_top)
@@ -368,11 +378,18 @@ def main(argv=None):
             i, j = dominant_pair(h_sa[0])
             i = i if args.state_dim is None else args.state_dim
             j = j if args.action_dim is None else args.action_dim
+            bounds = None
+            if args.sweep == "visited":  # the states the row's policies reach, the action box
+                visited = torch.cat([rollout_states(critic, args.rollout_steps, args.seed)[:, i] for _, critic in columns])
+                low, high = np.percentile(visited.numpy(), [1, 99])
+                bounds = (float(low), float(high) if high > low else float(low) + 1e-3, -1.0, 1.0)
             panels = []
             for method, critic in columns:
                 action = critic.actor.act(centre[None])[0]
-                panels.append({"surface": surface(critic.qf, centre, action, i, j, args), "i": i, "j": j,
-                               "title": f"{method}\n(seed {critic.policy.train_seed}, a[{j}] = {float(action[j]):+.2f})"})
+                relu = " (ReLU: zero a.e.)" if method.endswith("-relu") else ""
+                panels.append({"surface": surface(critic.qf, centre, action, i, j, args, bounds), "i": i, "j": j,
+                               "title": f"{method}{relu}\n(seed {critic.policy.train_seed}, a[{j}] = "
+                                        f"{float(action[j]):+.2f})"})
         except Exception as e:  # one env's failure must not cost the other rows
             error(f"{env_id} ({algo}): {e if isinstance(e, CheckpointError) else reason(e)}")
             failures += 1

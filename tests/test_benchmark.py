@@ -19,8 +19,9 @@ from runs import REPO
 from tiny_checkpoints import write_checkpoint
 
 import eval_smoothness
-from benchmark import BUSY_LOOP, format_mean_std, format_warm_up
 from benchmark import main as benchmark_main
+from study_report import format_mean_std
+from timing import BUSY_LOOP, format_warm_up
 
 # A few hundred real steps per run, small networks and batches (the studies' machinery is under test, not the released
 # sizes); --log-freq 100 so that the runs log SPS for the throughput table.
@@ -103,6 +104,39 @@ def free_port():
         return s.getsockname()[1]
 
 
+def ignore_sigint():
+    """Popen's preexec_fn: the child starts with SIGINT ignored, as a background job of a non-interactive shell does."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_every_command_stops_on_sigint_and_sigterm_and_ray_init_changes_neither(monkeypatch):
+    """main() makes SIGINT and SIGTERM raise KeyboardInterrupt (also when SIGINT was inherited ignored) and restores the
+    handlers it found; connect_ray keeps them although ray.init makes SIGTERM exit the driver at once."""
+    import types
+
+    import benchmark as bm
+    import benchmark_common
+
+    seen = {}
+
+    def command(args):
+        seen["main"] = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        fake_ray = types.SimpleNamespace(init=lambda **kwargs: signal.signal(signal.SIGTERM, lambda *a: sys.exit(15)))
+        monkeypatch.setitem(sys.modules, "ray", fake_ray)
+        bm.connect_ray(types.SimpleNamespace(address="auto", ray_ship_code=False))
+        seen["ray"] = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        return 0
+
+    monkeypatch.setitem(bm.COMMANDS, "study", (*bm.COMMANDS["study"][:3], lambda args: command(args)))
+    found = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.getsignal(signal.SIGTERM)
+    try:
+        assert bm.main(["--scripts", "td3.py", "--env-ids", "Pendulum-v1"]) == 0
+        assert seen["main"] == seen["ray"] == (signal.default_int_handler, benchmark_common.stop_as_on_ctrl_c)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == found[1]
+    finally:
+        signal.signal(signal.SIGINT, found[0])
+
+
 def test_ray_backend_runs_the_same_study(tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="the Ray backend needs Ray: pip install 'ray[default]'")
     # one auth mode for the head and the client: without it, a ~/.ray/auth_token left by any earlier `ray.init()` on this
@@ -136,14 +170,16 @@ def test_ray_backend_runs_the_same_study(tmp_path, monkeypatch):
                 assert "model saved to" in (out / "logs" / f"Pendulum-v1__{name}__{seed}.log").read_text()
         assert_report(out, ["td3", "td3_pave"])
 
-        # Ctrl-C: the task stops its run, which saves its resumable state, and the run folder comes back into --out
+        # Ctrl-C: the task stops its run, which saves its resumable state, and the run folder comes back into --out.
+        # benchmark.py starts with SIGINT ignored whatever this test inherited: the case of a background job of a
+        # non-interactive shell (`.ci/run &`, nohup), where Python keeps SIGINT ignored unless benchmark.py restores it
         long = tmp_path / "long"
         study = [sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "--env-ids", "Pendulum-v1", "--seeds", "7",
                  "--out", str(long), "--checkpoint-freq", "250", "--no-report", "--backend", "ray", "--address",
                  f"127.0.0.1:{port}", "--extra", f"--total-timesteps 100000 --learning-starts 200 --buffer-size 1000 {SMALL}"]
         started = time.time()
         process = subprocess.Popen(study, cwd=tmp_path, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint)
         deadline = started + 120
         while not [p for p in glob.glob(f"{tempfile.gettempdir()}/*/runs/Pendulum-v1__td3__7__*/resume.pt")
                    if os.path.getmtime(p) >= started]:  # the run is training, in its task's scratch folder
@@ -271,13 +307,14 @@ def test_paper_text_activations_make_every_method_but_pave_relu(tmp_path):
 def test_each_family_has_one_base_variant_that_scales_the_noise_under_either_activation_setting(suite):
     """Table 3's sigma_base comes from the Base run: plain td3.py (sac.py), renamed -relu by --paper-text-activations."""
     import benchmark as bm
+    import study_report
 
     algo = "sac" if suite == "paper-sac" else "td3"
     for paper_text in (False, True):
         variants = bm.SUITES[suite]().variants
         if paper_text and suite != "ablation":  # as build_study does: the ablation's SiLU base stays as it is
             variants = [bm.paper_text_variant(v) for v in variants]
-        (base,) = [v for v in variants if bm.is_base_variant(v)]
+        (base,) = [v for v in variants if study_report.is_base_variant(v)]
         assert base.script == f"{algo}.py" and base.name == (f"{algo}-relu" if paper_text and suite != "ablation" else algo)
 
 

@@ -47,21 +47,18 @@ def expand(line):
 def parse(script, argv):
     """Parse argv as `python <script> argv` would, stopping before any training, evaluation or publishing."""
     name = script.removesuffix(".py")
-    if name == "benchmark":
-        if argv[:1] == ["throughput"]:
-            args = benchmark.parse_throughput_args(argv[1:])
+    if name in ("benchmark", "publish"):
+        args = benchmark.parse_command(argv if name == "benchmark" else ["publish", *argv])
+        if args.command == "throughput":
             for entry in args.scripts:
                 inner, *flags = shlex.split(entry)
                 parse(inner, flags)
-        elif argv[:1] == ["threads"]:
-            args = benchmark.parse_threads_args(argv[1:])
+        elif args.command == "threads":
             for script in args.scripts:
                 parse(script, [*shlex.split(args.extra), "--torch-threads", str(max(args.threads))])
-        elif argv[:1] == ["publish"]:
-            args = benchmark.parse_publish_args(argv[1:])
+        elif args.command == "publish":
             assert (REPO / args.study / "runs").is_dir(), f"--study {args.study}: no runs/ folder"
         else:
-            args = benchmark.parse_study_args(argv)
             runs = {(run.variant, run.env_id): run for run in benchmark.build_study(args).runs}
             for run in runs.values():  # each variant and env's command, as the study would start it, through its script
                 parse(run.variant.script, run.arguments(shlex.split(args.extra)))
@@ -86,7 +83,7 @@ def test_a_documented_command_parses(doc, line):
 
 def test_the_docs_show_commands_of_every_script():
     shown = {expand(line)[0] for _, line in documented_commands()}
-    scripts = {p.name for p in REPO.glob("*.py")}
+    scripts = {p.name for p in REPO.glob("*.py") if 'if __name__ == "__main__":' in p.read_text()}  # not the modules
     assert scripts <= shown, f"scripts no doc shows a command for: {sorted(scripts - shown)}"
 
 

@@ -315,16 +315,17 @@ def test_noisy_rows_show_the_std_over_per_seed_means():
     records = [record(seed, sigma, returns, sm) for sigma in (0.0, 0.1)
                for seed, returns, sm in ((1, [1.0, 3.0], [0.1, 0.3]), (2, [5.0, 7.0], [0.5, 0.7]))]
     clean, noisy = eval_smoothness.summarize(records)
-    # pooled episodes: returns 1 3 5 7 -> mean 4, std sqrt(5); per-seed means 2 and 6 -> mean 4, std 2
+    # pooled episodes: returns 1 3 5 7 -> mean 4, std sqrt(5) (ddof 0); per-seed means 2 and 6 -> mean 4, std 2 sqrt(2)
+    # (ddof 1, as the t-intervals over seeds)
     for row in (clean, noisy):
         assert (row["return_mean"], row["return_std"]) == pytest.approx((4.0, 5**0.5))
-        assert (row["return_seed_mean"], row["return_seed_std"]) == pytest.approx((4.0, 2.0))
-        assert (row["sm_std"], row["sm_seed_std"]) == pytest.approx((0.05**0.5, 0.2))
+        assert (row["return_seed_mean"], row["return_seed_std"]) == pytest.approx((4.0, 2 * 2**0.5))
+        assert (row["sm_std"], row["sm_seed_std"]) == pytest.approx((0.05**0.5, 0.2 * 2**0.5))
     assert (clean["cell_statistic"], noisy["cell_statistic"]) == ("episodes", "seed means")
     lines = eval_smoothness.markdown_table([clean, noisy], per_seed=False).splitlines()
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     assert cells[0][5:8] == ["episodes", "4.0 (2.2)", "0.400 (0.224)"]
-    assert cells[1][5:8] == ["seed means", "4.0 (2.0)", "0.400 (0.200)"]
+    assert cells[1][5:8] == ["seed means", "4.0 (2.8)", "0.400 (0.283)"]
 
 
 @pytest.mark.parametrize("script", ["td3.py", "sac.py"])
@@ -479,3 +480,13 @@ def test_a_directory_stands_for_the_checkpoints_in_it(tmp_path):
     assert sorted(e["checkpoint"] for e in episodes) == sorted(map(str, paths))
     with pytest.raises(eval_smoothness.CheckpointError, match="is a directory, not a checkpoint file"):
         load_policy(folder)  # from Python, a directory is no checkpoint
+
+
+def test_one_colour_per_method_in_every_figure():
+    """method_color: 18 methods (TD3 and SAC: Base, CAPS, Grad-CAPS, ASAP, PAVE and the -relu runs) get 18 colours, the
+    same on every call; a name it does not know gets grey."""
+    methods = [f"{algo}{suffix}{relu}" for algo in ("td3", "sac") for suffix in ("", "_caps", "_gradcaps", "_asap", "_pave")
+               for relu in ("", "-relu") if not (suffix == "_pave" and relu)]
+    colours = [eval_smoothness.method_color(method) for method in methods]
+    assert len(set(colours)) == len(methods) == 18 and colours == [eval_smoothness.method_color(m) for m in methods]
+    assert eval_smoothness.method_color("ppo") == "0.45"

@@ -19,8 +19,9 @@ from test_benchmark import benchmark
 from tiny_checkpoints import write_checkpoint
 from torch.utils.tensorboard import SummaryWriter
 
-import benchmark as bm
+import benchmark_common
 import eval_smoothness
+import publish as pub
 
 ENV = "Pendulum-v1"
 METHODS = ("td3", "td3_pave", "sac", "sac_pave")  # two methods per algorithm family
@@ -167,7 +168,7 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     # intervals: table.csv's mean and stds beside rliable's IQM over the per-seed means with its bootstrap CI, per
     # evaluation and noise level; no CI for the one-seed method
     intervals = read_csv(out / "intervals.csv")
-    seed_means = {name: bm.seed_means(folder) for name, folder in
+    seed_means = {name: pub.seed_means(folder) for name, folder in
                   (("table", out), ("more_episodes", out / "more_episodes"), ("released_starts", out / "released_starts"))}
     assert sorted((r["evaluation"], r["method"], float(r["obs_noise"])) for r in intervals) == sorted(
         [("table", m, sigma) for m in published for sigma in (0.0, 0.05)] + [(name, m, 0.0) for name in ("more_episodes",
@@ -363,7 +364,7 @@ def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path, monkeypatch, c
     study = tmp_path / "study"
     write_run(study, "td3", 178132)
     monkeypatch.setattr(__import__(tool), "main", broken)
-    status = bm.publish(["--study", str(study), "--episodes", "1", "--noise", "0.05", "--more-episodes", "0",
+    status = pub.publish(["--study", str(study), "--episodes", "1", "--noise", "0.05", "--more-episodes", "0",
                          "--released-starts", "none", "--bootstrap-reps", "20"])
     output = capsys.readouterr()
     assert status == 1, output.out[-3000:] + output.err[-3000:]
@@ -391,43 +392,51 @@ def test_publish_seeds_keeps_only_those_runs(tmp_path):
 
 
 def test_interval_estimates_are_rliables_iqm_and_stratified_bootstrap():
-    """benchmark's IQM per column is rliable's aggregate_iqm, and its CI is rliable's get_interval_estimates on the same
-    seeds drawn from the same seeded generator; reproducible, numpy's global generator left as it was; no CI under two
-    seeds."""
+    """The IQM per column is rliable's aggregate_iqm. Up to 6 seeds its CI is exact: the percentiles of the IQMs of every
+    one of the n^n resamples (5 seeds: 3125), no random draw; with more seeds it is rliable's get_interval_estimates on
+    the same seeded generator, reproducible, numpy's global generator left as it was; no CI under two seeds."""
+    import itertools
+
     sm = [1.310, 1.722, 0.972, 4.037, 1.065]  # TD3 Base's five seeds: one chatters
+    estimates = pub.interval_estimates({"sm": sm, "one seed": [0.5]}, reps=500)
+    iqms = [metrics.aggregate_iqm(np.array(sm)[list(index)][:, None]) for index in itertools.product(range(5), repeat=5)]
+    assert len(iqms) == 3125 and estimates["sm"] == pytest.approx((float(metrics.aggregate_iqm(np.array(sm)[:, None])),
+                                                                   *np.percentile(iqms, [2.5, 97.5])), rel=1e-12)
+    assert estimates["sm"][0] == pytest.approx((1.310 + 1.722 + 1.065) / 3, rel=1e-12)  # the middle three of five
+    assert estimates["sm"] == pub.interval_estimates({"sm": sm}, reps=7)["sm"]  # exact: no resample count, no seed
+    assert estimates["one seed"][0] == 0.5 and all(math.isnan(v) for v in estimates["one seed"][1:])
+
+    seven = [*sm, 1.2, 0.9]  # 7^7 resamples: too many to take all, so rliable's seeded bootstrap
     np.random.seed(123)
     state = np.random.get_state()
-    estimates = bm.interval_estimates({"sm": sm, "one seed": [0.5]}, reps=500)
+    estimate = pub.interval_estimates({"sm": seven}, reps=500)["sm"]
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), state))
-    np.random.seed(bm.BOOTSTRAP_SEED)
-    point, interval = rly.get_interval_estimates({"sm": np.array(sm)[:, None]}, lambda s: np.array([metrics.aggregate_iqm(s)]),
-                                                 reps=500)
-    assert estimates["sm"] == (pytest.approx(float(point["sm"][0]), rel=1e-12), pytest.approx(float(interval["sm"][0, 0]), rel=1e-12),
-                               pytest.approx(float(interval["sm"][1, 0]), rel=1e-12))
-    assert estimates["sm"][0] == pytest.approx((1.310 + 1.722 + 1.065) / 3, rel=1e-12)  # the middle three of five
-    assert estimates["sm"] == bm.interval_estimates({"sm": sm}, reps=500)["sm"]  # reproducible: seeded per bootstrap
-    assert estimates["one seed"][0] == 0.5 and all(math.isnan(v) for v in estimates["one seed"][1:])
+    np.random.seed(pub.BOOTSTRAP_SEED)
+    point, interval = rly.get_interval_estimates({"sm": np.array(seven)[:, None]},
+                                                 lambda s: np.array([metrics.aggregate_iqm(s)]), reps=500)
+    assert estimate == pytest.approx((float(point["sm"][0]), *interval["sm"][:, 0]), rel=1e-12)
+    assert estimate == pub.interval_estimates({"sm": seven}, reps=500)["sm"]  # reproducible: seeded per bootstrap
 
 
 def test_t_interval_and_the_reading_of_a_difference():
     values = [0.1, -0.05, 0.2, 0.03, 0.12]
     half = stats.t.ppf(0.975, 4) * np.std(values, ddof=1) / np.sqrt(5)
-    assert bm.t_interval(values) == pytest.approx((np.mean(values) - half, np.mean(values) + half), rel=1e-12)
-    assert bm.t_interval([0.3, 0.3]) == (0.3, 0.3)  # no spread: the value itself
-    assert all(math.isnan(v) for v in bm.t_interval([0.3]))
-    assert [bm.verdict(*bounds) for bounds in ((-0.10, 0.23), (-0.3, -0.1), (0.1, 0.4), (math.nan, math.nan))] == [
+    assert pub.t_interval(values) == pytest.approx((np.mean(values) - half, np.mean(values) + half), rel=1e-12)
+    assert pub.t_interval([0.3, 0.3]) == (0.3, 0.3)  # no spread: the value itself
+    assert all(math.isnan(v) for v in pub.t_interval([0.3]))
+    assert [pub.verdict(*bounds) for bounds in ((-0.10, 0.23), (-0.3, -0.1), (0.1, 0.4), (math.nan, math.nan))] == [
         "tie", "PAVE lower", "PAVE higher", "1 seed"]
-    assert bm.format_interval(0.0625, -0.1, 0.23, 3, "+") == "+0.062 [-0.100, +0.230]"
-    assert bm.format_interval(0.5, math.nan, math.nan, 2) == "0.50"
+    assert pub.format_interval(0.0625, -0.1, 0.23, 3, "+") == "+0.062 [-0.100, +0.230]"
+    assert pub.format_interval(0.5, math.nan, math.nan, 2) == "0.50"
 
 
 def test_learning_curves_leave_the_random_action_phase_out():
     """Episodes that ended by learning_starts are left out and the bins start there; without a start nothing changes."""
     seeds = [(np.array([100, 200, 300, 400]), np.array([-1500.0, -1400.0, -200.0, -150.0])),
              (np.array([100, 200, 300, 400]), np.array([-1600.0, -1300.0, -250.0, -160.0]))]
-    steps, mean, std = bm.mean_over_seeds(seeds, bins=2, start=200)
+    steps, mean, std = benchmark_common.mean_over_seeds(seeds, bins=2, start=200)
     assert steps.tolist() == [250, 350] and mean.tolist() == [-225.0, -155.0] and std.tolist() == [25.0, 5.0]
-    steps, mean, _ = bm.mean_over_seeds(seeds, bins=2)
+    steps, mean, _ = benchmark_common.mean_over_seeds(seeds, bins=2)
     assert steps.tolist() == [100, 300] and mean.tolist() == [-1450.0, -190.0]
 
 
@@ -443,7 +452,7 @@ def test_the_published_pendulum_numbers_reproduce_within_the_cross_cpu_tolerance
     """Each method's first-seed checkpoint and the chattering ones, evaluated again as publish evaluates them, give
     per_seed.csv's return and sm within CROSS_CPU_TOLERANCE (relative)."""
     study = REPO / "results" / "pendulum" / "study"
-    checkpoints = {(run.variant.name, run.env_id, run.seed): path for run, path in bm.found_runs(study).items() if path}
+    checkpoints = {(run.variant.name, run.env_id, run.seed): path for run, path in pub.found_runs(study).items() if path}
     published = [r for r in read_csv(REPO / "results" / "pendulum" / "per_seed.csv")
                  if (r["seed"] == "178132" or (r["method"], int(r["seed"])) in CHATTERING)
                  and (r["method"], r["env_id"], int(r["seed"])) in checkpoints]  # a run the study folder has
