@@ -129,7 +129,8 @@ LAMBDAS = ("lambda1", "lambda2", "lambda3")
 FACTORIAL_TERMS = {"MPR": ("lambda1", 0.1), "VFC": ("lambda2", 0.1), "Curv": ("lambda3", 0.01)}
 # the released code's sweeps of MPR's noise std sigma and Curv's margin delta (defaults 0.01 and 1.0), one at a time
 SIGMA_DELTA_GRIDS = {"mpr_sigma": (0.001, 0.005, 0.01, 0.05, 0.1), "curv_delta": (0.1, 0.5, 1.0, 2.0, 5.0)}
-SHIP_EXCLUDES = [".git", ".venv", ".ci-venv", "runs", "studies", "reports", "results", "__pycache__", ".pytest_cache", ".ruff_cache"]
+SHIP_EXCLUDES = [".git", ".venv", ".ci-venv", "runs", "studies", "reports", "results", "__pycache__", ".pytest_cache",
+                 ".ruff_cache"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -150,7 +151,8 @@ class Study:
 
 
 def method_variants(algo):
-    return [Variant(f"{algo}{suffix}.py", f"{algo}{suffix}", f"{algo.upper()} {method}") for suffix, method in METHODS.items()]
+    return [Variant(f"{algo}{suffix}.py", f"{algo}{suffix}", f"{algo.upper()} {method}")
+            for suffix, method in METHODS.items()]
 
 
 def ablation_variants():
@@ -170,7 +172,8 @@ def factorial_variants():
     variants = []
     for size in (1, 2, 3):
         for terms in itertools.combinations(FACTORIAL_TERMS, size):
-            flags = [arg for term, (lam, value) in FACTORIAL_TERMS.items() for arg in (f"--{lam}", f"{value if term in terms else 0:g}")]
+            flags = [arg for term, (lam, value) in FACTORIAL_TERMS.items()
+                     for arg in (f"--{lam}", f"{value if term in terms else 0:g}")]
             variants.append(Variant("td3_pave.py", "td3_pave-factorial_" + "_".join(term.lower() for term in terms),
                                     " + ".join(terms), tuple(flags)))
     return variants
@@ -179,21 +182,26 @@ def factorial_variants():
 def sweep_variants(grids):
     """td3_pave with one flag at a time over its values, every other flag at its preset: grids = {field name:
     values}."""
-    return [Variant("td3_pave.py", f"td3_pave-{name}_{value:g}", f"{name}={value:g}", (f"--{name.replace('_', '-')}", f"{value:g}"),
+    return [Variant("td3_pave.py", f"td3_pave-{name}_{value:g}", f"{name}={value:g}",
+                    (f"--{name.replace('_', '-')}", f"{value:g}"),
                     (name, value)) for name, values in grids.items() for value in values]
 
 
 SUITES = {
-    "paper-td3": lambda: Study("paper-td3", "Table 1: return (re) and smoothness (sm), TD3", method_variants("td3"), SIX_ENVS, []),
-    "paper-sac": lambda: Study("paper-sac", "Table 2: return (re) and smoothness (sm), SAC", method_variants("sac"), SIX_ENVS, []),
-    "noise": lambda: Study("noise", "Return (re) and smoothness (sm) without noise, TD3", method_variants("td3"), TABLE3_ENVS, [],
+    "paper-td3": lambda: Study("paper-td3", "Table 1: return (re) and smoothness (sm), TD3", method_variants("td3"),
+                               SIX_ENVS, []),
+    "paper-sac": lambda: Study("paper-sac", "Table 2: return (re) and smoothness (sm), SAC", method_variants("sac"),
+                               SIX_ENVS, []),
+    "noise": lambda: Study("noise", "Return (re) and smoothness (sm) without noise, TD3", method_variants("td3"),
+                           TABLE3_ENVS, [],
                            NOISE_LEVELS),
     "ablation": lambda: Study("ablation", "Table 4: component analysis (TD3)", ablation_variants(), TABLE3_ENVS, []),
     "sensitivity": lambda: Study("sensitivity", "Figure 4 as a table: TD3 + PAVE, one lambda varied",
                                  sweep_variants(dict.fromkeys(LAMBDAS, SENSITIVITY_GRID)), ("Pendulum-v1",), []),
     "factorial": lambda: Study("factorial", "The released ablation: TD3 + PAVE with each non-empty subset of its terms "
                                "(lambdas 0.1 / 0.1 / 0.01, 0 when off)", factorial_variants(), TABLE3_ENVS, []),
-    "sigma-delta": lambda: Study("sigma-delta", "TD3 + PAVE, MPR's sigma or Curv's delta varied, the other flags at presets",
+    "sigma-delta": lambda: Study("sigma-delta",
+                                 "TD3 + PAVE, MPR's sigma or Curv's delta varied, the other flags at presets",
                                  sweep_variants(SIGMA_DELTA_GRIDS), TABLE3_ENVS, []),
 }
 
@@ -203,7 +211,8 @@ def build_study(args):
     if args.suite:
         if args.suite not in SUITES:
             close = difflib.get_close_matches(args.suite, SUITES, n=1)
-            fail(f"unknown suite '{args.suite}'" + (f"; did you mean {close[0]}?" if close else f"; choose from {', '.join(SUITES)}"))
+            fail(f"unknown suite '{args.suite}'" + (f"; did you mean {close[0]}?" if close
+                                                    else f"; choose from {', '.join(SUITES)}"))
         study = SUITES[args.suite]()
         missing = sorted({v.script for v in study.variants if not script_path(v.script).is_file()})
         if missing:
@@ -224,11 +233,13 @@ def build_study(args):
     env_ids = args.env_ids or study.env_ids
     for env_id in env_ids:
         if env_id in PAPER_ENV_IDS:
-            print(f"note: {env_id} (the paper's id) is not in Gymnasium 1.x; using {PAPER_ENV_IDS[env_id]}, the same task")
+            print(f"note: {env_id} (the paper's id) is not in Gymnasium 1.x; using {PAPER_ENV_IDS[env_id]}, the same "
+                  "task")
     study.env_ids = list(dict.fromkeys(PAPER_ENV_IDS.get(e, e) for e in env_ids))
     if args.seeds:
         study.seeds = args.seeds
-    else:  # imported here, not at the top: eval_smoothness loads torch and Gymnasium, which --help and bad input do not need
+    # imported here, not at the top: eval_smoothness loads torch and Gymnasium, which --help and bad input do not need
+    else:
         from eval_smoothness import RELEASED_SEEDS
 
         study.seeds = list(RELEASED_SEEDS)
@@ -319,9 +330,11 @@ class Progress:
             reached = run.stop_at and saved_step(run, self.out) == run.stop_at
             if returncode == 0 and run.checkpoint(self.out) is None and reached:
                 self.bar.write(f"staged  {run.name} at step {run.stop_at} ({seconds:.0f} s)")
-            elif returncode == 0 and run.checkpoint(self.out) is None:  # stopped from outside: it saved a resumable state
+            # stopped from outside: it saved a resumable state
+            elif returncode == 0 and run.checkpoint(self.out) is None:
                 self.failed.append(run)
-                self.bar.write(f"STOPPED {run.name} ({seconds:.0f} s) before its end; run the same command to resume it")
+                self.bar.write(f"STOPPED {run.name} ({seconds:.0f} s) before its end; "
+                               "run the same command to resume it")
             elif returncode == 0:
                 self.bar.write(f"done    {run.name} ({seconds:.0f} s)")
             else:
@@ -400,7 +413,8 @@ def connect_ray(args):
         ray.init(address=args.address, runtime_env=runtime_env, log_to_driver=False)
     except ConnectionError as error:
         fail(f"no Ray cluster at --address {args.address} ({error}); start one with `ray start --head`")
-    finally:  # ray.init makes SIGTERM exit the driver at once (sys.exit), leaving the tasks' runs unsaved: stop as before
+    # ray.init makes SIGTERM exit the driver at once (sys.exit), leaving the tasks' runs unsaved: stop as before
+    finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     return ray
@@ -464,7 +478,8 @@ def resumable_state(run, out):
     newest folder), or None. Each file is checked as the scripts' --resume checks it (the CRCs of its zip members, then
     torch.load); one that fails is reported in one line and skipped."""
     folders = run.folders(out)
-    states = [path for path in (Path(folders[-1], "resume.pt"), Path(folders[-1], "resume.prev.pt")) if path.exists()] if folders else []
+    states = [path for path in (Path(folders[-1], "resume.pt"), Path(folders[-1], "resume.prev.pt"))
+              if path.exists()] if folders else []
     for i, path in enumerate(states):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -551,13 +566,14 @@ def run_study(study, out, args, stage=None):
         for run in runs:
             run = planned.get(run.name, run)
             command = shlex.join(["python", str(script_path(run.variant.script)), *run.arguments(extra)])
-            skip = f"# skip, {'at step ' + str(stage) + ' or ' if stage else ''}finished: " if run.name not in planned else ""
+            skip = (f"# skip, {'at step ' + str(stage) + ' or ' if stage else ''}finished: "
+                    if run.name not in planned else "")
             print(f"{skip}cd {out} && {command} > logs/{run.name}.log 2>&1")
         return []
     done = f"at step {stage} or finished" if stage else "finished"
-    print(f"study {study.name}{f', stage {stage}' if stage else ''}: {len(runs)} runs in {out}; {len(runs) - len(todo)} "
-          f"{done} (skipped), {len(todo)} to run ({sum(run.resume is not None for run in todo)} resumed) on the "
-          f"{args.backend} backend")
+    print(f"study {study.name}{f', stage {stage}' if stage else ''}: {len(runs)} runs in {out}; "
+          f"{len(runs) - len(todo)} {done} (skipped), {len(todo)} to run "
+          f"({sum(run.resume is not None for run in todo)} resumed) on the {args.backend} backend")
     if not todo:
         return []
     ray = connect_ray(args) if args.backend == "ray" else None
@@ -574,8 +590,8 @@ def run_study(study, out, args, stage=None):
     except KeyboardInterrupt:
         progress.close()
         finished = sum(run.checkpoint(out) is not None for run in runs)
-        sys.exit(f"\ninterrupted: {finished} of {len(runs)} runs finished and kept in {out}; run the same command to resume "
-                 "(stopped runs continue from their resumable states)")
+        sys.exit(f"\ninterrupted: {finished} of {len(runs)} runs finished and kept in {out}; run the same command to "
+                 "resume (stopped runs continue from their resumable states)")
     progress.close()
     return progress.failed
 
@@ -586,31 +602,41 @@ def run_study(study, out, args, stage=None):
 def add_study_arguments(parser):
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--suite", help=f"a named study: {', '.join(SUITES)}")
-    which.add_argument("--scripts", nargs="+", help="training scripts of an explicit study (relative to the repository, or paths)")
+    which.add_argument("--scripts", nargs="+",
+                       help="training scripts of an explicit study (relative to the repository, or paths)")
     parser.add_argument("--env-ids", nargs="+", help="override the suite's envs")
     parser.add_argument("--seeds", nargs="+", type=int,
-                        help="training seeds (default: the released runs' five in their order, eval_smoothness.RELEASED_SEEDS)")
-    parser.add_argument("--extra", default="", help='flags for every run, one string: --extra "--total-timesteps 20000"')
+                        help="training seeds (default: the released runs' five in their order, "
+                             "eval_smoothness.RELEASED_SEEDS)")
+    parser.add_argument("--extra", default="",
+                        help='flags for every run, one string: --extra "--total-timesteps 20000"')
     parser.add_argument("--noise-levels", nargs="+", type=float,
                         help="observation noise levels evaluated for Table 3 (noise suite: 0.01 0.05 0.1)")
     parser.add_argument("--paper-text-activations", action="store_true",
-                        help="the paper text's ReLU for every method but PAVE (default: the released code's SiLU everywhere)")
-    parser.add_argument("--grid", nargs="+", type=float, help=f"sensitivity suite: the values of each lambda (default {SENSITIVITY_GRID})")
+                        help="the paper text's ReLU for every method but PAVE (default: the released code's SiLU "
+                             "everywhere)")
+    parser.add_argument("--grid", nargs="+", type=float,
+                        help=f"sensitivity suite: the values of each lambda (default {SENSITIVITY_GRID})")
     parser.add_argument("--out", type=Path, help="the study folder (default: studies/<suite>)")
     parser.add_argument("--backend", default="local", choices=["local", "ray"])
     parser.add_argument("--workers", type=int, help="local backend: runs at once (default: CPU cores / --cpus-per-run)")
     parser.add_argument("--address", default="auto",
-                        help="ray backend: the cluster to join (auto: the one started on this node; local: a new one just for this study)")
+                        help="ray backend: the cluster to join (auto: the one started on this node; local: a new one "
+                             "just for this study)")
     parser.add_argument("--ray-ship-code", action=argparse.BooleanOptionalAction, default=True,
-                        help="ray backend: send this repository with the tasks (no: it is at the same path on every node)")
-    parser.add_argument("--cpus-per-run", type=int, default=1, help="CPUs a run declares to Ray and its OMP_NUM_THREADS")
-    parser.add_argument("--gpus-per-run", type=float, default=0, help="GPUs a run declares to Ray (fractions share a GPU)")
+                        help="ray backend: send this repository with the tasks (no: it is at the same path on every "
+                             "node)")
+    parser.add_argument("--cpus-per-run", type=int, default=1,
+                        help="CPUs a run declares to Ray and its OMP_NUM_THREADS")
+    parser.add_argument("--gpus-per-run", type=float, default=0,
+                        help="GPUs a run declares to Ray (fractions share a GPU)")
     parser.add_argument("--checkpoint-freq", type=int, default=10_000,
-                        help="env steps between the runs' resumable states, from which an interrupted run resumes (0: only when stopped)")
+                        help="env steps between the runs' resumable states, from which an interrupted run resumes (0: "
+                             "only when stopped)")
     parser.add_argument("--stages", type=int, nargs="+",
-                        help="advance every run to each of these steps in turn (each run stops there with its resumable state; "
-                             "a stage is started when every run has reached the one before); the last is normally the runs' "
-                             "--total-timesteps (docs/studies.md)")
+                        help="advance every run to each of these steps in turn (each run stops there with its "
+                             "resumable state; a stage is started when every run has reached the one before); the "
+                             "last is normally the runs' --total-timesteps (docs/studies.md)")
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="skip runs whose checkpoint exists (the default)")
     again.add_argument("--force", action="store_true", help="rerun every run, replacing what it wrote before")
@@ -619,9 +645,11 @@ def add_study_arguments(parser):
                         help="print each run's step, wall time so far and training SPS as a Markdown table, and exit")
     parser.add_argument("--report-only", action="store_true", help="no training: report on the runs already in --out")
     parser.add_argument("--no-report", action="store_true", help="train only")
-    parser.add_argument("--episodes", type=int, default=10, help="clean evaluation episodes per run for the tables (the paper's 10)")
+    parser.add_argument("--episodes", type=int, default=10,
+                        help="clean evaluation episodes per run for the tables (the paper's 10)")
     parser.add_argument("--noise-episodes", type=int,
-                        help="evaluation episodes per run and noise level (default: Table 3's 20, eval_smoothness.NOISE_EPISODES)")
+                        help="evaluation episodes per run and noise level (default: Table 3's 20, "
+                             "eval_smoothness.NOISE_EPISODES)")
 
 
 def check_study_args(args):
@@ -684,7 +712,8 @@ COMMANDS = {
     "threads": ("training SPS per torch thread count, idle and busy", timing.add_threads_arguments,
                 timing.check_threads_args, timing.threads),
 }
-DESCRIPTIONS = {"study": "run a study (training scripts x envs x seeds) on this machine or a Ray cluster, then its report",
+DESCRIPTIONS = {"study": "run a study (training scripts x envs x seeds) on this machine or a Ray cluster, then its "
+                         "report",
                 "publish": publish.DESCRIPTION, "throughput": timing.THROUGHPUT_DESCRIPTION,
                 "threads": timing.THREADS_DESCRIPTION}
 
@@ -706,7 +735,8 @@ def with_command(argv):
     commands; a first word that names no command is one line and exit status 2."""
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
         close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
-        fail(f"unknown command '{argv[0]}'" + (f"; did you mean {close[0]}?" if close else f"; choose from {', '.join(COMMANDS)}"))
+        fail(f"unknown command '{argv[0]}'" + (f"; did you mean {close[0]}?" if close
+                                               else f"; choose from {', '.join(COMMANDS)}"))
     return argv if argv[:1] in (["-h"], ["--help"]) or argv[:1] and argv[0] in COMMANDS else ["study", *argv]
 
 

@@ -1,7 +1,7 @@
 """What benchmark.py's commands share (the study runner, publish.py and the timing commands import it; it imports none
 of them): the names of a study's runs (Variant, Run) and finding them in a study folder (at a step, too), the method
-list, running one process, reading a run's TensorBoard scalars and wall time, learning curves averaged over seeds, and how
-every command stops on SIGINT and SIGTERM."""
+list, running one process, reading a run's TensorBoard scalars and wall time, learning curves averaged over seeds, and
+how every command stops on SIGINT and SIGTERM."""
 
 import glob
 import shlex
@@ -41,8 +41,10 @@ class Run:
     variant: Variant
     env_id: str
     seed: int
-    resume: Optional[Path] = field(default=None, compare=False)  # an interrupted run's resumable state, relative to --out
-    stop_at: Optional[int] = field(default=None, compare=False)  # --stages: the step this run is advanced to, then stops
+    # an interrupted run's resumable state, relative to --out
+    resume: Optional[Path] = field(default=None, compare=False)
+    # --stages: the step this run is advanced to, then stops
+    stop_at: Optional[int] = field(default=None, compare=False)
 
     @property
     def name(self):
@@ -51,7 +53,8 @@ class Run:
     def arguments(self, extra):
         """The training script's command-line arguments (the interpreter and script path depend on the node)."""
         return ["--env-id", self.env_id, "--seed", str(self.seed), "--exp-name", self.variant.name, "--save-model",
-                "--no-progress-bar", *self.variant.flags, *extra, *(["--resume", str(self.resume)] if self.resume else []),
+                "--no-progress-bar", *self.variant.flags, *extra,
+                *(["--resume", str(self.resume)] if self.resume else []),
                 *(["--stop-at-step", str(self.stop_at)] if self.stop_at else [])]
 
     def folders(self, out):
@@ -84,7 +87,8 @@ def run_process(command, cwd, log_path, env, on_start=None, stop_requested=None)
     with open(log_path, "a") as log:
         log.write(f"$ cd {cwd} && {shlex.join(command)}\n")
         log.flush()
-        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
         if on_start:
             on_start(process)
         try:
@@ -168,8 +172,8 @@ def training_seconds(run_dir, step=None):
 
 
 def step_checkpoint(run, study, step):
-    """A run's model checkpoint at training step `step`: checkpoints/<variant>_step<step>.pt of its newest folder, or its
-    final <variant>.pt if the run ended at that step; None if it has neither."""
+    """A run's model checkpoint at training step `step`: checkpoints/<variant>_step<step>.pt of its newest folder, or
+    its final <variant>.pt if the run ended at that step; None if it has neither."""
     folders = run.folders(study)
     saved = Path(folders[-1], "checkpoints", f"{run.variant.name}_step{step}.pt") if folders else None
     final = Path(folders[-1], f"{run.variant.name}.pt") if folders else None
@@ -179,7 +183,8 @@ def step_checkpoint(run, study, step):
         import torch
 
         try:
-            return final if torch.load(final, map_location="cpu", weights_only=True).get("global_step") == step else None
+            return final if torch.load(final, map_location="cpu",
+                                       weights_only=True).get("global_step") == step else None
         except Exception:  # unreadable: publish's checks report it
             return final
     return None
@@ -205,7 +210,8 @@ def found_runs(study, step=None):
 
 
 def missing_runs(runs, study, step=None):
-    """[(run, why)]: per env, every method x seed of the runs found there that has no checkpoint (at `step`, if given)."""
+    """[(run, why)]: per env, every method x seed of the runs found there that has no checkpoint (at `step`, if
+    given)."""
     missing = []
     for env_id in sorted({run.env_id for run in runs}):
         variants = {run.variant for run in runs if run.env_id == env_id}
@@ -243,7 +249,8 @@ def mean_over_seeds(curves, bins=CURVE_BINS, start=0):
         counts = np.bincount(index, minlength=n)
         per_seed[k, counts > 0] = (np.bincount(index, weights=values, minlength=n) / np.maximum(counts, 1))[counts > 0]
     kept = ~np.isnan(per_seed).all(axis=0)
-    return (edges[:-1] + edges[1:])[kept] / 2, np.nanmean(per_seed[:, kept], axis=0), np.nanstd(per_seed[:, kept], axis=0)
+    return (edges[:-1] + edges[1:])[kept] / 2, np.nanmean(per_seed[:, kept], axis=0), np.nanstd(per_seed[:, kept],
+                                                                                                axis=0)
 
 
 def plot_mean_curves(ax, curves, ylabel, title, start=0, colors=None):

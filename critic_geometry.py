@@ -1,9 +1,11 @@
-"""The critic analyses of the PAVE paper's released code, on any of our checkpoints: does the critic have a small M and a
+"""The critic analyses of the PAVE paper's released code, on any of our checkpoints: does the critic have a small M \
+and a
 kept mu, and does its action gradient turn smoothly along the greedy policy's own trajectories?
 
 Every checkpoint (TD3 or SAC, any env) runs the deterministic episodes of eval_smoothness.py (--episodes 10, env seeds
 10 000, 10 001, ...: the same states whose smoothness score that tool reports). At every visited state s, with
-a = pi(s) the actor's deterministic normalized action (SAC: tanh(mean)), the exact derivatives of the critic Q1 (float64,
+a = pi(s) the actor's deterministic normalized action (SAC: tanh(mean)), the exact derivatives of the critic Q1 \
+(float64,
 torch.func, all states of an episode in one vmapped call) give:
 - M = ||grad2_sa Q(s, a)||_2 (spectral norm) and mu = |tr grad2_aa Q(s, a)|; per checkpoint M_sup = max over steps and
   mu_inf = min over steps (Proposition 4.2's sup and inf). mu is the released code's stand-in for the curvature
@@ -109,7 +111,8 @@ def load_critic(path, critic="qf1"):
         args = ckpt["args"]
         module = importlib.import_module(Path(policy.script).stem)
         layer_norm = {"layer_norm": True} if args.get("critic_layer_norm") else {}  # only scripts with the flag take it
-        qf = module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["critic_activation"], **layer_norm)
+        qf = module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["critic_activation"],
+                             **layer_norm)
         qf.load_state_dict(ckpt[critic])
     except Exception as e:
         raise CheckpointError(f"cannot rebuild its {critic} with {policy.script} ({reason(e)})") from None
@@ -120,7 +123,8 @@ def load_critic(path, critic="qf1"):
 
 def derivatives(qf, obs, actions):
     """Exact derivatives of Q at each row (s, a), one vmapped call for the whole batch: grad_a Q (B, act_dim),
-    H_sa = grad2_sa Q (B, act_dim, obs_dim) with H_sa[b, j, i] = d2Q / (da_j ds_i), and H_aa = grad2_aa Q (B, act, act)."""
+    H_sa = grad2_sa Q (B, act_dim, obs_dim) with H_sa[b, j, i] = d2Q / (da_j ds_i), and H_aa = grad2_aa Q (B, act,
+    act)."""
 
     def action_grad(s, a):
         grad = jacrev(lambda a: qf(s[None], a[None])[0, 0])(a)
@@ -172,13 +176,14 @@ def trajectory_statistics(qf, actor, episodes, delta=DELTA):
             "mu_inf": float(mu.min()), "mu_mean": float(mu.mean()), "flip_rate": share(cos < 0),
             "cos_mean": float(cos.mean()) if cos.size else math.nan,
             "cos_median": float(np.median(cos)) if cos.size else math.nan,
-            "concave_rate": share(trace < -delta), "negdef_rate": share(lambda_max < 0), "trace_mean": float(trace.mean())}
+            "concave_rate": share(trace < -delta), "negdef_rate": share(lambda_max < 0),
+            "trace_mean": float(trace.mean())}
 
 
 def evaluate_checkpoint(path, episodes=EPISODES, seed=EVAL_SEED, delta=DELTA, critic="qf1"):
     """Load one checkpoint, run its deterministic episodes (env seeds seed, seed + 1, ...) and return its record:
-    identity (checkpoint, method, algo, env_id, train_seed, step), the episodes' mean return and smoothness score sm, and
-    trajectory_statistics(). Raises CheckpointError."""
+    identity (checkpoint, method, algo, env_id, train_seed, step), the episodes' mean return and smoothness score sm,
+    and trajectory_statistics(). Raises CheckpointError."""
     loaded = load_critic(path, critic)
     policy = loaded.policy
     episodes_run = rollout(policy, episodes, seed)
@@ -188,7 +193,8 @@ def evaluate_checkpoint(path, episodes=EPISODES, seed=EVAL_SEED, delta=DELTA, cr
             **trajectory_statistics(loaded.qf, loaded.actor, episodes_run["observations"], delta)}
 
 
-STATISTICS = ("M_sup", "mu_inf", "flip_rate", "cos_mean", "cos_median", "concave_rate", "negdef_rate", "M_mean", "mu_mean",
+STATISTICS = ("M_sup", "mu_inf", "flip_rate", "cos_mean", "cos_median", "concave_rate", "negdef_rate", "M_mean",
+              "mu_mean",
               "sm", "return")
 
 
@@ -237,12 +243,14 @@ def markdown(lines):
 def seed_table(records, during=False):
     """Per checkpoint (per training seed), in (env, method, seed) order, with `during` also per training step."""
     columns = DURING_COLUMNS if during else COLUMNS
-    lines = [["method", "env", "seed", *(["training step"] if during else []), "steps", *(title for _, title, _ in columns)]]
+    lines = [["method", "env", "seed", *(["training step"] if during else []), "steps",
+              *(title for _, title, _ in columns)]]
     # path "": the step (a number), not the file name (a string: step1000 before step500), orders one seed's checkpoints
     order = sorted(records, key=lambda r: (r["env_id"], r["method"], seed_order(SimpleNamespace(
         train_seed=r["train_seed"], path="")), r["step"], r["checkpoint"]))
     for r in order:
-        lines.append([r["method"], r["env_id"], str(r["train_seed"]), *([str(r["step"])] if during else []), str(r["steps"]),
+        lines.append([r["method"], r["env_id"], str(r["train_seed"]), *([str(r["step"])] if during else []),
+                      str(r["steps"]),
                       *(number(r[key], kind) for key, _, kind in columns)])
     return markdown(lines)
 
@@ -250,17 +258,20 @@ def seed_table(records, during=False):
 def group_table(rows, during=False):
     """Per (method, env), with `during` per (method, env, training step): mean (std) over seeds."""
     columns = DURING_COLUMNS if during else COLUMNS
-    lines = [["method", "env", *(["training step"] if during else []), "seeds", "steps", *(title for _, title, _ in columns)]]
+    lines = [["method", "env", *(["training step"] if during else []), "seeds", "steps",
+              *(title for _, title, _ in columns)]]
     for row in rows:
-        lines.append([row["method"], row["env_id"], *([str(row["step"])] if during else []), str(row["seeds"]), str(row["steps"]),
+        lines.append([row["method"], row["env_id"], *([str(row["step"])] if during else []), str(row["seeds"]),
+                      str(row["steps"]),
                       *(f"{number(row[f'{key}_mean'], kind)} ({number(row[f'{key}_std'], kind, 2)})"
                         for key, _, kind in columns)])
     return markdown(lines)
 
 
 def plot_during(rows, path):
-    """during.png: a row per env and a panel per DURING_COLUMNS statistic against the training step, a line per method (the
-    mean over seeds, marked at each checkpoint) with a band of +- one std over seeds. rows: summarize(records, during=True)."""
+    """during.png: a row per env and a panel per DURING_COLUMNS statistic against the training step, a line per method
+    (the mean over seeds, marked at each checkpoint) with a band of +- one std over seeds. rows: summarize(records,
+    during=True)."""
     import matplotlib  # imported here: only --during draws
 
     matplotlib.use("Agg")
@@ -295,7 +306,8 @@ def write_csv(path, rows):
 @dataclass
 class Args:
     checkpoints: tyro.conf.Positional[list[str]]
-    """checkpoint files (.pt) written by the training scripts with --save-model (TD3 or SAC, any methods, envs, seeds); a
+    """checkpoint files (.pt) written by the training scripts with --save-model (TD3 or SAC, any methods, envs, \
+seeds); a
     directory stands for the *.pt files directly in it"""
     episodes: int = EPISODES
     """deterministic episodes per checkpoint (the released analyses: 10)"""
@@ -306,14 +318,16 @@ class Args:
     critic: Literal["qf1", "qf2"] = "qf1"
     """which twin critic to analyze (released: Q1)"""
     during: bool = False
-    """checkpoints along training (--model-checkpoints): group by (method, env, training step), add sm, draw during.png"""
+    """checkpoints along training (--model-checkpoints): group by (method, env, training step), add sm, draw \
+during.png"""
     out_dir: str = "reports/geometry"
-    """where table.csv (per method and env, with --during per step too), checkpoints.csv (per checkpoint) and table.md go"""
+    """where table.csv (per method and env, with --during per step too), checkpoints.csv (per checkpoint) and table.md \
+go"""
 
 
 def main(argv=None):
-    """The CLI; returns the exit status: 2 on bad flags or no checkpoint, 1 when a checkpoint cannot be used (then nothing
-    is written) or its evaluation failed (after reporting all the others)."""
+    """The CLI; returns the exit status: 2 on bad flags or no checkpoint, 1 when a checkpoint cannot be used (then
+    nothing is written) or its evaluation failed (after reporting all the others)."""
     args = tyro.cli(Args, args=argv, description=__doc__)
     # every input is checked before anything is written: bad input must leave an earlier report in --out-dir as it was
     if not args.checkpoints:
@@ -348,22 +362,23 @@ def main(argv=None):
         for r in records:
             first = unique.setdefault((r["env_id"], r["method"], r["train_seed"], r["step"]), r)
             if first is not r:
-                print(f"{PROG}: note: {r['checkpoint']} is the same run and step as {first['checkpoint']}; counted once",
-                      file=sys.stderr)
+                print(f"{PROG}: note: {r['checkpoint']} is the same run and step as {first['checkpoint']}; "
+                      "counted once", file=sys.stderr)
         records = list(unique.values())
 
     rows = summarize(records, args.during)
     notes = [
-        f"- {args.episodes} deterministic episodes per checkpoint, env seeds {args.seed} .. {args.seed + args.episodes - 1}; "
-        f"exact derivatives of {args.critic} (float64) at a = pi(s) in normalized actions.",
+        f"- {args.episodes} deterministic episodes per checkpoint, env seeds {args.seed} .. "
+        f"{args.seed + args.episodes - 1}; exact derivatives of {args.critic} (float64) at a = pi(s) in normalized "
+        "actions.",
         "- M = ||grad2_sa Q||_2, mu = |tr grad2_aa Q|: M_sup = max and mu_inf = min over the steps of a checkpoint.",
-        "- flip rate: share of consecutive steps (within an episode) with cos(grad_a Q_t, grad_a Q_t+1) < 0; cos mean and "
-        "median over the same pairs.",
+        "- flip rate: share of consecutive steps (within an episode) with cos(grad_a Q_t, grad_a Q_t+1) < 0; cos mean "
+        "and median over the same pairs.",
         f"- tr < -delta: share of steps with tr grad2_aa Q < -{args.delta:g}; neg. def.: share of steps with every "
         "eigenvalue of grad2_aa Q < 0.",
         "- per seed: one checkpoint; across seeds: mean (std) over the per-seed values (ddof 0).",
-    ] + (["- along training: one checkpoint per seed and training step, grouped by step; sm: the smoothness score of the "
-          "same episodes (eval_smoothness.py's), mean over them."] if args.during else []) \
+    ] + (["- along training: one checkpoint per seed and training step, grouped by step; sm: the smoothness score of "
+          "the same episodes (eval_smoothness.py's), mean over them."] if args.during else []) \
       + [f"- failed: {f['checkpoint']}: {f['error']}" for f in failures]
     text = ("Per seed\n\n" + seed_table(records, args.during) + "\n\nAcross seeds\n\n" + group_table(rows, args.during)
             + "\n\n" + "\n".join(notes) if records else "\n".join(notes))

@@ -15,7 +15,8 @@ non-zero exit, and an earlier report in --out-dir stays as it was.
 Clean rows (sigma = 0, Tables 1-2): --episodes (10) episodes per checkpoint; as the reference code does, a cell is
 mean (std) over the pooled episodes of all seeds (numpy's std, ddof = 0).
 
-Noisy rows (sigma > 0, Table 3), the released protocol (docs/protocol.md): --noise-episodes (20) episodes per checkpoint and sigma; per
+Noisy rows (sigma > 0, Table 3), the released protocol (docs/protocol.md): --noise-episodes (20) episodes per \
+checkpoint and sigma; per
 step and dimension the policy sees clip(o + u * sigma_base, obs_low, obs_high), u ~ U(-sigma, sigma), and the env's own
 state is never touched; a cell is the mean over seeds of each seed's mean (std over those per-seed means). sigma_base
 is the per-dimension std (floored at 1e-6) of the observations of --scale-episodes (20) clean episodes of the
@@ -24,7 +25,8 @@ sac_*; first seed = the earliest of RELEASED_SEEDS, else the lowest), locked for
 The base model comes from --base-checkpoint, else from the evaluated checkpoints. Without one (our fallback, reported
 in the printed notes, table.md and results.json) sigma_base is the std of the pooled clean observations of the
 evaluated checkpoints of that env and family. table.csv and results.json keep both statistics for every row.
-Our choices where the released protocol is silent: the sigma_base episodes use the evaluation seeds (EVAL_SEED on); every
+Our choices where the released protocol is silent: the sigma_base episodes use the evaluation seeds (EVAL_SEED on); \
+every
 checkpoint gets the same noise stream (--noise-seed), so methods differ by policy, not by draw.
 
     python eval_smoothness.py runs/*/*.pt --noise 0 0.01 0.05 0.1 --plot
@@ -113,13 +115,13 @@ def reason(e):
 # Input checks shared by the tools (this file, critic_geometry.py, plot_qfield.py): every input is checked before a
 # tool writes anything, so that bad input never costs an earlier report.
 
-NO_CHECKPOINTS = ("give at least one checkpoint file (.pt, written by a training script with --save-model) or a directory "
-                  "of them, e.g. runs/*/*.pt")
+NO_CHECKPOINTS = ("give at least one checkpoint file (.pt, written by a training script with --save-model) or a "
+                  "directory of them, e.g. runs/*/*.pt")
 
 
 def load_checkpoints(paths, load, flag=""):
-    """Every checkpoint that command-line `paths` name, loaded with `load` (path -> object; CheckpointError if unusable): a
-    file as given, a directory as the *.pt files directly in it, by name.
+    """Every checkpoint that command-line `paths` name, loaded with `load` (path -> object; CheckpointError if
+    unusable): a file as given, a directory as the *.pt files directly in it, by name.
 
     Returns (loaded, problems): one line per unusable path, "<flag><path>: <what is wrong>"."""
     loaded, problems = [], []
@@ -189,7 +191,8 @@ def load_policy(checkpoint_path, device="cpu"):
     except OSError as e:
         raise CheckpointError(f"cannot be read ({e.strerror})") from None
     if not zipfile.is_zipfile(path):
-        raise CheckpointError("not a torch checkpoint (torch.save writes a zip archive; this file is not one, or is damaged)")
+        raise CheckpointError("not a torch checkpoint (torch.save writes a zip archive; this file is not one, or is "
+                              "damaged)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
@@ -226,13 +229,14 @@ def control_period(env):
 
 
 def episode_seeds(seed, episodes):
-    """The env seed of each episode: seed + i for episode i, or `seed` itself when it is a list of seeds (--env-seeds)."""
+    """The env seed of each episode: seed + i for episode i, or `seed` itself when it is a list of seeds
+    (--env-seeds)."""
     return [seed + i for i in range(episodes)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
 
 
 def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noise_seed=0):
-    """Deterministic episodes in parallel, episode i on env seed `seed + i` (or seed[i] for a list of seeds, whose length
-    is then the episode count); each sub-env's first episode only.
+    """Deterministic episodes in parallel, episode i on env seed `seed + i` (or seed[i] for a list of seeds, whose
+    length is then the episode count); each sub-env's first episode only.
 
     With obs_noise = sigma > 0 the policy sees clip(obs + u * obs_scale, obs_low, obs_high), u ~ U(-sigma, sigma) per
     dimension and step (drawn with `noise_seed`), the bounds being the env's observation space; the env steps
@@ -267,7 +271,8 @@ def rollout(policy, episodes, seed=EVAL_SEED, obs_noise=0.0, obs_scale=None, noi
             if obs_noise > 0:
                 seen = np.clip(obs + noise_rng.uniform(-obs_noise, obs_noise, obs.shape) * obs_scale, obs_low, obs_high)
             with torch.no_grad():
-                action = policy.actor.act(torch.as_tensor(seen, dtype=torch.float32, device=policy.device)).cpu().numpy()
+                action = policy.actor.act(torch.as_tensor(seen, dtype=torch.float32,
+                                                          device=policy.device)).cpu().numpy()
             env_action = low + (action + 1.0) * 0.5 * (high - low)
             observations.append(obs)
             actions.append(env_action)
@@ -309,20 +314,22 @@ def seed_order(policy):
 
 
 def observation_std(observations):
-    """Per-dimension std (ddof 0) of a list of observation arrays (steps, dim), floored at SCALE_FLOOR; and the count."""
+    """Per-dimension std (ddof 0) of a list of observation arrays (steps, dim), floored at SCALE_FLOOR; and the
+    count."""
     pooled = np.concatenate(observations)
     return np.maximum(pooled.std(axis=0), SCALE_FLOOR), len(pooled)
 
 
 def sigma_base(bases, pool=(), scale_episodes=SCALE_EPISODES, seed=EVAL_SEED, clean=None, clean_episodes=EPISODES):
-    """sigma_base of one (env, algorithm family) for Table 3, as a dict: "sigma_base" (a list), "fallback", "checkpoint",
-    "method", "train_seed", "episodes", "samples", "how" (one sentence for the notes).
+    """sigma_base of one (env, algorithm family) for Table 3, as a dict: "sigma_base" (a list), "fallback",
+    "checkpoint", "method", "train_seed", "episodes", "samples", "how" (one sentence for the notes).
 
-    the released protocol (docs/protocol.md): of `bases`, the candidate Base models of that env and family, the first-seed one (seed_order)
-    runs `scale_episodes` clean deterministic episodes on env seeds seed, seed + 1, ...; sigma_base is the per-dimension
-    std of their observations, floored at 1e-6. With no candidate, the fallback (our choice, flagged "fallback": True and
-    said in "how"): the same std over the pooled clean observations of the policies in `pool`, their results in `clean`
-    (path -> rollout result) where given, else `clean_episodes` fresh episodes each. Raises CheckpointError.
+    the released protocol (docs/protocol.md): of `bases`, the candidate Base models of that env and family, the
+    first-seed one (seed_order) runs `scale_episodes` clean deterministic episodes on env seeds seed, seed + 1, ...;
+    sigma_base is the per-dimension std of their observations, floored at 1e-6. With no candidate, the fallback (our
+    choice, flagged "fallback": True and said in "how"): the same std over the pooled clean observations of the policies
+    in `pool`, their results in `clean` (path -> rollout result) where given, else `clean_episodes` fresh episodes each.
+    Raises CheckpointError.
     """
     base = min(bases, key=seed_order, default=None)
     if base is not None:
@@ -335,12 +342,13 @@ def sigma_base(bases, pool=(), scale_episodes=SCALE_EPISODES, seed=EVAL_SEED, cl
     if not pool:
         raise ValueError("sigma_base needs a base model or policies to pool")
     clean = clean or {}
-    observations = [obs for p in pool for obs in (clean.get(p.path) or rollout(p, clean_episodes, seed))["observations"]]
+    observations = [obs for p in pool for obs in (clean.get(p.path)
+                                                  or rollout(p, clean_episodes, seed))["observations"]]
     std, samples = observation_std(observations)
     return {"sigma_base": std.tolist(), "fallback": True, "checkpoint": None, "method": None, "train_seed": None,
             "episodes": len(observations), "samples": samples,
-            "how": f"FALLBACK, not the paper's protocol: no usable base model ({pool[0].algo}.py run as {pool[0].algo}) of "
-                   f"this env, so sigma_base is the per-dimension std (floored at "
+            "how": f"FALLBACK, not the paper's protocol: no usable base model ({pool[0].algo}.py run as "
+                   f"{pool[0].algo}) of this env, so sigma_base is the per-dimension std (floored at "
                    f"{SCALE_FLOOR:g}) of {samples} pooled observations of {len(observations)} clean episodes of "
                    f"{len(pool)} evaluated checkpoint(s); every method of the env and family uses it"}
 
@@ -404,7 +412,8 @@ class Args:
     out_dir: str = "reports/smoothness"
     """where table.csv, episodes.csv, results.json, table.md (and with --plot the PNG figures) go"""
     per_seed: bool = False
-    """also show, for every row, mean (std) over seeds of the per-seed means (noisy rows' main cells already are that)"""
+    """also show, for every row, mean (std) over seeds of the per-seed means (noisy rows' main cells already are \
+that)"""
     plot: bool = False
     """write per env: the mean FFT amplitude spectrum per method, and one episode's actions per method"""
     device: str = "cpu"
@@ -425,14 +434,16 @@ def mean_std(values, ddof=0):
 def summarize(records):
     """One row per (env, method, sigma), with mean and std over the pooled episodes of all seeds (`<key>_mean`,
     `<key>_std`, ddof 0) and over the per-seed means (`<key>_seed_mean`, `<key>_seed_std`, ddof 1); `cell_statistic`
-    names the one the printed table shows: "episodes" for clean rows (Tables 1-2), "seed means" for noisy rows (Table 3)."""
+    names the one the printed table shows: "episodes" for clean rows (Tables 1-2), "seed means" for noisy rows (Table
+    3)."""
     groups = defaultdict(list)
     for record in records:
         groups[(record["env_id"], record["method"], record["obs_noise"])].append(record)
     rows = []
     for (env_id, method, sigma), group in sorted(groups.items()):
         row = {"method": method, "env_id": env_id, "obs_noise": sigma, "seeds": len(group),
-               "episodes": sum(len(r["return"]) for r in group), "cell_statistic": "seed means" if sigma > 0 else "episodes"}
+               "episodes": sum(len(r["return"]) for r in group),
+               "cell_statistic": "seed means" if sigma > 0 else "episodes"}
         for key in ("return", "sm", "action_change", "length"):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([v for r in group for v in r[key]])
             # over seeds: ddof 1, as the t-intervals over seeds (publish.py's) take it
@@ -491,8 +502,8 @@ def hardest_episode(records):
 
 
 def wrap_title(text, width_inches, points=10):
-    """`text` broken into lines that fit a figure `width_inches` wide at font size `points` (a long suptitle is otherwise
-    cut at both edges)."""
+    """`text` broken into lines that fit a figure `width_inches` wide at font size `points` (a long suptitle is
+    otherwise cut at both edges)."""
     return textwrap.fill(text, max(20, int(width_inches * 72 / (0.6 * points))))  # 0.6 em: a wide average character
 
 
@@ -512,8 +523,8 @@ def method_color(method):
 
 
 def plot_env(env_id, records, out_dir):
-    """Two figures for one env: the mean FFT amplitude spectrum of its clean episodes, every method on the same axes, and
-    the actions of one clean episode (hardest_episode of the methods' first checkpoints), one panel per method."""
+    """Two figures for one env: the mean FFT amplitude spectrum of its clean episodes, every method on the same axes,
+    and the actions of one clean episode (hardest_episode of the methods' first checkpoints), one panel per method."""
     import matplotlib  # imported here: training scripts import this module and should not pay for matplotlib
 
     matplotlib.use("Agg")
@@ -547,14 +558,16 @@ def plot_env(env_id, records, out_dir):
     episode = hardest_episode(firsts)
     act_dim, cols = firsts[0]["actions"][0].shape[1], 2 if len(firsts) > 4 else 1
     rows = -(-len(firsts) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 1.1 + 1.5 * rows), sharex=True, sharey=True, squeeze=False,
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 1.1 + 1.5 * rows), sharex=True, sharey=True,
+                             squeeze=False,
                              layout="constrained")  # constrained: makes room for the wrapped suptitle
     for ax, record in zip(axes.T.flat, firsts):  # column by column: with the TD3 methods first, TD3 left and SAC right
         actions = record["actions"][episode]
         t = np.arange(len(actions)) * (dt or 1.0)
         for j in range(act_dim):
             ax.plot(t, actions[:, j], lw=0.9, label=f"a[{j}]")
-        ax.set_title(f"{record['method']}: return {record['return'][episode]:.1f}, sm {record['sm'][episode]:.3f}", fontsize="small")
+        ax.set_title(f"{record['method']}: return {record['return'][episode]:.1f}, sm {record['sm'][episode]:.3f}",
+                     fontsize="small")
         ax.grid(alpha=0.3)
     for ax in axes.T.flat[len(firsts):]:
         ax.set_visible(False)
@@ -565,7 +578,8 @@ def plot_env(env_id, records, out_dir):
     if act_dim > 1:
         axes[0, 0].legend(loc="upper right", fontsize="x-small", ncol=min(act_dim, 4))
     fig.suptitle(wrap_title(f"{env_id}: actions (env units) of one clean episode, eval seed "
-                            f"{firsts[0]['eval_seeds'][episode]} (the lowest mean return), each method's first checkpoint",
+                            f"{firsts[0]['eval_seeds'][episode]} (the lowest mean return), each method's first "
+                            "checkpoint",
                             6.5 * cols), fontsize=10)
     fig.savefig(paths[1], dpi=130)
     plt.close(fig)
@@ -580,20 +594,21 @@ def protocol(args, noise_levels):
                  f"{', ...' if len(args.env_seeds) > 3 else ''})" if args.env_seeds
                  else f"env seeds {args.seed} .. {args.seed + args.episodes - 1}")
         episodes = len(args.env_seeds) or args.episodes
-        described["clean"] = (f"sigma = 0 rows: {episodes} clean deterministic episodes per checkpoint on {seeds}; cell = "
-                              "mean (std) over the pooled episodes of all seeds (ddof 0)")
+        described["clean"] = (f"sigma = 0 rows: {episodes} clean deterministic episodes per checkpoint on {seeds}; "
+                              "cell = mean (std) over the pooled episodes of all seeds (ddof 0)")
     if any(sigma > 0 for sigma in noise_levels):
         described["noise"] = (
             f"sigma > 0 rows: {args.noise_episodes} episodes per checkpoint and sigma on env seeds {args.seed} .. "
-            f"{args.seed + args.noise_episodes - 1}, noise seed {args.noise_seed}; per step and dimension the policy sees "
-            "clip(o + u * sigma_base, obs_low, obs_high), u ~ U(-sigma, sigma), the env's state unchanged; cell = mean "
-            "over seeds of each seed's mean (std over those per-seed means, ddof 1)")
+            f"{args.seed + args.noise_episodes - 1}, noise seed {args.noise_seed}; per step and dimension the policy "
+            "sees clip(o + u * sigma_base, obs_low, obs_high), u ~ U(-sigma, sigma), the env's state unchanged; cell "
+            "= mean over seeds of each seed's mean (std over those per-seed means, ddof 1)")
     return described
 
 
 def write_outputs(out_dir, rows, records, summary, notes, per_seed):
     """table.csv (one row per method, env, sigma), episodes.csv (one row per episode), results.json (both, the notes and
-    `summary`: the protocol, the noise seed, sigma_base per env and family, the failures), table.md (table and notes)."""
+    `summary`: the protocol, the noise seed, sigma_base per env and family, the failures), table.md (table and
+    notes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
@@ -615,14 +630,15 @@ def write_outputs(out_dir, rows, records, summary, notes, per_seed):
 
 
 def main(argv=None):
-    """The CLI; returns the exit status: 2 on bad flags or no checkpoint, 1 when a checkpoint cannot be used (then nothing
-    is written) or an evaluation failed (after reporting all the others)."""
+    """The CLI; returns the exit status: 2 on bad flags or no checkpoint, 1 when a checkpoint cannot be used (then
+    nothing is written) or an evaluation failed (after reporting all the others)."""
     args = tyro.cli(Args, args=argv, description=__doc__)
     # every input is checked before anything is written: bad input must leave an earlier report in --out-dir as it was
     if not args.checkpoints:
         return refuse(PROG, [NO_CHECKPOINTS], 2)
     if min(args.episodes, args.noise_episodes, args.scale_episodes) < 1 or any(sigma < 0 for sigma in args.noise):
-        return refuse(PROG, ["--episodes, --noise-episodes and --scale-episodes must be positive and every --noise level "
+        return refuse(PROG,
+                      ["--episodes, --noise-episodes and --scale-episodes must be positive and every --noise level "
                              "non-negative"], 2)
     if any(seed < 0 for seed in args.env_seeds):
         return refuse(PROG, ["--env-seeds must be non-negative (Gymnasium's env seeds)"], 2)
@@ -701,10 +717,11 @@ def main(argv=None):
     rows = summarize(records)
     described = protocol(args, noise_levels)
     lines = [f"- {text}." for text in described.values()]
-    lines += ["- table.csv and results.json hold both statistics for every row: `<key>_mean`/`<key>_std` over the pooled "
-              "episodes, `<key>_seed_mean`/`<key>_seed_std` over the per-seed means; sm and |a_t - a_t-1| on actions in "
-              "env units."]
-    lines += [f"- sigma_base of {env_id} ({algo}): {s['how']}" + (" (name a base model with --base-checkpoint)." if s["fallback"]
+    lines += ["- table.csv and results.json hold both statistics for every row: `<key>_mean`/`<key>_std` over the "
+              "pooled episodes, `<key>_seed_mean`/`<key>_seed_std` over the per-seed means; sm and |a_t - a_t-1| on "
+              "actions in env units."]
+    lines += [f"- sigma_base of {env_id} ({algo}): {s['how']}"
+              + (" (name a base model with --base-checkpoint)." if s["fallback"]
               else ".") for (env_id, algo), s in scales.items()]
     used = {s["checkpoint"] for s in scales.values()}
     lines += [f"- --base-checkpoint {b.path} not used (no {b.algo} checkpoint of {b.env_id} evaluated under noise, or "
@@ -718,7 +735,8 @@ def main(argv=None):
     written = ["table.csv", "episodes.csv", "results.json", "table.md"]
     if args.plot:
         for env_id in sorted({r["env_id"] for r in records}):
-            clean_records = [{"method": p.method, "eval_seeds": episode_seeds(clean_seeds, len(clean[p.path]["return"])),
+            clean_records = [{"method": p.method, "eval_seeds": episode_seeds(clean_seeds,
+                                                                              len(clean[p.path]["return"])),
                               **clean[p.path]} for p in policies if p.env_id == env_id and p.path in clean]
             if clean_records:
                 written += [p.name for p in plot_env(env_id, clean_records, out_dir)]

@@ -3,7 +3,8 @@ made as the released code makes it, and Lemma 4.1's check of the greedy policy's
 
 1. Landscape. Checkpoints are grouped by env and algorithm family (TD3, SAC): one row each, one column per method
    (method = the run's exp_name; of several seeds of a method, the one of the reference's training seed, else the first
-   seed). Per row the reference is the Base critic: --reference, else the first-seed td3.py/sac.py checkpoint of the row.
+   seed). Per row the reference is the Base critic: --reference, else the first-seed td3.py/sac.py checkpoint of the \
+row.
    As in the released code (td3/tests/viz_hessian_autograd.py):
    - the reference's deterministic policy runs --warmup-steps (20) env steps from env.reset(seed=--seed) (reset with the
      same seed if an episode ends); the state s it reaches is the centre for EVERY method of the row;
@@ -76,7 +77,8 @@ class Args:
     """the geometry table as CSV (None: --out with the suffix .csv)"""
     reference: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
     """Base checkpoint (or a directory of them) that picks the axes, the centre state and the z clip of its env and
-    algorithm family (repeat it for several envs; drawn as a column too). Default: the first-seed td3.py/sac.py checkpoint
+    algorithm family (repeat it for several envs; drawn as a column too). Default: the first-seed td3.py/sac.py \
+checkpoint
     of that env"""
     height: Literal["spectral", "fd"] = "spectral"
     """surface height: exact ||grad2_sa Q||_2 (released figures) or the finite-difference ||D_i|| of paper Eq. 17"""
@@ -213,7 +215,8 @@ def landscape_rows(critics, references):
             reference = min(candidates, key=lambda c: (c.policy.method != c.policy.algo, seed_order(c.policy)))
         else:
             reference = min(group, key=lambda c: seed_order(c.policy))
-            note = f"no {key[1]}.py checkpoint of {key[0]} given; {reference.policy.path} picks the axes (use --reference)"
+            note = (f"no {key[1]}.py checkpoint of {key[0]} given; {reference.policy.path} picks the axes "
+                    "(use --reference)")
         columns = [(reference.policy.method, reference)]  # the reference is drawn, first, also when only --reference
         for method in dict.fromkeys(c.policy.method for c in group if c.policy.method != reference.policy.method):
             runs = [c for c in group if c.policy.method == method]
@@ -231,12 +234,14 @@ def plot_landscapes(rows, args):
     fig = plt.figure(figsize=(width, 5.2 * n_rows + 1.2), layout="constrained")
     height_label = (r"$\|\nabla^2_{sa} Q\|_2$" if args.height == "spectral"
                     else r"$\|\partial \nabla_a Q / \partial s_i\|$ (FD)")
-    what = "exact spectral norm of grad2_sa Q" if args.height == "spectral" else f"finite difference, eps={args.epsilon:g}"
-    fig.suptitle(wrap_title(f"Q-gradient field ({what}). Per row: axes = the dominant (state, action) pair of the reference "
-                            f"critic; centre = the state after {args.warmup_steps} steps of its policy from env seed "
-                            f"{args.seed}, each method at its own action there; z clipped at the row's limit. A ReLU critic is "
-                            "piecewise linear: its mixed derivative is zero almost everywhere, so its flat panel says "
-                            "nothing of a stable learning signal (critic_geometry.py's flip rate does).", width, 12),
+    what = ("exact spectral norm of grad2_sa Q" if args.height == "spectral"
+            else f"finite difference, eps={args.epsilon:g}")
+    fig.suptitle(wrap_title(f"Q-gradient field ({what}). Per row: axes = the dominant (state, action) pair of the "
+                            f"reference critic; centre = the state after {args.warmup_steps} steps of its policy from "
+                            f"env seed {args.seed}, each method at its own action there; z clipped at the row's "
+                            "limit. A ReLU critic is piecewise linear: its mixed derivative is zero almost "
+                            "everywhere, so its flat panel says nothing of a stable learning signal "
+                            "(critic_geometry.py's flip rate does).", width, 12),
                  fontsize=12)
     for row, subfig in zip(rows, np.atleast_1d(fig.subfigures(n_rows, 1))):  # a subfigure per row: its own heading
         z_top = row["z_top"] or 1.0  # a critic with no mixed curvature (ReLU, spectral height) is flat at 0
@@ -291,7 +296,8 @@ def geometry_statistics(critic, obs):
 
     policy = critic.policy
     return {
-        "method": policy.method, "env": policy.env_id, "seed": policy.train_seed, "step": critic.step, "states": len(obs),
+        "method": policy.method, "env": policy.env_id, "seed": policy.train_seed, "step": critic.step,
+        "states": len(obs),
         "M": median(M), "mu": median(mu), "mu_nonpos": int((~concave).sum()), "M_over_mu": median(bound),
         "greedy_jacobian": median(greedy_jacobian), "policy_jacobian": median(policy_jacobian),
         "bound_holds": float((policy_jacobian[concave] <= bound).double().mean()) if concave.any() else math.nan,
@@ -319,14 +325,16 @@ def csv_path_of(args):
 def flag_problems(args):
     """One line per bad flag value that needs no checkpoint to be seen (ranges, the output files)."""
     problems = []
-    if args.epsilon <= 0 or args.state_range <= 0 or args.action_range <= 0 or (args.clip is not None and args.clip <= 0):
+    if args.epsilon <= 0 or args.state_range <= 0 or args.action_range <= 0 or (args.clip is not None
+                                                                                and args.clip <= 0):
         problems.append("--epsilon, --state-range, --action-range and --clip must be positive")
     if args.grid < 2 or args.rollout_steps < 1 or args.warmup_steps < 0:
         problems.append("--grid must be at least 2, --rollout-steps at least 1 and --warmup-steps non-negative")
     if min(args.state_dim or 0, args.action_dim or 0) < 0:
         problems.append("--state-dim and --action-dim must be non-negative")
     if Path(args.out).suffix.lstrip(".").lower() not in FigureCanvasBase.get_supported_filetypes():
-        problems.append(f"--out {args.out}: its suffix must name a figure file type matplotlib writes (.png, .pdf, .svg, ...)")
+        problems.append(f"--out {args.out}: its suffix must name a figure file type matplotlib writes (.png, .pdf, "
+                        ".svg, ...)")
     csv_path = csv_path_of(args)
     if Path(csv_path).resolve() == Path(args.out).resolve():
         problems.append(f"--csv {csv_path}: the same file as --out")
@@ -344,8 +352,8 @@ def dim_problems(critics, args):
 
 
 def main(argv=None):
-    """The CLI; returns the exit status: 2 on bad flags or no checkpoint, 1 when a checkpoint cannot be used (then nothing
-    is written) or a row failed (after drawing the others)."""
+    """The CLI; returns the exit status: 2 on bad flags or no checkpoint, 1 when a checkpoint cannot be used (then
+    nothing is written) or a row failed (after drawing the others)."""
     args = tyro.cli(Args, args=argv, description=__doc__)
     # every input is checked before anything is written: bad input must leave an earlier figure and table as they were
     if not args.checkpoints:
@@ -367,7 +375,8 @@ def main(argv=None):
     keys = {(c.policy.env_id, c.policy.algo) for c in critics}
     for r in references:
         if (r.policy.env_id, r.policy.algo) not in keys:
-            print(f"note: --reference {r.policy.path} not used: no {r.policy.algo} checkpoint of {r.policy.env_id} given")
+            print(f"note: --reference {r.policy.path} not used: no {r.policy.algo} checkpoint of {r.policy.env_id} "
+                  "given")
     rows = []
     for (env_id, algo), reference, columns, note in landscape_rows(critics, references):
         if note:
@@ -380,7 +389,8 @@ def main(argv=None):
             j = j if args.action_dim is None else args.action_dim
             bounds = None
             if args.sweep == "visited":  # the states the row's policies reach, the action box
-                visited = torch.cat([rollout_states(critic, args.rollout_steps, args.seed)[:, i] for _, critic in columns])
+                visited = torch.cat([rollout_states(critic, args.rollout_steps, args.seed)[:, i]
+                                     for _, critic in columns])
                 low, high = np.percentile(visited.numpy(), [1, 99])
                 bounds = (float(low), float(high) if high > low else float(low) + 1e-3, -1.0, 1.0)
             panels = []
@@ -395,14 +405,15 @@ def main(argv=None):
             failures += 1
             continue
         z_top = args.clip if args.clip is not None else float(np.percentile(panels[0]["surface"][2], 99))
-        how = "--clip" if args.clip is not None else f"99th percentile of the reference {reference.policy.method}'s surface"
+        how = ("--clip" if args.clip is not None
+               else f"99th percentile of the reference {reference.policy.method}'s surface")
         rows.append({"panels": panels, "z_top": z_top,
                      "heading": f"{env_id} ({algo.upper()}): z clipped at {z_top:.3g} ({how})"})
         chosen = "dominant pair" if args.state_dim is None and args.action_dim is None else "pair (set by flag)"
         print(f"{env_id} ({algo}): reference {reference.policy.method} seed {reference.policy.train_seed} "
               f"({reference.policy.path}); centre = state after {args.warmup_steps} steps from env seed {args.seed}, "
-              f"s = {np.array2string(centre.numpy(), precision=3, max_line_width=1000)}; {chosen}: state dim {i}, action dim "
-              f"{j} (|d2Q/ds_i da_j| = {float(h_sa[0, j, i].abs()):.4g}); z clipped at {z_top:.4g} ({how})")
+              f"s = {np.array2string(centre.numpy(), precision=3, max_line_width=1000)}; {chosen}: state dim {i}, "
+              f"action dim {j} (|d2Q/ds_i da_j| = {float(h_sa[0, j, i].abs()):.4g}); z clipped at {z_top:.4g} ({how})")
     if rows:
         plot_landscapes(rows, args)
         print(f"figure saved to {args.out}")

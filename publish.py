@@ -98,11 +98,11 @@ def publish_learning_curves(runs, events, learning_starts, out):
     run; learning_curves.png: one row of panels per env and algorithm family (the return, the return over the last
     LAST_PART of the steps on its own y-range, the action change), one line per method in its method_color, a legend
     in every panel (mean_over_seeds: each seed's episodes averaged per bin of a common step grid, mean +- one std over
-    seeds), from the end of the random-action phase (learning_starts = {run: its --learning-starts}; the largest of the row's runs) on:
-    its uniform random actions say nothing about a method and would dwarf the action change of every policy."""
+    seeds), from the end of the random-action phase (learning_starts = {run: its --learning-starts}; the row's largest)
+    on: its random actions say nothing of a method and would dwarf every policy's action change."""
     import matplotlib.pyplot as plt
 
-    curves, starts = {}, {}  # (env, algo) -> tag -> method -> [(steps, values) per seed]; (env, algo) -> learning starts
+    curves, starts = {}, {}  # (env, algo) -> tag -> method -> [(steps, values) per seed]; -> learning starts
     with open(out / "learning_curves.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "env_id", "seed", "tag", "step", "value"])
@@ -112,7 +112,8 @@ def publish_learning_curves(runs, events, learning_starts, out):
                 steps, values = scalars(None, tag, events(run))
                 writer.writerows([run.variant.name, run.env_id, run.seed, tag, int(step), float(value)]
                                  for step, value in zip(steps, values))
-                curves.setdefault((run.env_id, algo_of(run)), {}).setdefault(tag, {}).setdefault(run.variant.name, []).append(
+                curves.setdefault((run.env_id, algo_of(run)), {}).setdefault(tag, {}).setdefault(run.variant.name,
+                                                                                                 []).append(
                     (steps, values))
     from eval_smoothness import method_color
 
@@ -154,8 +155,9 @@ def publish_runs_table(runs, events, out, step=None):
                 print(f"note: {run.name} logged no scalars; runs.csv has no steps, wall time or SPS for it")
             seconds, segments = training_seconds(run_folder(runs[run]), step)
             _, sps = scalars(None, "charts/SPS_train", logged)
-            writer.writerow([run.variant.name, run.env_id, run.seed, max(steps, default=""), f"{seconds:.1f}" if segments else "",
-                             segments, f"{sps[-1]:.1f}" if len(sps) else "", os.path.relpath(run_folder(runs[run]), out)])
+            writer.writerow([run.variant.name, run.env_id, run.seed, max(steps, default=""),
+                             f"{seconds:.1f}" if segments else "", segments, f"{sps[-1]:.1f}" if len(sps) else "",
+                             os.path.relpath(run_folder(runs[run]), out)])
     return 0
 
 
@@ -168,7 +170,7 @@ def write_rows(path, rows):
 
 
 # statistics over training seeds: rliable's interval estimates, PAVE's paired comparisons
-METRICS = {"return": ("re", 1, 2), "sm": ("sm", -1, 3)}  # metric -> (short name, +1 if higher is better, decimals shown)
+METRICS = {"return": ("re", 1, 2), "sm": ("sm", -1, 3)}  # metric -> (short name, +1 if higher is better, decimals)
 BOOTSTRAP_REPS = 2000  # publish's default resamples per bootstrap CI (rliable's 50 000 would take minutes on 2 cores)
 BOOTSTRAP_SEED = 0  # rliable resamples with numpy's global generator: seeded per method, so no CI depends on the others
 CONFIDENCE = 0.95
@@ -185,7 +187,8 @@ def method_key(method):
     right after its script's own name; other scripts last."""
     script, algo = method.split("-")[0], family(method)
     suffix = script[len(algo):]
-    return (("td3", "sac", algo).index(algo), algo, list(METHODS).index(suffix) if suffix in METHODS else len(METHODS), method)
+    return (("td3", "sac", algo).index(algo), algo, list(METHODS).index(suffix) if suffix in METHODS else len(METHODS),
+            method)
 
 
 def evaluation_label(evaluation, sigma, episodes):
@@ -193,16 +196,17 @@ def evaluation_label(evaluation, sigma, episodes):
     (more_episodes/)", "50 released start states"."""
     if evaluation == "released_starts":
         return f"{episodes} released start states"
-    return f"{episodes} episodes" + (f", sigma {sigma:g}" if sigma else "") + (" (more_episodes/)" if evaluation == "more_episodes" else "")
+    return f"{episodes} episodes" + (f", sigma {sigma:g}" if sigma else "") + (" (more_episodes/)"
+                                                                               if evaluation == "more_episodes" else "")
 
 
 def seed_means(folder):
     """Per-seed means of an evaluation folder's episodes.csv (eval_smoothness.py's): one dict per method, env, noise
-    level and training seed (method, env_id, obs_noise, seed, episodes, return, sm, action_change), in the file's
-    order."""
+    level and training seed (method, env_id, obs_noise, seed, episodes, return, sm, action_change), in file order."""
     groups = {}
     for row in csv.DictReader((folder / "episodes.csv").read_text().splitlines()):
-        groups.setdefault((row["method"], row["env_id"], float(row["obs_noise"]), int(row["train_seed"])), []).append(row)
+        groups.setdefault((row["method"], row["env_id"], float(row["obs_noise"]), int(row["train_seed"])),
+                          []).append(row)
     return [{"method": method, "env_id": env_id, "obs_noise": sigma, "seed": seed, "episodes": len(rows),
              **{key: float(np.mean([float(r[key]) for r in rows])) for key in ("return", "sm", "action_change")}}
             for (method, env_id, sigma, seed), rows in groups.items()]
@@ -246,7 +250,7 @@ def interval_estimates(columns, reps=BOOTSTRAP_REPS):
         if 2 <= n and n**n <= EXACT_RESAMPLES:
             from scipy.stats import trim_mean
 
-            iqms = trim_mean(scores[every_resample(n)], proportiontocut=0.25, axis=1)  # (n**n, columns), as iqm_per_column
+            iqms = trim_mean(scores[every_resample(n)], proportiontocut=0.25, axis=1)  # (n**n, columns)
             low, high = np.percentile(iqms, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)], axis=0)
         elif n >= 2:
             state = np.random.get_state()
@@ -269,12 +273,12 @@ def seed_statistics(per_seed, reps=BOOTSTRAP_REPS):
             for metric in METRICS:
                 columns.setdefault((env_id, method), {})[evaluation, env_id, method, sigma, metric] = [
                     row[metric] for row in seeds.values()]
-    return {key: value for method_columns in columns.values() for key, value in interval_estimates(method_columns, reps).items()}
+    return {key: value for method_columns in columns.values()
+            for key, value in interval_estimates(method_columns, reps).items()}
 
 
 def t_interval(values):
-    """(low, high): the CONFIDENCE t-interval of the mean of values (scipy's one-sample t-test); (nan, nan) under
-    two."""
+    """(low, high): the CONFIDENCE t-interval of the mean of values (scipy's t-test); (nan, nan) under two."""
     from scipy import stats
 
     values = np.asarray(values, dtype=float)
@@ -301,16 +305,19 @@ def paired_comparisons(per_seed):
         for (env_id, pave, sigma), mine in cells.items():
             if pave != f"{family(pave)}_pave":
                 continue
-            others = [key for key in cells if (key[0], key[2]) == (env_id, sigma) and family(key[1]) == family(pave) and key[1] != pave]
+            others = [key for key in cells
+                      if (key[0], key[2]) == (env_id, sigma) and family(key[1]) == family(pave) and key[1] != pave]
             for key in sorted(others, key=lambda key: method_key(key[1])):
                 theirs = cells[key]
                 seeds = [seed for seed in mine if seed in theirs]
                 if not seeds:
                     print(f"note: {key[1]} has no training seed in common with {pave} ({env_id}); not compared")
                     continue
-                row = {"evaluation": evaluation, "env_id": env_id, "obs_noise": sigma, "episodes": mine[seeds[0]]["episodes"],
-                       "pave": pave, "other": key[1], "seeds": len(seeds), "pave_seeds": len(mine), "other_seeds": len(theirs)}
-                values = {metric: [np.array([side[seed][metric] for seed in seeds]) for side in (mine, theirs)] for metric in METRICS}
+                row = {"evaluation": evaluation, "env_id": env_id, "obs_noise": sigma,
+                       "episodes": mine[seeds[0]]["episodes"], "pave": pave, "other": key[1], "seeds": len(seeds),
+                       "pave_seeds": len(mine), "other_seeds": len(theirs)}
+                values = {metric: [np.array([side[seed][metric] for seed in seeds]) for side in (mine, theirs)]
+                          for metric in METRICS}
                 for metric, (_, better, _) in METRICS.items():
                     x, y = values[metric]
                     row[f"{metric}_diff"] = float(np.mean(x - y))
@@ -344,12 +351,14 @@ def publish_paired(out, comparisons):
     write_rows(out / "paired.csv", comparisons)
     lines = ["PAVE against each other method of its family, paired by training seed: per seed, PAVE's number minus the "
              "other's (the two checkpoints of one seed on the same episodes), then over the seeds both have: the mean "
-             "difference with its 95% t-interval over seeds, where a difference whose interval includes 0 is a tie; the "
-             "seeds on which PAVE is better (lower sm, higher return); rliable's probability of improvement P(PAVE better), "
-             "the chance that a random seed of PAVE beats a random seed of the other (0.5: neither); and PAVE's sm over "
-             "the other's as the geometric mean of the per-seed ratios with its 95% t-interval over seeds (on the logs). "
-             "A method with fewer finished seeds is compared on the seeds it has (seeds: both, PAVE's, the other's)."]
-    header = ["evaluation", "PAVE vs", "seeds", "sm: PAVE - other, mean [95% t-interval over seeds]", "sm: seeds PAVE lower",
+             "difference with its 95% t-interval over seeds, where a difference whose interval includes 0 is a tie; "
+             "the seeds on which PAVE is better (lower sm, higher return); rliable's probability of improvement "
+             "P(PAVE better), the chance that a random seed of PAVE beats a random seed of the other (0.5: neither); "
+             "and PAVE's sm over the other's as the geometric mean of the per-seed ratios with its 95% t-interval "
+             "over seeds (on the logs). A method with fewer finished seeds is compared on the seeds it has (seeds: "
+             "both, PAVE's, the other's)."]
+    header = ["evaluation", "PAVE vs", "seeds", "sm: PAVE - other, mean [95% t-interval over seeds]",
+              "sm: seeds PAVE lower",
               "sm: P(PAVE lower)", "sm: PAVE / other, geometric mean [95% t-interval over seeds]",
               "re: PAVE - other, mean [95% t-interval over seeds]", "re: seeds PAVE higher", "re: P(PAVE higher)"]
     for env_id, pave in dict.fromkeys((row["env_id"], row["pave"]) for row in comparisons):
@@ -362,7 +371,8 @@ def publish_paired(out, comparisons):
             for metric in ("sm", "return"):  # the header's order
                 low, high, digits = row[f"{metric}_diff_low"], row[f"{metric}_diff_high"], METRICS[metric][2]
                 cells += [f"{format_interval(row[f'{metric}_diff'], low, high, digits, '+')} {verdict(low, high)}",
-                          f"{row[f'{metric}_pave_better_seeds']} of {row['seeds']}", f"{row[f'{metric}_probability_of_improvement']:.2f}"]
+                          f"{row[f'{metric}_pave_better_seeds']} of {row['seeds']}",
+                          f"{row[f'{metric}_probability_of_improvement']:.2f}"]
                 if metric == "sm":
                     cells.append(format_interval(row["sm_ratio_geomean"], row["sm_ratio_low"], row["sm_ratio_high"], 2))
             lines.append("| " + " | ".join(cells) + " |")
@@ -379,7 +389,8 @@ def publish_intervals(out, evaluated, per_seed, estimates, reps):
                  for r in csv.DictReader((folder / "table.csv").read_text().splitlines())}
         for (env_id, method, sigma), seeds in sorted(by_cell(per_seed[evaluation]).items(),
                                                      key=lambda item: (item[0][0], item[0][2], method_key(item[0][1]))):
-            row = {"evaluation": evaluation, "env_id": env_id, "method": method, "obs_noise": sigma, "seeds": len(seeds),
+            row = {"evaluation": evaluation, "env_id": env_id, "method": method, "obs_noise": sigma,
+                   "seeds": len(seeds),
                    "episodes": next(iter(seeds.values()))["episodes"]}
             for metric in METRICS:
                 iqm, low, high = estimates[evaluation, env_id, method, sigma, metric]
@@ -389,9 +400,9 @@ def publish_intervals(out, evaluated, per_seed, estimates, reps):
                             f"{metric}_iqm": iqm, f"{metric}_iqm_low": low, f"{metric}_iqm_high": high})
             rows.append(row)
     write_rows(out / "intervals.csv", rows)
-    lines = ["Return (re) and sm per method: the mean with its std over the pooled episodes of all seeds (as table.md's clean "
-             "rows show it; ddof 0), the std over the seeds' means (as its noisy rows show it; ddof 1, as the "
-             "t-intervals of paired.md), and the interquartile mean (IQM) over the seeds' means with its 95% "
+    lines = ["Return (re) and sm per method: the mean with its std over the pooled episodes of all seeds (as "
+             "table.md's clean rows show it; ddof 0), the std over the seeds' means (as its noisy rows show it; ddof "
+             "1, as the t-intervals of paired.md), and the interquartile mean (IQM) over the seeds' means with its 95% "
              f"stratified-bootstrap confidence interval over seeds ({BOOTSTRAP_TEXT.format(reps=reps)}; none under 2 "
              "seeds). seeds: the finished training seeds pooled; episodes: per seed."]
     header = ["evaluation", "method", "seeds"] + [f"{name}: {column}" for name, _, _ in METRICS.values() for column in (
@@ -399,11 +410,13 @@ def publish_intervals(out, evaluated, per_seed, estimates, reps):
     for env_id in dict.fromkeys(row["env_id"] for row in rows):
         lines += ["", f"**{env_id}**", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for row in (row for row in rows if row["env_id"] == env_id):
-            cells = [evaluation_label(row["evaluation"], row["obs_noise"], row["episodes"]), row["method"], str(row["seeds"])]
+            cells = [evaluation_label(row["evaluation"], row["obs_noise"], row["episodes"]), row["method"],
+                     str(row["seeds"])]
             for metric, (_, _, digits) in METRICS.items():
                 cells += [f"{row[f'{metric}_mean']:.{digits}f} ({row[f'{metric}_std']:.{digits}f})",
                           f"{row[f'{metric}_seed_std']:.{digits}f}" if row["seeds"] > 1 else "-",  # none of one seed
-                          format_interval(row[f"{metric}_iqm"], row[f"{metric}_iqm_low"], row[f"{metric}_iqm_high"], digits)]
+                          format_interval(row[f"{metric}_iqm"], row[f"{metric}_iqm_low"], row[f"{metric}_iqm_high"],
+                                          digits)]
             lines.append("| " + " | ".join(cells) + " |")
     (out / "intervals.md").write_text("\n".join(lines) + "\n")
 
@@ -469,7 +482,8 @@ def publish_paper_comparison(out, paper_csv, released_table=None, estimates=None
     def in_paper(key):  # the paper's row for one of ours: the same method, or the script a -relu run ran
         return key[0].removesuffix("-relu"), key[1]
 
-    keys = sorted((key for key in ours if in_paper(key) in paper), key=lambda key: (key[1], order.index(in_paper(key)), key[0]))
+    keys = sorted((key for key in ours if in_paper(key) in paper),
+                  key=lambda key: (key[1], order.index(in_paper(key)), key[0]))
     if not keys:
         print(f"note: no method and env of {out / 'table.csv'} is in the paper's Tables 1-2; vs_paper.md not written")
         return
@@ -485,21 +499,26 @@ def publish_paper_comparison(out, paper_csv, released_table=None, estimates=None
         return f"{row[f'{side}_{name}_mean']:.{digits}f} ({row[f'{side}_{name}_std']:.{digits}f})"
 
     rows, lines = [], [
-        "Ours beside the paper's Tables 1-2: clean evaluation, mean (std over the pooled episodes of all seeds; the paper: "
-        "5 seeds x 10 episodes); sm / Base is a method's sm over its family's Base sm on the same env (a -relu run, the "
-        "paper text's ReLU Base, is beside the paper's Base)"
-        + ("; IQM: the interquartile mean over our seeds' means with its 95% stratified-bootstrap CI over seeds" if estimates else "")
-        + ("; \"released starts\": ours on the released evaluation's start states (released_starts/)." if released else "."),
-        "", "| env | method | seeds | re (ours) | re (paper) | sm (ours) | sm (paper) | sm / Base (ours) | sm / Base (paper) |"
+        "Ours beside the paper's Tables 1-2: clean evaluation, mean (std over the pooled episodes of all seeds; the "
+        "paper: 5 seeds x 10 episodes); sm / Base is a method's sm over its family's Base sm on the same env (a -relu "
+        "run, the paper text's ReLU Base, is beside the paper's Base)"
+        + ("; IQM: the interquartile mean over our seeds' means with its 95% stratified-bootstrap CI over seeds"
+           if estimates else "")
+        + ("; \"released starts\": ours on the released evaluation's start states (released_starts/)."
+           if released else "."),
+        "", "| env | method | seeds | re (ours) | re (paper) | sm (ours) | sm (paper) | sm / Base (ours) "
+        "| sm / Base (paper) |"
         + (" re IQM over seeds [95% CI] (ours) | sm IQM over seeds [95% CI] (ours) |" if estimates else "")
         + (" re (ours, released starts) | sm (ours, released starts) |" if released else ""),
         "|---" * (9 + 2 * bool(estimates) + 2 * bool(released)) + "|"]
     for method, env_id in keys:
         mine, theirs = ours[method, env_id], paper[in_paper((method, env_id))]
         row = {"method": method, "env_id": env_id, "seeds": int(mine["seeds"]), "episodes": int(mine["episodes"]),
-               **{f"{side}_{name}_{stat}": float(source[f"{name}_{stat}"]) for side, source in (("ours", mine), ("paper", theirs))
+               **{f"{side}_{name}_{stat}": float(source[f"{name}_{stat}"])
+                  for side, source in (("ours", mine), ("paper", theirs))
                   for name in ("return", "sm") for stat in ("mean", "std")},
-               "ours_sm_to_base": sm_to_base(ours, method, env_id), "paper_sm_to_base": sm_to_base(paper, *in_paper((method, env_id)))}
+               "ours_sm_to_base": sm_to_base(ours, method, env_id),
+               "paper_sm_to_base": sm_to_base(paper, *in_paper((method, env_id)))}
         if estimates:
             row.update({f"ours_{name}_iqm{suffix}": value for name in ("return", "sm") for suffix, value in
                         zip(("", "_low", "_high"), estimates["table", env_id, method, 0.0, name])})
@@ -510,7 +529,8 @@ def publish_paper_comparison(out, paper_csv, released_table=None, estimates=None
         cells = [cell(row, theirs, side, name) for name in ("return", "sm") for side in ("ours", "paper")]
         cells += ["" if row[key] is None else f"{row[key]:.2f}" for key in ("ours_sm_to_base", "paper_sm_to_base")]
         cells += [format_interval(*(row[f"ours_{name}_iqm{suffix}"] for suffix in ("", "_low", "_high")),
-                                  len(theirs[f"{name}_mean"].partition(".")[2])) for name in ("return", "sm")] if estimates else []
+                                  len(theirs[f"{name}_mean"].partition(".")[2]))
+                  for name in ("return", "sm")] if estimates else []
         cells += [cell(row, theirs, "released_starts", name) for name in ("return", "sm")] if released else []
         lines.append(f"| {short_env(env_id)} | {method} | {row['seeds']} | {' | '.join(cells)} |")
     write_rows(out / "vs_paper.csv", rows)
@@ -525,19 +545,22 @@ def publish_per_seed(out, rows, estimates, reps):
     write_rows(out / "per_seed.csv", [{key: value for key, value in row.items() if key != "obs_noise"} for row in rows])
     lines = []
     for env_id in dict.fromkeys(row["env_id"] for row in rows):
-        seeds = list(dict.fromkeys(row["seed"] for row in rows if row["env_id"] == env_id))  # episodes.csv's: released first
+        seeds = list(dict.fromkeys(row["seed"] for row in rows if row["env_id"] == env_id))  # released first
         cells = by_cell(row for row in rows if row["env_id"] == env_id)
-        lines += [f"{env_id}: return / sm of each training seed's checkpoint (mean over its clean episodes); per method the "
-                  "mean (std over its seeds' means, ddof 1) and the IQM over its seeds [95% bootstrap CI over seeds: "
-                  f"{BOOTSTRAP_TEXT.format(reps=reps)}]", "",
+        lines += [f"{env_id}: return / sm of each training seed's checkpoint (mean over its clean episodes); per "
+                  "method the mean (std over its seeds' means, ddof 1) and the IQM over its seeds [95% bootstrap CI "
+                  f"over seeds: {BOOTSTRAP_TEXT.format(reps=reps)}]", "",
                   "| method | " + " | ".join(map(str, seeds)) + " | mean (std over seeds) | IQM over seeds [95% CI] |",
                   "|---" * (len(seeds) + 3) + "|"]
         for (_, method, sigma), mine in sorted(cells.items(), key=lambda item: method_key(item[0][1])):
-            spread = " / ".join(f"{np.mean(values):.{digits}f}" + (f" ({np.std(values, ddof=1):.{digits}f})" if len(values) > 1 else "")
-                                for metric, (_, _, digits) in METRICS.items() for values in [[row[metric] for row in mine.values()]])
+            spread = " / ".join(f"{np.mean(values):.{digits}f}"
+                                + (f" ({np.std(values, ddof=1):.{digits}f})" if len(values) > 1 else "")
+                                for metric, (_, _, digits) in METRICS.items()
+                                for values in [[row[metric] for row in mine.values()]])
             iqm = " / ".join(format_interval(*estimates["table", env_id, method, sigma, metric], digits)
                              for metric, (_, _, digits) in METRICS.items())
-            lines.append(f"| {method} | " + " | ".join(f"{mine[seed]['return']:.1f} / {mine[seed]['sm']:.3f}" if seed in mine
+            lines.append(f"| {method} | " + " | ".join(f"{mine[seed]['return']:.1f} / {mine[seed]['sm']:.3f}"
+                                                       if seed in mine
                                                        else "" for seed in seeds) + f" | {spread} | {iqm} |")
         lines.append("")
     (out / "per_seed.md").write_text("\n".join(lines))
@@ -548,14 +571,16 @@ DESCRIPTION = ("Regenerate every table and figure of a finished study from its c
 
 
 def add_arguments(parser):
-    parser.add_argument("--study", type=Path, required=True, help="the study folder (benchmark.py's --out), with runs/ and logs/")
+    parser.add_argument("--study", type=Path, required=True,
+                        help="the study folder (benchmark.py's --out), with runs/ and logs/")
     parser.add_argument("--out", type=Path, help="where the tables and figures go (default: the study folder's parent)")
-    parser.add_argument("--episodes", type=int, default=10, help="clean evaluation episodes per checkpoint (the paper's 10)")
+    parser.add_argument("--episodes", type=int, default=10,
+                        help="clean evaluation episodes per checkpoint (the paper's 10)")
     parser.add_argument("--noise", nargs="+", type=float, default=list(NOISE_LEVELS),
                         help="observation noise levels of Table 3, evaluated besides sigma 0 (default: 0.01 0.05 0.1)")
     parser.add_argument("--seeds", type=int, nargs="+",
-                        help="publish only the runs of these training seeds (default: every seed found), e.g. the seeds "
-                             "that every method has finished")
+                        help="publish only the runs of these training seeds (default: every seed found), e.g. the "
+                             "seeds that every method has finished")
     parser.add_argument("--more-episodes", type=int, default=100,
                         help="clean episodes per checkpoint of the start-state check in more_episodes/ (0: skip it)")
     parser.add_argument("--paper-tables", type=Path, default=REPO / "results" / "paper_tables.csv",
@@ -564,7 +589,8 @@ def add_arguments(parser):
                         help="env seeds of the released evaluation's start states, one per line ('#' comments), for "
                              "released_starts/ (default: results/released_eval_seeds.txt; 'none' skips it)")
     parser.add_argument("--qfield-seed", type=int,
-                        help="training seed whose checkpoints' Q-gradient fields are drawn (default: the first released seed, 178132)")
+                        help="training seed whose checkpoints' Q-gradient fields are drawn (default: the first "
+                             "released seed, 178132)")
     parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS,
                         help=f"resamples of each stratified-bootstrap CI over seeds past 6 seeds (rliable; default "
                              f"{BOOTSTRAP_REPS}); up to 6 seeds every resample is taken")
@@ -604,7 +630,7 @@ def publish_statistics(out, evaluated, paper_tables, reps):
     return 0
 
 
-PAPER_COLUMNS = ("method", "env_id", "return_mean", "return_std", "sm_mean", "sm_std")  # what vs_paper reads of --paper-tables
+PAPER_COLUMNS = ("method", "env_id", "return_mean", "return_std", "sm_mean", "sm_std")  # vs_paper's columns
 
 
 def publish_inputs(args):
@@ -617,13 +643,16 @@ def publish_inputs(args):
         return f"--study {args.study}: no runs/ folder in it (a study folder as benchmark.py writes it)", None
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         return f"--out {args.out}: exists and is not a folder", None
-    if args.episodes <= 0 or args.bootstrap_reps <= 0 or args.more_episodes < 0 or any(sigma < 0 for sigma in args.noise):
-        return "--episodes and --bootstrap-reps must be positive, --more-episodes and every --noise level non-negative", None
+    if args.episodes <= 0 or args.bootstrap_reps <= 0 or args.more_episodes < 0 or any(sigma < 0
+                                                                                       for sigma in args.noise):
+        return ("--episodes and --bootstrap-reps must be positive, --more-episodes and every --noise level "
+                "non-negative"), None
     if not args.paper_tables.is_file():
         return f"--paper-tables {args.paper_tables}: no such file", None
     missing = [c for c in PAPER_COLUMNS if c not in next(csv.reader(args.paper_tables.read_text().splitlines()), [])]
     if missing:
-        return f"--paper-tables {args.paper_tables}: no {', '.join(missing)} column (results/paper_tables.csv's layout)", None
+        return (f"--paper-tables {args.paper_tables}: no {', '.join(missing)} column "
+                "(results/paper_tables.csv's layout)"), None
     released_starts = []
     if str(args.released_starts) != "none":
         try:
@@ -643,8 +672,8 @@ def publish_inputs(args):
         runs = {run: checkpoint for run, checkpoint in runs.items() if run.env_id in args.env_ids}
     unknown = sorted(set(args.seeds or ()) - {run.seed for run in runs})
     if unknown:
-        return f"--seeds {' '.join(map(str, unknown))}: no run of {'that seed' if len(unknown) == 1 else 'those seeds'} in " \
-               f"{args.study / 'runs'}", None
+        return f"--seeds {' '.join(map(str, unknown))}: no run of " \
+               f"{'that seed' if len(unknown) == 1 else 'those seeds'} in {args.study / 'runs'}", None
     if args.seeds:
         runs = {run: checkpoint for run, checkpoint in runs.items() if run.seed in args.seeds}
     finished = {run: checkpoint for run, checkpoint in runs.items() if checkpoint}
@@ -652,7 +681,8 @@ def publish_inputs(args):
         seeds = f" of seed(s) {' '.join(map(str, args.seeds))}" if args.seeds else ""
         if args.step is not None:
             return f"no run{seeds} with a model checkpoint at step {args.step} in {args.study / 'runs'}", None
-        return f"no finished run{seeds} in {args.study / 'runs'} ({len(runs)} found; a finished run has its <variant>.pt)", None
+        return (f"no finished run{seeds} in {args.study / 'runs'} ({len(runs)} found; a finished run has its "
+                "<variant>.pt)"), None
     if args.qfield_seed is not None and args.qfield_seed not in {run.seed for run in finished}:
         return f"--qfield-seed {args.qfield_seed}: no finished run of that seed in {args.study / 'runs'}", None
     import torch  # here, not at the top: --help and the checks above need neither torch nor the tools
@@ -665,7 +695,8 @@ def publish_inputs(args):
             eval_smoothness.load_policy(checkpoint)
         except eval_smoothness.CheckpointError as error:
             return f"{checkpoint}: {error}", None
-        learning_starts[run] = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["args"].get("learning_starts", 0))
+        learning_starts[run] = int(torch.load(checkpoint, map_location="cpu",
+                                              weights_only=True)["args"].get("learning_starts", 0))
     return None, (runs, finished, released_starts, learning_starts)
 
 
@@ -693,19 +724,20 @@ def run(args):
     matplotlib.use("Agg")
     import eval_smoothness
 
-    def tool(name, argv):  # a tool's CLI (plot_qfield, critic_geometry), imported here so that a problem with it is one failed step
+    def tool(name, argv):  # a tool's CLI (plot_qfield, critic_geometry), imported here: a problem is one failed step
         return importlib.import_module(name).main(argv)
 
     qfield_seed = eval_smoothness.RELEASED_SEEDS[0] if args.qfield_seed is None else args.qfield_seed
     released = eval_smoothness.RELEASED_SEEDS
 
-    def order(run):  # the tables' order: env, TD3 then SAC, Base CAPS Grad-CAPS ASAP PAVE then others, released seeds first
-        return (run.env_id, *method_key(run.variant.name), released.index(run.seed) if run.seed in released else len(released),
+    def order(run):  # the tables' order: env, TD3 then SAC, Base CAPS Grad-CAPS ASAP PAVE others, released seeds first
+        return (run.env_id, *method_key(run.variant.name),
+                released.index(run.seed) if run.seed in released else len(released),
                 run.seed)
 
     finished = {run: finished[run] for run in sorted(finished, key=order)}
     checkpoints = list(map(str, finished.values()))
-    loaded, evaluated = {}, {}  # evaluated: {evaluation: its folder} once it succeeded here (never an older run's files)
+    loaded, evaluated = {}, {}  # evaluated: {evaluation: its folder} once it succeeded here (not an older run's)
 
     def events(run):  # each run's TensorBoard events, read once for the curves and the runs table
         if run not in loaded:
@@ -713,38 +745,44 @@ def run(args):
             loaded[run] = loaded[run] if args.step is None else EventsUpTo(loaded[run], args.step)
         return loaded[run]
 
-    def evaluate(name, folder, flags):  # eval_smoothness.py's CLI on every checkpoint into folder; remembered if it succeeded
+    def evaluate(name, folder, flags):  # eval_smoothness.py's CLI on every checkpoint into folder; kept if it succeeded
         status = eval_smoothness.main([*checkpoints, *flags, "--out-dir", str(folder), "--no-progress-bar"])
         if not status:
             evaluated[name] = folder
         return status
 
     def evaluate_tables():  # the table (clean and noisy) and, if it succeeded, the released start states
-        status = evaluate("table", out, ["--episodes", str(args.episodes), "--noise", "0", *map(str, args.noise), "--plot"])
+        status = evaluate("table", out, ["--episodes", str(args.episodes), "--noise", "0", *map(str, args.noise),
+                                         "--plot"])
         return status or (evaluate("released_starts", out / "released_starts", ["--env-seeds", *released_starts])
                           if released_starts else 0)
 
     steps = [("evaluation (eval_smoothness.py: the tables, released start states)", evaluate_tables)]
     if args.more_episodes:
         steps.append((f"start-state check, {args.more_episodes} episodes (eval_smoothness.py)",
-                      lambda: evaluate("more_episodes", out / "more_episodes", ["--episodes", str(args.more_episodes)])))
+                      lambda: evaluate("more_episodes", out / "more_episodes",
+                                       ["--episodes", str(args.more_episodes)])))
     steps += [("statistics over seeds (rliable): intervals.md, paired.md, vs_paper.md, per_seed.md, return_vs_sm.png",
                lambda: publish_statistics(out, evaluated, args.paper_tables, args.bootstrap_reps)),
               ("learning curves", lambda: publish_learning_curves(finished, events, learning_starts, out))]
     for algo in dict.fromkeys(algo_of(run) for run in finished):
-        family_checkpoints = [str(path) for run, path in finished.items() if algo_of(run) == algo and run.seed == qfield_seed]
+        family_checkpoints = [str(path) for run, path in finished.items() if algo_of(run) == algo
+                              and run.seed == qfield_seed]
         if not family_checkpoints:
-            print(f"note: no {algo} checkpoint of seed {qfield_seed}; qfield_{algo}.png not drawn (--qfield-seed picks the seed)")
+            print(f"note: no {algo} checkpoint of seed {qfield_seed}; qfield_{algo}.png not drawn (--qfield-seed "
+                  "picks the seed)")
             continue
-        steps.append((f"Q-gradient field of {algo} (plot_qfield.py)", lambda c=family_checkpoints, a=algo: tool("plot_qfield",
+        steps.append((f"Q-gradient field of {algo} (plot_qfield.py)", lambda c=family_checkpoints,
+                      a=algo: tool("plot_qfield",
             [*c, "--sweep", "visited", "--out", str(out / f"qfield_{a}.png"),
              "--csv", str(out / f"qfield_{a}.csv")])))
     steps.append(("critic geometry (critic_geometry.py)", lambda: tool("critic_geometry",
         [*checkpoints, "--episodes", str(args.episodes), "--out-dir", str(out / "geometry")])))
     steps.append(("runs table", lambda: publish_runs_table(finished, events, out, args.step)))
 
-    def files():  # what publish writes: files in --out and in its more_episodes/, released_starts/ and geometry/ folders
-        return [path for folder in (out, out / "more_episodes", out / "released_starts", out / "geometry") if folder.is_dir()
+    def files():  # what publish writes: files in --out and its more_episodes/, released_starts/, geometry/ folders
+        return [path for folder in (out, out / "more_episodes", out / "released_starts",
+                                    out / "geometry") if folder.is_dir()
                 for path in folder.iterdir() if path.is_file()]
 
     failed = []
@@ -753,7 +791,8 @@ def run(args):
         try:
             status, problem = work(), "its messages are above"
         except SystemExit as stop:  # a tool's own exit (tyro on bad flags)
-            status, problem = (stop.code if isinstance(stop.code, int) or stop.code is None else 1), "its messages are above"
+            status, problem = (stop.code if isinstance(stop.code,
+                                                       int) or stop.code is None else 1), "its messages are above"
         except Exception as error:
             status, problem = 1, f"{type(error).__name__}: {error}"
         for path in sorted(p for p in files() if before.get(p) != p.stat().st_mtime_ns):

@@ -55,7 +55,8 @@ def markdown_table(title, row_labels, columns, cells):
              "|" + "---|" * (len(columns) + 1)]
     text = [[format_mean_std(values) if values else "-" for values in row] for row in cells]
     for c, (_, higher_is_better) in enumerate(columns):
-        ranked = sorted((r for r in range(len(cells)) if cells[r][c]), key=lambda r: np.mean(cells[r][c]), reverse=higher_is_better)
+        ranked = sorted((r for r in range(len(cells)) if cells[r][c]), key=lambda r: np.mean(cells[r][c]),
+                        reverse=higher_is_better)
         if len(ranked) >= 2:
             text[ranked[0]][c] = f"**{text[ranked[0]][c]}**"
             text[ranked[1]][c] = f"<u>{text[ranked[1]][c]}</u>"
@@ -75,7 +76,8 @@ def plot_learning_curves(study, run_dirs, path):
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     for ax, env_id in zip(axes.flat, study.env_ids):
         curves = {variant.label: [scalars(run_dirs[r], "charts/episodic_return") for r in study.runs
-                                  if r.variant == variant and r.env_id == env_id and r in run_dirs] for variant in study.variants}
+                                  if r.variant == variant and r.env_id == env_id and r in run_dirs]
+                  for variant in study.variants}
         plot_mean_curves(ax, curves, "episodic return", short_env(env_id))
     for ax in list(axes.flat)[len(study.env_ids):]:
         ax.axis("off")
@@ -160,7 +162,8 @@ def write_report(study, out, args):
                     scale = eval_smoothness.sigma_base([p for run, p in family.items() if is_base_variant(run.variant)],
                                                        list(family.values()), clean_episodes=args.episodes)
                 except Exception as error:
-                    unreadable.append(f"σ_base of {short_env(env_id)} {algo} (no noisy rows): {type(error).__name__}: {error}")
+                    unreadable.append(f"σ_base of {short_env(env_id)} {algo} (no noisy rows): {type(error).__name__}: "
+                                      f"{error}")
                     continue
                 scale_notes.append(f"{short_env(env_id)} {algo}: {scale['how']}")
                 todo = [(run, n) for run in family for n in study.noise_levels]
@@ -186,7 +189,8 @@ def write_report(study, out, args):
         tables["sensitivity.md"] = "\n".join(
             markdown_table(f"--{name.replace('_', '-')} varied: return (re) and smoothness (sm) per value",
                            [f"{v.sweep[1]:g}" for v in variants], columns,
-                           [[cell(v, e, 0.0, key) for e in study.env_ids for key in ("return", "sm")] for v in variants])
+                           [[cell(v, e, 0.0, key) for e in study.env_ids for key in ("return", "sm")]
+                            for v in variants])
             for name, variants in sweeps(study).items())
     if study.noise_levels:
         columns = [(f"{short_env(e)} σ={n:g} {key}", key == "re")
@@ -205,7 +209,8 @@ def write_report(study, out, args):
             sps.setdefault((run.variant, run.env_id), []).append(float(values[-1]))
     sps_rows = [[f"{np.mean(sps[v, e]):.1f}" if (v, e) in sps else "-" for v in study.variants] for e in study.env_ids]
     tables["table5_throughput.md"] = "\n".join([
-        "**Table 5: training throughput, env steps per second after learning starts (mean over seeds of charts/SPS_train)**", "",
+        "**Table 5: training throughput, env steps per second after learning starts (mean over seeds of "
+        "charts/SPS_train)**", "",
         "| | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1),
         *("| " + " | ".join([short_env(e), *row]) + " |" for e, row in zip(study.env_ids, sps_rows))]) + "\n"
     for name, text in tables.items():
@@ -219,8 +224,9 @@ def write_report(study, out, args):
             plot_sensitivity(study, env_id, pooled, report / figures[-1])
 
     index = [f"# Study {study.name}", "",
-             f"{len(study.runs)} runs ({len(study.variants)} variants x {len(study.env_ids)} envs x {len(study.seeds)} seeds): "
-             f"{len(finished)} finished, {len(missing)} missing. Evaluation: {args.episodes} deterministic episodes per run, "
+             f"{len(study.runs)} runs ({len(study.variants)} variants x {len(study.env_ids)} envs x "
+             f"{len(study.seeds)} seeds): {len(finished)} finished, {len(missing)} missing. Evaluation: "
+             f"{args.episodes} deterministic episodes per run, "
              "pooled over seeds; mean (std); best **bold**, second <u>underlined</u>.", ""]
     if missing:
         index += ["Missing (no checkpoint): " + ", ".join(run.name for run in missing), ""]
@@ -228,8 +234,8 @@ def write_report(study, out, args):
         index += ["Not evaluated: " + "; ".join(unreadable), ""]
     if scale_notes:
         index += ["Observation noise (Table 3, as eval_smoothness.py): per step and dimension the policy sees "
-                  "clip(o + u σ_base, obs_low, obs_high), u ~ U(-σ, σ), the env's state unchanged; a cell is the mean over "
-                  "seeds of the per-seed means (std over those means). σ_base of " + "; ".join(scale_notes), ""]
+                  "clip(o + u σ_base, obs_low, obs_high), u ~ U(-σ, σ), the env's state unchanged; a cell is the mean "
+                  "over seeds of the per-seed means (std over those means). σ_base of " + "; ".join(scale_notes), ""]
     index += ["## Tables", ""]
     for name, text in tables.items():
         index += [f"[{name}]({name})", "", text]

@@ -34,7 +34,8 @@ from benchmark_common import LOG_TAIL_LINES, METHODS, PROG, fail, run_process, s
 def add_measurement_arguments(parser, env_id, steps):
     """The flags `throughput` and `threads` share: what each measured run trains, and where it goes."""
     parser.add_argument("--env-id", default=env_id)
-    parser.add_argument("--steps", type=int, default=steps, help="training steps measured, after --learning-starts random ones")
+    parser.add_argument("--steps", type=int, default=steps,
+                        help="training steps measured, after --learning-starts random ones")
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--extra", default="", help='flags for every script, one string: --extra "--batch-size 64"')
@@ -49,7 +50,8 @@ def add_throughput_arguments(parser):
     add_measurement_arguments(parser, env_id="Hopper-v5", steps=2000)
     parser.add_argument("--scripts", nargs="+",
                         default=[f"{algo}{suffix}.py" for algo in ("td3", "sac") for suffix in METHODS],
-                        help='scripts, each with its own flags if quoted: td3.py td3_pave.py "td3_pave.py --pave-batch 25"')
+                        help='scripts, each with its own flags if quoted: td3.py td3_pave.py "td3_pave.py '
+                             '--pave-batch 25"')
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds over all scripts; each script's SPS is its median over rounds")
     parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=True,
@@ -82,7 +84,8 @@ def measure_sps(path, flags, name, out, args):
     printing why it failed. args: env_id, seed, learning_starts, steps, cuda."""
     # log after every train burst (50 steps): the steady rate below needs the time at each of them
     command = [sys.executable, str(path), "--env-id", args.env_id, "--seed", str(args.seed), "--exp-name", name,
-               "--total-timesteps", str(args.learning_starts + args.steps), "--learning-starts", str(args.learning_starts),
+               "--total-timesteps", str(args.learning_starts + args.steps), "--learning-starts",
+               str(args.learning_starts),
                "--log-freq", "50", "--no-progress-bar", "--cuda" if args.cuda else "--no-cuda", *flags]
     log = out / "logs" / f"{name}.log"
     returncode = run_process(command, out, log, {**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -96,7 +99,8 @@ def measure_sps(path, flags, name, out, args):
     # the steady rate after the first burst, which alone pays one-off costs (torch.compile, warm-up)
     seconds = (steps - args.learning_starts) / values
     steady = (steps[-1] - steps[0]) / (seconds[-1] - seconds[0])
-    first_burst = seconds[0] - (steps[0] - args.learning_starts) / steady  # the first burst's time beyond the steady rate
+    # the first burst's time beyond the steady rate
+    first_burst = seconds[0] - (steps[0] - args.learning_starts) / steady
     print(f"{steady:.1f} SPS (first burst took {format_warm_up(first_burst)} s extra)")
     return steady, first_burst
 
@@ -114,7 +118,8 @@ def throughput(args):
     out = args.out or Path(tempfile.mkdtemp(prefix="throughput-"))
     (out / "logs").mkdir(parents=True, exist_ok=True)
     measured = {label: [] for label in variants}
-    for round_ in range(args.repeats):  # rounds interleave the scripts, so a slow spell of a shared machine hits them alike
+    # rounds interleave the scripts, so a slow spell of a shared machine hits them alike
+    for round_ in range(args.repeats):
         for i, (label, (path, flags)) in enumerate(variants.items()):
             print(f"{label}: {args.steps} steps on {args.env_id} ...", end=" ", flush=True)
             result = measure_sps(path, [*shlex.split(args.extra), *flags], f"{path.stem}-{i}-{round_}", out, args)
@@ -123,16 +128,18 @@ def throughput(args):
     if args.out is None:
         shutil.rmtree(out)
 
-    medians = {label: np.median(values, axis=0) for label, values in measured.items() if values}  # (steady SPS, warm-up s)
+    # (steady SPS, warm-up s)
+    medians = {label: np.median(values, axis=0) for label, values in measured.items() if values}
     sps = {label: float(m[0]) for label, m in medians.items()}
     device = "GPU if present" if args.cuda else "CPU"
     rounds = f", median of {args.repeats} rounds" if args.repeats > 1 else ""
-    lines = [f"Training SPS after the first training burst, {args.env_id}, {args.steps} steps ({device}{rounds}); ratio: to the "
-             "base script (td3_* to td3.py, sac_* to sac.py) of the same invocation; warm-up: the first burst's extra seconds "
-             "(torch.compile)", "", "| script | SPS | ratio | warm-up s |", "|---|---|---|---|"]
+    lines = [f"Training SPS after the first training burst, {args.env_id}, {args.steps} steps ({device}{rounds}); "
+             "ratio: to the base script (td3_* to td3.py, sac_* to sac.py) of the same invocation; warm-up: the first "
+             "burst's extra seconds (torch.compile)", "", "| script | SPS | ratio | warm-up s |", "|---|---|---|---|"]
     for label, value in sps.items():
         base = sps.get(label.split("_")[0].split(" ")[0])
-        lines.append(f"| {label} | {value:.1f} | {f'{value / base:.2f}' if base else '-'} | {format_warm_up(medians[label][1])} |")
+        lines.append(f"| {label} | {value:.1f} | {f'{value / base:.2f}' if base else '-'} | "
+                     f"{format_warm_up(medians[label][1])} |")
     print("\n" + "\n".join(lines))
     return 0 if sps else 1
 
@@ -154,7 +161,8 @@ def add_threads_arguments(parser):
 
 def check_threads_args(args):
     if args.steps <= 0 or args.learning_starts < 0 or min(args.threads) < 1 or min(args.busy) < 0:
-        fail("--steps and every --threads value must be positive, --learning-starts and every --busy value non-negative")
+        fail("--steps and every --threads value must be positive, --learning-starts and every --busy value "
+             "non-negative")
     missing = [script for script in args.scripts if not script_path(script).is_file()]
     if missing:
         fail(f"no such script: {' '.join(missing)}")
@@ -181,7 +189,8 @@ def threads(args):
             for n_threads in args.threads:
                 for script in args.scripts:
                     path = script_path(script)
-                    print(f"{path.stem}, {n_threads} torch thread(s), beside {busy} busy process(es) ...", end=" ", flush=True)
+                    print(f"{path.stem}, {n_threads} torch thread(s), beside {busy} busy process(es) ...", end=" ",
+                          flush=True)
                     cpu_before, wall_before = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
                     flags = [*shlex.split(args.extra), "--torch-threads", str(n_threads)]
                     result = measure_sps(path, flags, f"{path.stem}-t{n_threads}-b{busy}", out, args)
@@ -205,14 +214,16 @@ def threads(args):
         return f"{sps:.1f}{ratio}, cpu {cpu_per_wall:.1f}x"
 
     stems = [script_path(script).stem for script in args.scripts]
-    lines = [f"Training SPS after the first training burst, {args.env_id}, {args.steps} steps, CPU; in brackets: over the "
-             f"same script's SPS with {args.threads[0]} thread(s) beside {args.busy[0]} busy process(es); cpu: the whole "
-             f"run's CPU seconds over its wall seconds (1.0 = one core kept busy)", "",
-             "| script | torch threads | " + " | ".join(f"beside {busy} busy" if busy else "idle" for busy in args.busy) + " |",
+    lines = [f"Training SPS after the first training burst, {args.env_id}, {args.steps} steps, CPU; in brackets: over "
+             f"the same script's SPS with {args.threads[0]} thread(s) beside {args.busy[0]} busy process(es); cpu: "
+             f"the whole run's CPU seconds over its wall seconds (1.0 = one core kept busy)", "",
+             "| script | torch threads | " + " | ".join(f"beside {busy} busy" if busy else "idle" for busy in args.busy)
+             + " |",
              "|---|---|" + "---|" * len(args.busy)]
     for stem in stems:
         for n_threads in args.threads:
-            lines.append(f"| {stem} | {n_threads} | " + " | ".join(cell(stem, n_threads, busy) for busy in args.busy) + " |")
+            lines.append(f"| {stem} | {n_threads} | " + " | ".join(cell(stem, n_threads, busy) for busy in args.busy)
+                         + " |")
     print("\n" + "\n".join(lines))
     return 0 if measured else 1
 
