@@ -1,5 +1,5 @@
-"""One torch thread per test process: the suite runs on two processes (`pytest -n 2`) on a 2-core machine, where a second
-thread per process only spins against the other process (docs/performance.md measures it)."""
+"""One torch thread per test process: the suite runs on two processes (`pytest -n 2`) on a 2-core machine, where a
+second thread per process only spins against the other process (docs/performance.md measures it)."""
 
 import os
 

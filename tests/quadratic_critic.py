@@ -1,4 +1,5 @@
-"""Critics whose derivatives are known in closed form, and linear actors: the ground truth of the geometry tools' tests."""
+"""Critics whose derivatives are known in closed form, and linear actors: the ground truth of the geometry tools'
+tests."""
 
 import torch
 import torch.nn as nn
@@ -8,8 +9,8 @@ class QuadraticCritic(nn.Module):
     """Q(s, a) = (C^T s + B^T sin s)^T a + 0.5 (1 + s_k^2) a^T P a, with k = `curvature_dim` (None: the factor is 1).
 
     grad_a Q = C^T s + B^T sin s + (1 + s_k^2) P a, grad2_aa Q = (1 + s_k^2) P, and where a = 0 (or without the factor)
-    grad2_sa Q = C^T + B^T diag(cos s). With B = 0 and no factor it is s^T C a + 0.5 a^T P a, whose Hessians are C^T and P
-    at every point; for negative definite P and no factor the maximizer is a*(s) = -P^-1 (C^T s + B^T sin s)."""
+    grad2_sa Q = C^T + B^T diag(cos s). With B = 0 and no factor it is s^T C a + 0.5 a^T P a, whose Hessians are C^T and
+    P at every point; for negative definite P and no factor the maximizer is a*(s) = -P^-1 (C^T s + B^T sin s)."""
 
     def __init__(self, C, P, B=None, curvature_dim=None):
         super().__init__()

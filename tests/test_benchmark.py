@@ -26,7 +26,8 @@ from timing import BUSY_LOOP, format_warm_up
 # A few hundred real steps per run, small networks and batches (the studies' machinery is under test, not the released
 # sizes); --log-freq 100 so that the runs log SPS for the throughput table.
 SMALL = "--batch-size 64 --hidden-sizes 64 64"
-TINY_EXTRA = f"--total-timesteps 300 --learning-starts 100 --buffer-size 1000 --eval-episodes 2 --log-freq 100 --geometry-freq 100 {SMALL}"
+TINY_EXTRA = ("--total-timesteps 300 --learning-starts 100 --buffer-size 1000 --eval-episodes 2 --log-freq 100 "
+              f"--geometry-freq 100 {SMALL}")
 PAVE_PAIR = ["td3.py", "td3_pave.py"]
 
 
@@ -61,7 +62,8 @@ def assert_report(out, labels):
         assert re.fullmatch(r"(\*\*|<u>)?-?\d+(\.\d+)? \(\d+(\.\d+)?\)(\*\*|</u>)?", re_cell), re_cell
         assert re.fullmatch(r"(\*\*|<u>)?\d+\.\d+ \(\d+\.\d+\)(\*\*|</u>)?", sm_cell), sm_cell
     # two rows with numbers: per column one best (bold) and one second (underlined)
-    assert sum("**" in table[label][0] for label in labels) == 1 and sum("<u>" in table[label][0] for label in labels) == 1
+    assert sum("**" in table[label][0] for label in labels) == 1 and sum("<u>" in table[label][0]
+                                                                         for label in labels) == 1
     sps = table_rows((report / "table5_throughput.md").read_text())["Pendulum"]
     assert all(float(sps[i]) > 0 for i in range(len(labels)))
     png = (report / "learning_curves.png").read_bytes()
@@ -73,7 +75,8 @@ def assert_report(out, labels):
 
 def test_local_study_survives_a_failing_run_and_resumes(tmp_path):
     broken = tmp_path / "broken.py"
-    broken.write_text('import sys\nprint("about to fail on purpose")\nsys.exit("broken.py: error: this run fails on purpose")\n')
+    broken.write_text('import sys\nprint("about to fail on purpose")\nsys.exit("broken.py: error: this run fails on '
+                      'purpose")\n')
     out = tmp_path / "study"
     start = time.time()
     result = tiny_study(out, *PAVE_PAIR, broken, backend_flags=["--workers", 2], cwd=tmp_path)
@@ -87,7 +90,8 @@ def test_local_study_survives_a_failing_run_and_resumes(tmp_path):
             assert len(list(out.glob(f"runs/Pendulum-v1__{name}__{seed}__*/{name}.pt"))) == 1
             assert (out / "logs" / f"Pendulum-v1__{name}__{seed}.log").read_text().startswith("$ cd ")
     assert_report(out, ["td3", "td3_pave"])
-    assert "Missing (no checkpoint): Pendulum-v1__broken__1, Pendulum-v1__broken__2" in (out / "report" / "index.md").read_text()
+    assert "Missing (no checkpoint): Pendulum-v1__broken__1, Pendulum-v1__broken__2" in (out / "report"
+                                                                                         / "index.md").read_text()
 
     # a second invocation skips the finished runs (same folders) and tries the failed ones again
     folders = sorted(out.glob("runs/*"))
@@ -139,7 +143,8 @@ def test_every_command_stops_on_sigint_and_sigterm_and_ray_init_changes_neither(
 
 def test_ray_backend_runs_the_same_study(tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="the Ray backend needs Ray: pip install 'ray[default]'")
-    # one auth mode for the head and the client: without it, a ~/.ray/auth_token left by any earlier `ray.init()` on this
+    # one auth mode for the head and the client: without it, a ~/.ray/auth_token left by any earlier `ray.init()` on
+    # this
     # machine turns token authentication on for the client alone, and the head refuses it
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
@@ -160,7 +165,8 @@ def test_ray_backend_runs_the_same_study(tmp_path, monkeypatch):
                 time.sleep(0.5)
         out = tmp_path / "study"
         start = time.time()
-        result = tiny_study(out, *PAVE_PAIR, backend_flags=["--backend", "ray", "--address", f"127.0.0.1:{port}"], cwd=tmp_path)
+        result = tiny_study(out, *PAVE_PAIR, backend_flags=["--backend", "ray", "--address", f"127.0.0.1:{port}"],
+                            cwd=tmp_path)
         print(f"tiny study, Ray backend (local instance, 2 CPUs, including connecting): {time.time() - start:.1f} s")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         # the tasks ran in scratch folders of the (here: local) node; their run folders and logs came back into --out
@@ -174,11 +180,14 @@ def test_ray_backend_runs_the_same_study(tmp_path, monkeypatch):
         # benchmark.py starts with SIGINT ignored whatever this test inherited: the case of a background job of a
         # non-interactive shell (`.ci/run &`, nohup), where Python keeps SIGINT ignored unless benchmark.py restores it
         long = tmp_path / "long"
-        study = [sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "--env-ids", "Pendulum-v1", "--seeds", "7",
+        study = [sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "--env-ids", "Pendulum-v1",
+                 "--seeds", "7",
                  "--out", str(long), "--checkpoint-freq", "250", "--no-report", "--backend", "ray", "--address",
-                 f"127.0.0.1:{port}", "--extra", f"--total-timesteps 100000 --learning-starts 200 --buffer-size 1000 {SMALL}"]
+                 f"127.0.0.1:{port}", "--extra",
+                 f"--total-timesteps 100000 --learning-starts 200 --buffer-size 1000 {SMALL}"]
         started = time.time()
-        process = subprocess.Popen(study, cwd=tmp_path, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, stdout=subprocess.PIPE,
+        process = subprocess.Popen(study, cwd=tmp_path, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                                   stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint)
         deadline = started + 120
         while not [p for p in glob.glob(f"{tempfile.gettempdir()}/*/runs/Pendulum-v1__td3__7__*/resume.pt")
@@ -190,7 +199,8 @@ def test_ray_backend_runs_the_same_study(tmp_path, monkeypatch):
         assert process.returncode == 1, stdout[-3000:] + stderr[-3000:]
         assert "stopping 1 run(s)" in stdout + stderr and "interrupted: 0 of 1 runs finished" in stderr, stderr[-3000:]
         (folder,) = long.glob("runs/*")
-        assert torch.load(folder / "resume.pt", weights_only=True)["global_step"] >= 250 and not (folder / "td3.pt").exists()
+        assert torch.load(folder / "resume.pt", weights_only=True)["global_step"] >= 250 and not (folder
+                                                                                                  / "td3.pt").exists()
         assert "(SIGTERM): resumable state saved to" in (long / "logs" / "Pendulum-v1__td3__7.log").read_text()
         dry = subprocess.run([*study, "--dry-run"], capture_output=True, text=True, timeout=120)
         assert f"--resume runs/{folder.name}/resume.pt" in dry.stdout, dry.stdout + dry.stderr
@@ -209,8 +219,10 @@ def test_ray_backend_runs_the_same_study(tmp_path, monkeypatch):
 
 def test_sensitivity_suite_plots_return_and_sm_against_each_lambda(tmp_path):
     out = tmp_path / "sensitivity"
-    result = benchmark("--suite", "sensitivity", "--grid", 0, 1, "--seeds", 1, "--workers", 2, "--episodes", 1, "--out", out,
-                       "--extra", f"--total-timesteps 200 --learning-starts 150 --buffer-size 1000 --eval-episodes 1 {SMALL}",
+    result = benchmark("--suite", "sensitivity", "--grid", 0, 1, "--seeds", 1, "--workers", 2, "--episodes", 1, "--out",
+                       out,
+                       "--extra",
+                       f"--total-timesteps 200 --learning-starts 150 --buffer-size 1000 --eval-episodes 1 {SMALL}",
                        cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = table_rows((out / "report" / "table1.md").read_text())
@@ -230,12 +242,14 @@ def test_dry_run_prints_the_suites_commands(tmp_path):
     seeds = [int(line.split(" --seed ")[1].split()[0]) for line in lines if "td3_asap.py --env-id Walker2d-v5 " in line]
     assert seeds == [178132, 410580, 922852, 787576, 660993]
     assert not (tmp_path / "s").exists()  # a dry run writes nothing
-    ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--extra", "--total-timesteps 1000", cwd=tmp_path).stdout
+    ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--extra", "--total-timesteps 1000",
+                         cwd=tmp_path).stdout
     # the ablation's base is plain td3 (SiLU is every script's default), under --paper-text-activations too
     assert "td3.py --env-id LunarLanderContinuous-v3 --seed 1 --exp-name td3 --save-model --no-progress-bar " \
            "--checkpoint-freq 10000 --total-timesteps 1000" in ablation
     assert "--exp-name td3_pave-mpr --save-model --no-progress-bar --lambda2 0 --lambda3 0" in ablation
-    relu_ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--paper-text-activations", cwd=tmp_path).stdout
+    relu_ablation = benchmark("--suite", "ablation", "--seeds", 1, "--dry-run", "--paper-text-activations",
+                              cwd=tmp_path).stdout
     assert "relu" not in relu_ablation and "--exp-name td3 " in relu_ablation
 
 
@@ -243,28 +257,32 @@ def test_dry_run_of_the_factorial_and_sigma_delta_suites(tmp_path):
     """The released ablation's 7 configurations with all three lambdas (0.1 / 0.1 / 0.01, 0 when off), and its sweeps of
     sigma and delta (5 + 5 values, the other flags at presets), on LunarLander and Walker."""
     def expected(env_id, name, flags):
-        return (f"cd {tmp_path / 's'} && python {REPO / 'td3_pave.py'} --env-id {env_id} --seed 1 --exp-name {name} --save-model "
-                f"--no-progress-bar {flags} --checkpoint-freq 10000 > logs/{env_id}__{name}__1.log 2>&1")
+        return (f"cd {tmp_path / 's'} && python {REPO / 'td3_pave.py'} --env-id {env_id} --seed 1 --exp-name {name} "
+                f"--save-model --no-progress-bar {flags} --checkpoint-freq 10000 > logs/{env_id}__{name}__1.log 2>&1")
 
     envs = ("LunarLanderContinuous-v3", "Walker2d-v5")
-    factorial = {"mpr": "0.1 0 0", "vfc": "0 0.1 0", "curv": "0 0 0.01", "mpr_vfc": "0.1 0.1 0", "mpr_curv": "0.1 0 0.01",
+    factorial = {"mpr": "0.1 0 0", "vfc": "0 0.1 0", "curv": "0 0 0.01", "mpr_vfc": "0.1 0.1 0",
+                 "mpr_curv": "0.1 0 0.01",
                  "vfc_curv": "0 0.1 0.01", "mpr_vfc_curv": "0.1 0.1 0.01"}
     result = benchmark("--suite", "factorial", "--seeds", 1, "--dry-run", "--out", tmp_path / "s", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        expected(env_id, f"td3_pave-factorial_{terms}", "--lambda1 {} --lambda2 {} --lambda3 {}".format(*lambdas.split()))
+        expected(env_id, f"td3_pave-factorial_{terms}",
+                 "--lambda1 {} --lambda2 {} --lambda3 {}".format(*lambdas.split()))
         for env_id in envs for terms, lambdas in factorial.items()]
     result = benchmark("--suite", "sigma-delta", "--seeds", 1, "--dry-run", "--out", tmp_path / "s", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     sweeps = [("mpr_sigma", v) for v in ("0.001", "0.005", "0.01", "0.05", "0.1")] + \
              [("curv_delta", v) for v in ("0.1", "0.5", "1", "2", "5")]
     assert result.stdout.splitlines() == [
-        expected(env_id, f"td3_pave-{name}_{value}", f"--{name.replace('_', '-')} {value}") for env_id in envs for name, value in sweeps]
+        expected(env_id, f"td3_pave-{name}_{value}", f"--{name.replace('_', '-')} {value}") for env_id in envs
+        for name, value in sweeps]
 
 
 def test_sensitivity_table_and_plot_of_a_sigma_sweep(tmp_path, capsys):
-    """--suite sigma-delta --report-only on a study folder of in-process checkpoints of the five sigma runs (no delta run):
-    sensitivity.md has a row per sigma with the run's own evaluation, the delta rows are empty, and the plot is drawn."""
+    """--suite sigma-delta --report-only on a study folder of in-process checkpoints of the five sigma runs (no delta
+    run): sensitivity.md has a row per sigma with the run's own evaluation, the delta rows are empty, and the plot is
+    drawn."""
     out, paths = tmp_path / "study", {}
     for i, value in enumerate(("0.001", "0.005", "0.01", "0.05", "0.1")):
         name = f"td3_pave-mpr_sigma_{value}"
@@ -280,7 +298,8 @@ def test_sensitivity_table_and_plot_of_a_sigma_sweep(tmp_path, capsys):
     assert list(table) == ["0.001", "0.005", "0.01", "0.05", "0.1"]
     for value, path in paths.items():
         result = eval_smoothness.evaluate(path, episodes=1)
-        assert [re.sub(r"\*\*|</?u>", "", cell) for cell in table[value]] == [format_mean_std(result[key]) for key in ("return", "sm")]
+        assert [re.sub(r"\*\*|</?u>", "", cell) for cell in table[value]] == [format_mean_std(result[key])
+                                                                              for key in ("return", "sm")]
     delta = table_rows(delta)
     assert list(delta) == ["0.1", "0.5", "1", "2", "5"] and all(cell == "-" for row in delta.values() for cell in row)
     assert (report / "sensitivity_Pendulum.png").read_bytes()[:4] == b"\x89PNG"
@@ -290,7 +309,8 @@ def test_sensitivity_table_and_plot_of_a_sigma_sweep(tmp_path, capsys):
 
 def test_paper_text_activations_make_every_method_but_pave_relu(tmp_path):
     """--paper-text-activations: the paper text's section 6.1 (ReLU baselines, SiLU PAVE), under their own run names."""
-    result = benchmark("--suite", "paper-sac", "--env-ids", "Pendulum-v1", "--seeds", 1, "--dry-run", "--paper-text-activations",
+    result = benchmark("--suite", "paper-sac", "--env-ids", "Pendulum-v1", "--seeds", 1, "--dry-run",
+                       "--paper-text-activations",
                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -305,7 +325,8 @@ def test_paper_text_activations_make_every_method_but_pave_relu(tmp_path):
 
 @pytest.mark.parametrize("suite", ["paper-td3", "paper-sac", "noise", "ablation"])
 def test_each_family_has_one_base_variant_that_scales_the_noise_under_either_activation_setting(suite):
-    """Table 3's sigma_base comes from the Base run: plain td3.py (sac.py), renamed -relu by --paper-text-activations."""
+    """Table 3's sigma_base comes from the Base run: plain td3.py (sac.py), renamed -relu by
+    --paper-text-activations."""
     import benchmark as bm
     import study_report
 
@@ -315,20 +336,23 @@ def test_each_family_has_one_base_variant_that_scales_the_noise_under_either_act
         if paper_text and suite != "ablation":  # as build_study does: the ablation's SiLU base stays as it is
             variants = [bm.paper_text_variant(v) for v in variants]
         (base,) = [v for v in variants if study_report.is_base_variant(v)]
-        assert base.script == f"{algo}.py" and base.name == (f"{algo}-relu" if paper_text and suite != "ablation" else algo)
+        assert base.script == f"{algo}.py" and base.name == (f"{algo}-relu" if paper_text and suite != "ablation"
+                                                             else algo)
 
 
 def test_noise_table_follows_table_3s_protocol(tmp_path):
-    """A study folder of in-process checkpoints, reported with --report-only: sigma_base from the first-seed (178132) td3
-    run's 20 clean episodes, --noise-episodes per run, cells mean (std) over the per-seed means; checked by hand with
-    eval_smoothness's functions."""
+    """A study folder of in-process checkpoints, reported with --report-only: sigma_base from the first-seed (178132)
+    td3 run's 20 clean episodes, --noise-episodes per run, cells mean (std) over the per-seed means; checked by hand
+    with eval_smoothness's functions."""
     out, seeds, paths = tmp_path / "study", (410580, 178132), {}
     for name in ("td3", "td3_pave"):
         for seed in seeds:
             folder = out / "runs" / f"Pendulum-v1__{name}__{seed}__0"
             folder.mkdir(parents=True)
-            paths[name, seed] = write_checkpoint(folder / f"{name}.pt", f"{name}.py", seed=seed, init_seed=seed + len(name))
-    result = benchmark("--scripts", "td3.py", "td3_pave.py", "--env-ids", "Pendulum-v1", "--seeds", *seeds, "--noise-levels", 0.1,
+            paths[name, seed] = write_checkpoint(folder / f"{name}.pt", f"{name}.py", seed=seed,
+                                                 init_seed=seed + len(name))
+    result = benchmark("--scripts", "td3.py", "td3_pave.py", "--env-ids", "Pendulum-v1", "--seeds", *seeds,
+                       "--noise-levels", 0.1,
                        "--episodes", 1, "--noise-episodes", 2, "--report-only", "--out", out, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     policy = {key: eval_smoothness.load_policy(path) for key, path in paths.items()}
@@ -342,8 +366,8 @@ def test_noise_table_follows_table_3s_protocol(tmp_path):
         assert cells == [format_mean_std([np.mean(r[key]) for r in noisy]) for key in ("return", "sm")]
         assert cells[1] != format_mean_std([v for r in noisy for v in r["sm"]])  # not the pooled episodes' std
     index = (out / "report" / "index.md").read_text()
-    assert "Pendulum td3: per-dimension std (floored at 1e-06) of 4000 observations of 20 clean episodes of the first-seed " \
-           f"base model td3 (training seed 178132, {paths['td3', 178132]})" in index
+    assert "Pendulum td3: per-dimension std (floored at 1e-06) of 4000 observations of 20 clean episodes of the " \
+           f"first-seed base model td3 (training seed 178132, {paths['td3', 178132]})" in index
     assert "clip(o + u σ_base, obs_low, obs_high)" in index and "FALLBACK" not in index
 
 
@@ -358,13 +382,15 @@ def test_noise_table_follows_table_3s_protocol(tmp_path):
 def test_bad_input_gets_one_clear_line(tmp_path, args, message):
     result = benchmark(*args, cwd=tmp_path)
     assert result.returncode != 0
-    assert result.stderr.strip().count("\n") == 0 and message in result.stderr and result.stderr.startswith("benchmark.py: error:")
+    assert (result.stderr.strip().count("\n") == 0 and message in result.stderr
+            and result.stderr.startswith("benchmark.py: error:"))
 
 
 def test_throughput_reports_sps_and_ratio_to_the_base_script(tmp_path):
     # small networks and batches (--extra, for every script): the test is about the measurement, not the released sizes
     result = benchmark("throughput", "--env-id", "Pendulum-v1", "--steps", 100, "--learning-starts", 100,
-                       "--scripts", "td3.py", "td3_pave.py", "td3_pave.py --pave-batch 25", "td3_missing.py", "--no-cuda",
+                       "--scripts", "td3.py", "td3_pave.py", "td3_pave.py --pave-batch 25", "td3_missing.py",
+                       "--no-cuda",
                        "--extra", SMALL, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "note: td3_missing.py not found; skipped" in result.stdout
@@ -378,7 +404,8 @@ def test_throughput_reports_sps_and_ratio_to_the_base_script(tmp_path):
     # the ratio comes from the unrounded SPS, which the table shows to 0.1 (and the ratio to 0.01): at a few SPS (a busy
     # machine) the rounding alone moves pave / base by more than 0.01
     sps_pave, sps_base = float(pave[0]), float(base[0])
-    assert (sps_pave - 0.05) / (sps_base + 0.05) - 0.005 <= float(pave[1]) <= (sps_pave + 0.05) / (sps_base - 0.05) + 0.005
+    assert (sps_pave - 0.05) / (sps_base + 0.05) - 0.005 <= float(pave[1]) <= (sps_pave + 0.05) / (sps_base
+                                                                                                   - 0.05) + 0.005
     assert not list(tmp_path.iterdir())  # without --out, its runs go to a temporary folder that is removed
 
 

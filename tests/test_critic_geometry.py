@@ -52,7 +52,8 @@ def test_exact_derivatives_of_a_quadratic_critic():
 @pytest.mark.parametrize("eigenvalues, negdef", [([-3.0, -2.0, -0.5], 1.0), ([-3.0, -2.0, 0.5], 0.0)])
 def test_constant_hessians_give_the_closed_forms(eigenvalues, negdef):
     """Q = s^T C a + 0.5 a^T P a: M = ||C||_2 and tr grad2_aa Q = tr P at every step; negative definite iff P is. The
-    second P has a negative trace (-4.5) but one positive eigenvalue: concave by the trace test, not negative definite."""
+    second P has a negative trace (-4.5) but one positive eigenvalue: concave by the trace test, not negative
+    definite."""
     C = torch.randn(OBS_DIM, ACT_DIM, generator=generator(3), dtype=F64)
     P = rotated(eigenvalues, seed=4)
     actor = LinearActor(torch.randn(ACT_DIM, OBS_DIM, generator=generator(5), dtype=F64))
@@ -85,7 +86,8 @@ def test_sup_and_inf_are_taken_over_steps():
     stats = critic_geometry.trajectory_statistics(qf, ZERO_ACTOR, episodes, delta=1.0)
     assert M.max() > 1.2 * M.min() and mu.max() > 1.2 * mu.min()  # the states really differ
     assert stats["M_sup"] == pytest.approx(M.max(), rel=1e-12) and stats["M_mean"] == pytest.approx(M.mean(), rel=1e-12)
-    assert stats["mu_inf"] == pytest.approx(mu.min(), rel=1e-12) and stats["mu_mean"] == pytest.approx(mu.mean(), rel=1e-12)
+    assert stats["mu_inf"] == pytest.approx(mu.min(), rel=1e-12) and stats["mu_mean"] == pytest.approx(mu.mean(),
+                                                                                                       rel=1e-12)
     assert stats["concave_rate"] == 1.0 and stats["negdef_rate"] == 1.0  # tr = -(1 + s^2) 3.5 < -1 everywhere
 
 
@@ -111,7 +113,8 @@ def test_flip_rate_on_trajectories_built_by_hand():
     stats = critic_geometry.trajectory_statistics(qf, ZERO_ACTOR, episodes)
     assert 0 < (cosines < 0).mean() < 1
     assert stats["flip_rate"] == pytest.approx((cosines < 0).mean())
-    assert stats["cos_mean"] == pytest.approx(cosines.mean()) and stats["cos_median"] == pytest.approx(np.median(cosines))
+    assert stats["cos_mean"] == pytest.approx(cosines.mean())
+    assert stats["cos_median"] == pytest.approx(np.median(cosines))
 
 
 def test_summary_is_mean_and_std_over_seeds_grouped_by_method_and_env():
@@ -159,7 +162,8 @@ def test_cli_on_real_td3_and_sac_checkpoints(tmp_path):
     """Trained TD3 and SAC, a second TD3 seed and a ReLU TD3 are evaluated (10 Pendulum episodes of 200 steps each)."""
     paths = [trained("td3.py"), trained("sac.py"),
              write_checkpoint(tmp_path / "td3_s2.pt", "td3.py", seed=410580, hidden_sizes=(64, 64)),
-             write_checkpoint(tmp_path / "relu.pt", "td3.py", exp_name="td3_relu", hidden_sizes=(64, 64), activation="relu")]
+             write_checkpoint(tmp_path / "relu.pt", "td3.py", exp_name="td3_relu", hidden_sizes=(64, 64),
+                              activation="relu")]
     out = tmp_path / "report"
     result = run_script("critic_geometry.py", *paths, "--out-dir", out, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -187,15 +191,16 @@ def test_cli_on_real_td3_and_sac_checkpoints(tmp_path):
         assert float(td3[f"{key}_mean"]) == pytest.approx(np.mean(values))
         assert float(td3[f"{key}_std"]) == pytest.approx(np.std(values))
     table = (out / "table.md").read_text()
-    cells = [[cell.strip() for cell in line.split("|")[1:5]] for line in table.splitlines() if line.startswith("| td3 ")]
+    cells = [[cell.strip() for cell in line.split("|")[1:5]] for line in table.splitlines()
+             if line.startswith("| td3 ")]
     assert ["td3", "Pendulum-v1", "2", "4000"] in cells and "failed: " not in table
     assert table.split("\n\n")[3] in result.stdout  # the across-seeds table is printed too
 
 
 def test_during_training_rows_are_each_checkpoints_own_values_grouped_by_step(tmp_path, capsys):
-    """--during on in-process checkpoints of two methods x two seeds at steps 100 and 200, one of them passed twice: every
-    per-checkpoint row is what evaluate_checkpoint gives that checkpoint alone, the groups are per (method, env, step)
-    with mean and std over the seeds, the duplicate counts once, and during.png is drawn."""
+    """--during on in-process checkpoints of two methods x two seeds at steps 100 and 200, one of them passed twice:
+    every per-checkpoint row is what evaluate_checkpoint gives that checkpoint alone, the groups are per (method, env,
+    step) with mean and std over the seeds, the duplicate counts once, and during.png is drawn."""
     paths = {(method, seed, step): write_checkpoint(tmp_path / f"{method}_{seed}_{step}.pt", f"{method}.py", seed=seed,
                                                     init_seed=seed + step + len(method), step=step)
              for method in ("td3", "td3_pave") for seed in (1, 2) for step in (100, 200)}
@@ -262,7 +267,8 @@ def test_bad_input_is_one_line_and_leaves_the_earlier_report(case, tiny, tmp_pat
         if case == "no critic":
             actor_only = torch.load(tiny, weights_only=False)
             del actor_only["qf1"], actor_only["qf2"]
-            path, message = tmp_path / "actor_only.pt", "holds no 'qf1' state dict: without a critic there is no Q-field to analyze"
+            path, message = (tmp_path / "actor_only.pt",
+                             "holds no 'qf1' state dict: without a critic there is no Q-field to analyze")
             torch.save(actor_only, path)
         else:
             path, message = bad_checkpoint(case, tmp_path / "bad", tiny)

@@ -1,8 +1,8 @@
 """eval_smoothness.py: sm and action change against closed forms, evaluation of checkpoints (clean, noisy,
 deterministic, old format), Table 3's noise protocol (sigma_base from the first-seed base model, clipping to the
-observation bounds, its own episode count, std over per-seed means), the CLI's grouped tables, files and figures, and bad
-input refused in one line per problem before anything is written. Checkpoints are untrained networks saved in-process
-(tiny_checkpoints)."""
+observation bounds, its own episode count, std over per-seed means), the CLI's grouped tables, files and figures, and
+bad input refused in one line per problem before anything is written. Checkpoints are untrained networks saved
+in-process (tiny_checkpoints)."""
 
 import csv
 import json
@@ -142,12 +142,14 @@ def test_env_seeds_give_each_clean_episode_its_own_start(td3_checkpoint, tmp_pat
     assert [e["eval_seed"] for e in clean] == [10005, 10002]
     for e in clean:  # the same episode, up to rounding (the actor ran on 2 rows there, 1 here)
         alone = evaluate(td3_checkpoint, episodes=1, seed=e["eval_seed"])
-        assert e["return"] == pytest.approx(alone["return"][0], rel=1e-6) and e["sm"] == pytest.approx(alone["sm"][0], rel=1e-6)
+        assert e["return"] == pytest.approx(alone["return"][0], rel=1e-6) and e["sm"] == pytest.approx(alone["sm"][0],
+                                                                                                       rel=1e-6)
     assert [e["eval_seed"] for e in episodes if e["obs_noise"] == 0.1] == [10000, 10001]
-    assert "2 clean deterministic episodes per checkpoint on the 2 env seed(s) of --env-seeds (10005, 10002)" in result.stdout
+    assert ("2 clean deterministic episodes per checkpoint on the 2 env seed(s) of --env-seeds (10005, 10002)"
+            in result.stdout)
     bad = run_script("eval_smoothness.py", td3_checkpoint, "--env-seeds", -1, "--out-dir", tmp_path, cwd=tmp_path)
-    assert bad.returncode == 2 and bad.stderr.strip() == "eval_smoothness.py: error: --env-seeds must be non-negative " \
-        "(Gymnasium's env seeds)"
+    assert bad.returncode == 2 and bad.stderr.strip() == "eval_smoothness.py: error: --env-seeds must be " \
+        "non-negative (Gymnasium's env seeds)"
 
 
 def test_the_actor_runs_on_one_thread_and_the_callers_count_comes_back(td3_checkpoint):
@@ -250,7 +252,8 @@ def test_sigma_base_comes_from_the_first_seed_base_model(tmp_path):
     expected, other = clean_std(td3_first, 3), clean_std(td3_second, 3)
     assert not np.allclose(expected, other, rtol=0.05)
     td3 = scales["td3"]
-    assert (td3["checkpoint"], td3["train_seed"], td3["method"], td3["fallback"]) == (str(td3_first), 178132, "td3", False)
+    assert (td3["checkpoint"], td3["train_seed"], td3["method"], td3["fallback"]) == (str(td3_first), 178132, "td3",
+                                                                                      False)
     assert (td3["episodes"], td3["samples"]) == (3, 3 * PENDULUM_STEPS)
     assert td3["sigma_base"] == pytest.approx(expected.tolist())
     assert (scales["sac"]["checkpoint"], scales["sac"]["train_seed"]) == (str(sac_second), 410580)
@@ -285,7 +288,8 @@ def test_base_checkpoint_flag_names_the_base_model(tmp_path, capsys):
     # one that cannot be loaded is one line and exit 1, before anything runs
     capsys.readouterr()
     assert eval_smoothness.main([str(pave), "--base-checkpoint", str(tmp_path / "nowhere.pt"), *common]) == 1
-    assert capsys.readouterr().err.strip() == f"eval_smoothness.py: error: --base-checkpoint {tmp_path / 'nowhere.pt'}: no such file"
+    assert (capsys.readouterr().err.strip()
+            == f"eval_smoothness.py: error: --base-checkpoint {tmp_path / 'nowhere.pt'}: no such file")
 
 
 def test_without_a_base_model_the_fallback_is_said(tmp_path, capsys):
@@ -301,8 +305,8 @@ def test_without_a_base_model_the_fallback_is_said(tmp_path, capsys):
     assert scale["sigma_base"] == pytest.approx(pooled.tolist())
     printed = capsys.readouterr().out
     for text in (printed, (out / "table.md").read_text(), " ".join(results["notes"])):
-        assert "sigma_base of Pendulum-v1 (td3): FALLBACK, not the paper's protocol: no usable base model (td3.py run as " \
-               "td3) of this env" in text and "(name a base model with --base-checkpoint)." in text
+        assert "sigma_base of Pendulum-v1 (td3): FALLBACK, not the paper's protocol: no usable base model " \
+               "(td3.py run as td3) of this env" in text and "(name a base model with --base-checkpoint)." in text
     assert evaluate(paves[0], episodes=1, obs_noise=0.05, scale_episodes=2)["obs_scale_fallback"] is True
 
 
@@ -381,16 +385,18 @@ def test_cli_groups_seeds_one_row_per_noise_level(td3_checkpoint, sac_checkpoint
         assert "sigma_base" in text and "cell = mean over seeds of each seed's mean" in text
     for name in ("spectrum_Pendulum-v1.png", "actions_Pendulum-v1.png"):
         assert (out / name).stat().st_size > 10_000
-    # the spectrum's legend says what its std is taken over: the pooled clean episodes of all seeds, as the table's cells
+    # the spectrum's legend says what its std is taken over: the pooled clean episodes of all seeds, as the table's
+    # cells
     spectrum = figures[0]
     assert "sm: mean +- std over the pooled\nepisodes of all seeds (ep.: count)" in spectrum
     assert f"td3: sm {td3_clean['sm_mean']:.3f} +- {td3_clean['sm_std']:.3f} (4 ep.)" in spectrum
 
 
 def test_the_action_figure_title_is_wrapped_to_the_figure_width():
-    """A one-column figure is 6.5 inches wide: its title, one line of over 120 characters, would be cut at both edges."""
-    title = ("Pendulum-v1: actions (env units) of one clean episode, eval seed 10006 (the lowest mean return), each method's "
-             "first checkpoint")
+    """A one-column figure is 6.5 inches wide: its title, one line of over 120 characters, would be cut at both
+    edges."""
+    title = ("Pendulum-v1: actions (env units) of one clean episode, eval seed 10006 (the lowest mean return), each "
+             "method's first checkpoint")
     lines = eval_smoothness.wrap_title(title, 6.5).splitlines()
     assert len(lines) == 2 and " ".join(lines) == title
     assert all(len(line) <= 6.5 * 72 / 6 for line in lines)  # 0.6 em per character at 10 points
@@ -423,7 +429,8 @@ def test_every_bad_checkpoint_gets_one_line_and_nothing_is_written(td3_checkpoin
     assert not (tmp_path / "out").exists()
 
 
-REPORT = ["table.csv", "episodes.csv", "results.json", "table.md", "spectrum_Pendulum-v1.png", "actions_Pendulum-v1.png"]
+REPORT = ["table.csv", "episodes.csv", "results.json", "table.md", "spectrum_Pendulum-v1.png",
+          "actions_Pendulum-v1.png"]
 
 
 @pytest.mark.parametrize("case", [*BAD_CASES, "no argument"])
@@ -485,7 +492,8 @@ def test_a_directory_stands_for_the_checkpoints_in_it(tmp_path):
 def test_one_colour_per_method_in_every_figure():
     """method_color: 18 methods (TD3 and SAC: Base, CAPS, Grad-CAPS, ASAP, PAVE and the -relu runs) get 18 colours, the
     same on every call; a name it does not know gets grey."""
-    methods = [f"{algo}{suffix}{relu}" for algo in ("td3", "sac") for suffix in ("", "_caps", "_gradcaps", "_asap", "_pave")
+    methods = [f"{algo}{suffix}{relu}" for algo in ("td3", "sac")
+               for suffix in ("", "_caps", "_gradcaps", "_asap", "_pave")
                for relu in ("", "-relu") if not (suffix == "_pave" and relu)]
     colours = [eval_smoothness.method_color(method) for method in methods]
     assert len(set(colours)) == len(methods) == 18 and colours == [eval_smoothness.method_color(m) for m in methods]

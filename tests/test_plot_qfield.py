@@ -207,7 +207,8 @@ def test_checkpoints_of_two_envs_give_a_grid_with_each_rows_z_clip_written_on_it
     paths = [checkpoints[name] for name in ("td3", "td3_pave", "lunar_td3", "lunar_caps")]
     out = tmp_path / "grid.png"
     figures = figure_texts(monkeypatch)
-    status = plot_qfield.main([*map(str, paths), "--out", str(out), "--height", "fd", "--grid", "12", "--rollout-steps", "5"])
+    status = plot_qfield.main([*map(str, paths), "--out", str(out), "--height", "fd", "--grid", "12", "--rollout-steps",
+                               "5"])
     assert status == 0
     printed = capsys.readouterr()
     assert "Pendulum-v1 (td3): reference td3" in printed.out
@@ -217,7 +218,8 @@ def test_checkpoints_of_two_envs_give_a_grid_with_each_rows_z_clip_written_on_it
     headings = [text for text in figures[0] if " z clipped at " in text]
     assert len(headings) == 2
     for env_id, heading in zip(("Pendulum-v1", "LunarLanderContinuous-v3"), headings):
-        assert re.fullmatch(rf"{env_id} \(TD3\): z clipped at [0-9.e+-]+ \(99th percentile of the reference td3's surface\)",
+        assert re.fullmatch(rf"{env_id} \(TD3\): z clipped at [0-9.e+-]+ \(99th percentile of the reference td3's "
+                            r"surface\)",
                             heading), heading
     # --clip: the number given, said on the figure
     assert plot_qfield.main([str(paths[0]), "--out", str(tmp_path / "clip.png"), "--clip", "7", "--grid", "5",
@@ -243,7 +245,8 @@ def test_bad_input_is_one_line_and_leaves_the_earlier_figure(case, checkpoints, 
         if case == "no critic":
             actor_only = torch.load(good, weights_only=False)
             del actor_only["qf1"], actor_only["qf2"]
-            path, message = tmp_path / "actor_only.pt", "holds no 'qf1' state dict: without a critic there is no Q-field to analyze"
+            path, message = (tmp_path / "actor_only.pt",
+                             "holds no 'qf1' state dict: without a critic there is no Q-field to analyze")
             torch.save(actor_only, path)
         else:
             path, message = bad_checkpoint(case, tmp_path / "bad", good)
@@ -256,14 +259,16 @@ def test_bad_input_is_one_line_and_leaves_the_earlier_figure(case, checkpoints, 
 
 @SHARES_TRAINED
 @pytest.mark.parametrize("flags, message", [
-    (["--out", "qfield"], "--out qfield: its suffix must name a figure file type matplotlib writes (.png, .pdf, .svg, ...)"),
+    (["--out", "qfield"],
+     "--out qfield: its suffix must name a figure file type matplotlib writes (.png, .pdf, .svg, ...)"),
     (["--out", "figures.png"], "--out figures.png: is a directory, not a file"),
     (["--out", "q.png", "--csv", "q.png"], "--csv q.png: the same file as --out"),
     (["--state-dim", "9"], "--state-dim must be in [0, 3) and --action-dim in [0, 1) for Pendulum-v1"),
     (["--action-dim", "-1"], "--state-dim and --action-dim must be non-negative"),
     (["--grid", "1"], "--grid must be at least 2, --rollout-steps at least 1 and --warmup-steps non-negative"),
 ])
-def test_bad_flags_are_one_line_and_exit_2_before_anything_is_written(flags, message, checkpoints, tmp_path, monkeypatch,
+def test_bad_flags_are_one_line_and_exit_2_before_anything_is_written(flags, message, checkpoints, tmp_path,
+                                                                      monkeypatch,
                                                                       capsys):
     before = old_report(tmp_path, REPORT)
     (tmp_path / "figures.png").mkdir()

@@ -40,8 +40,8 @@ def episode_values(method, seed):
 
 
 def write_run(study, method, seed, finished=True):
-    """A run as benchmark.py leaves it: runs/<env>__<method>__<seed>__<unix time>/ with TensorBoard events (and <method>.pt
-    when finished), logs/<env>__<method>__<seed>.log."""
+    """A run as benchmark.py leaves it: runs/<env>__<method>__<seed>__<unix time>/ with TensorBoard events (and
+    <method>.pt when finished), logs/<env>__<method>__<seed>.log."""
     name = f"{ENV}__{method}__{seed}"
     folder = study / "runs" / f"{name}__{1_700_000_000 + seed}"
     start = time.time()
@@ -82,7 +82,8 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     write_run(study, "td3_caps", 178132, finished=False)  # a run that did not finish: listed as missing, left out
     write_run(study, "td3-relu", 178132)  # a method with one finished seed of two: published with its seed count
     start = time.time()
-    result = benchmark("publish", "--study", study, "--out", out, "--episodes", 2, "--noise", 0.05, "--more-episodes", 3,
+    result = benchmark("publish", "--study", study, "--out", out, "--episodes", 2, "--noise", 0.05, "--more-episodes",
+                       3,
                        "--bootstrap-reps", 200, cwd=tmp_path)
     print(f"publish on 9 tiny runs: {time.time() - start:.1f} s")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -90,13 +91,15 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     expected = ["table.md", "table.csv", "episodes.csv", "results.json", f"spectrum_{ENV}.png", f"actions_{ENV}.png",
                 "learning_curves.csv", "learning_curves.png", "qfield_td3.png", "qfield_td3.csv", "qfield_sac.png",
                 "qfield_sac.csv", "runs.csv", "geometry/table.md", "geometry/table.csv", "geometry/checkpoints.csv",
-                "more_episodes/table.md", "more_episodes/table.csv", "more_episodes/episodes.csv", "more_episodes/results.json",
+                "more_episodes/table.md", "more_episodes/table.csv", "more_episodes/episodes.csv",
+                "more_episodes/results.json",
                 "vs_paper.md", "vs_paper.csv", "per_seed.md", "per_seed.csv", "released_starts/table.md",
                 "released_starts/table.csv", "released_starts/episodes.csv", "released_starts/results.json",
                 "intervals.md", "intervals.csv", "paired.md", "paired.csv", "return_vs_sm.png"]
     wrote = [line.removeprefix("wrote ") for line in result.stdout.splitlines() if line.startswith("wrote ")]
     assert sorted(wrote) == sorted(str(out / name) for name in expected)
-    assert f"missing: {ENV}__td3_caps__178132 (its run folder has no td3_caps.pt: unfinished or failed)" in result.stdout
+    assert (f"missing: {ENV}__td3_caps__178132 (its run folder has no td3_caps.pt: unfinished or failed)"
+            in result.stdout)
     assert f"missing: {ENV}__td3_caps__410580 (no run folder or log: not started)" in result.stdout
     assert f"missing: {ENV}__td3-relu__410580 (no run folder or log: not started)" in result.stdout
     assert "9 finished run(s) of 10 found" in result.stdout
@@ -117,7 +120,8 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
         ("td3", "td3", 178132, False), ("sac", "sac", 178132, False)}
     assert len(read_csv(out / "episodes.csv")) == len(results["episodes"])
 
-    # beside the paper's Tables 1-2: our clean rows as table.csv has them, the paper's as printed, sm over the Base's sm;
+    # beside the paper's Tables 1-2: our clean rows as table.csv has them, the paper's as printed, sm over the Base's
+    # sm;
     # td3-relu (the paper text's Base) beside the paper's td3 row, its sm over the SiLU Base's
     ours = {r["method"]: r for r in table if float(r["obs_noise"]) == 0}
     paper = {r["method"]: r for r in read_csv(REPO / "results" / "paper_tables.csv") if r["env_id"] == ENV}
@@ -128,11 +132,12 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
         for key in ("return_mean", "return_std", "sm_mean", "sm_std"):
             assert float(r[f"ours_{key}"]) == float(ours[r["method"]][key])
             assert float(r[f"paper_{key}"]) == float(paper[in_paper][key])
-        assert float(r["ours_sm_to_base"]) == pytest.approx(float(ours[r["method"]]["sm_mean"]) / float(ours[base]["sm_mean"]),
-                                                            rel=1e-12)
-        assert float(r["paper_sm_to_base"]) == pytest.approx(float(paper[in_paper]["sm_mean"]) / float(paper[base]["sm_mean"]),
-                                                             rel=1e-12)
-    # the released evaluation's start states: every checkpoint on the 50 env seeds of results/released_eval_seeds.txt, in
+        assert float(r["ours_sm_to_base"]) == pytest.approx(
+            float(ours[r["method"]]["sm_mean"]) / float(ours[base]["sm_mean"]), rel=1e-12)
+        assert float(r["paper_sm_to_base"]) == pytest.approx(
+            float(paper[in_paper]["sm_mean"]) / float(paper[base]["sm_mean"]), rel=1e-12)
+    # the released evaluation's start states: every checkpoint on the 50 env seeds of results/released_eval_seeds.txt,
+    # in
     # vs_paper beside the rest
     starts = [int(line) for line in (REPO / "results" / "released_eval_seeds.txt").read_text().splitlines()
               if not line.startswith("#")]
@@ -140,15 +145,17 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     assert len(starts) == 50 and len(released["episodes"]) == 50 * (len(METHODS) * len(SEEDS) + 1)
     for method in METHODS:
         for seed in SEEDS:
-            assert [e["eval_seed"] for e in released["episodes"] if (e["method"], e["train_seed"]) == (method, seed)] == starts
+            assert [e["eval_seed"] for e in released["episodes"]
+                    if (e["method"], e["train_seed"]) == (method, seed)] == starts
     released_rows = {r["method"]: r for r in read_csv(out / "released_starts" / "table.csv")}
     for r in compared:
         for key in ("return_mean", "return_std", "sm_mean", "sm_std"):
             assert float(r[f"released_starts_{key}"]) == float(released_rows[r["method"]][key])
     lines = (out / "vs_paper.md").read_text().splitlines()
     pave = ours["td3_pave"]
-    assert (f"| Pendulum | td3_pave | 2 | {float(pave['return_mean']):.1f} ({float(pave['return_std']):.1f}) | -167.6 (77.5) | "
-            f"{float(pave['sm_mean']):.3f} ({float(pave['sm_std']):.3f}) | 0.351 (0.118) |") in "\n".join(lines)
+    assert (f"| Pendulum | td3_pave | 2 | {float(pave['return_mean']):.1f} ({float(pave['return_std']):.1f}) | -167.6 "
+            f"(77.5) | {float(pave['sm_mean']):.3f} ({float(pave['sm_std']):.3f}) | 0.351 (0.118) |"
+            in "\n".join(lines))
 
     # per seed: each run's clean episodes averaged, in the released seeds' order; a method's missing seed an empty cell
     per_seed = read_csv(out / "per_seed.csv")
@@ -169,23 +176,26 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     # evaluation and noise level; no CI for the one-seed method
     intervals = read_csv(out / "intervals.csv")
     seed_means = {name: pub.seed_means(folder) for name, folder in
-                  (("table", out), ("more_episodes", out / "more_episodes"), ("released_starts", out / "released_starts"))}
+                  (("table", out), ("more_episodes", out / "more_episodes"),
+                   ("released_starts", out / "released_starts"))}
     assert sorted((r["evaluation"], r["method"], float(r["obs_noise"])) for r in intervals) == sorted(
-        [("table", m, sigma) for m in published for sigma in (0.0, 0.05)] + [(name, m, 0.0) for name in ("more_episodes",
-                                                                                                          "released_starts")
-                                                                             for m in published])
+        [("table", m, sigma) for m in published for sigma in (0.0, 0.05)]
+        + [(name, m, 0.0) for name in ("more_episodes", "released_starts") for m in published])
     tables = {"table": table, "more_episodes": read_csv(out / "more_episodes" / "table.csv"),
               "released_starts": read_csv(out / "released_starts" / "table.csv")}
     for r in intervals:
-        values = {key: [s[key] for s in seed_means[r["evaluation"]] if (s["method"], s["obs_noise"]) == (r["method"],
-                                                                                                         float(r["obs_noise"]))]
+        values = {key: [s[key] for s in seed_means[r["evaluation"]]
+                        if (s["method"], s["obs_noise"]) == (r["method"], float(r["obs_noise"]))]
                   for key in ("return", "sm")}
-        (source,) = [t for t in tables[r["evaluation"]] if (t["method"], float(t["obs_noise"])) == (r["method"], float(r["obs_noise"]))]
+        (source,) = [t for t in tables[r["evaluation"]]
+                     if (t["method"], float(t["obs_noise"])) == (r["method"], float(r["obs_noise"]))]
         assert int(r["seeds"]) == len(values["sm"]) == int(source["seeds"])
         for key in ("return", "sm"):
-            assert float(r[f"{key}_mean"]) == float(source[f"{key}_mean"]) and float(r[f"{key}_std"]) == float(source[f"{key}_std"])
+            assert float(r[f"{key}_mean"]) == float(source[f"{key}_mean"])
+            assert float(r[f"{key}_std"]) == float(source[f"{key}_std"])
             assert float(r[f"{key}_seed_std"]) == float(source[f"{key}_seed_std"])
-            assert float(r[f"{key}_iqm"]) == pytest.approx(metrics.aggregate_iqm(np.array(values[key])[:, None]), rel=1e-12)
+            assert float(r[f"{key}_iqm"]) == pytest.approx(metrics.aggregate_iqm(np.array(values[key])[:, None]),
+                                                           rel=1e-12)
             low, high = float(r[f"{key}_iqm_low"]), float(r[f"{key}_iqm_high"])
             if r["method"] == "td3-relu":
                 assert math.isnan(low) and math.isnan(high)
@@ -196,24 +206,29 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     # the paired table: PAVE minus each other method of its family per training seed, on the seeds both have
     paired = read_csv(out / "paired.csv")
     assert sorted((r["evaluation"], float(r["obs_noise"]), r["pave"], r["other"]) for r in paired) == sorted(
-        (name, sigma, f"{algo}_pave", other) for name, sigma in (("table", 0.0), ("table", 0.05), ("more_episodes", 0.0),
+        (name, sigma, f"{algo}_pave", other) for name, sigma in (("table", 0.0), ("table", 0.05),
+                                                                 ("more_episodes", 0.0),
                                                                  ("released_starts", 0.0))
         for algo, others in (("td3", ("td3", "td3-relu")), ("sac", ("sac",))) for other in others)
     for r in paired:
         sigma = float(r["obs_noise"])
 
         def seed_values(method, key, r=r, sigma=sigma):
-            return {s["seed"]: s[key] for s in seed_means[r["evaluation"]] if (s["method"], s["obs_noise"]) == (method, sigma)}
+            return {s["seed"]: s[key] for s in seed_means[r["evaluation"]]
+                    if (s["method"], s["obs_noise"]) == (method, sigma)}
 
         for key, better in (("return", 1), ("sm", -1)):
             mine, theirs = seed_values(r["pave"], key), seed_values(r["other"], key)
             seeds = [seed for seed in mine if seed in theirs]
             x, y = np.array([mine[s] for s in seeds]), np.array([theirs[s] for s in seeds])
-            assert (int(r["seeds"]), int(r["pave_seeds"]), int(r["other_seeds"])) == (len(seeds), len(mine), len(theirs))
+            assert (int(r["seeds"]), int(r["pave_seeds"]), int(r["other_seeds"])) == (len(seeds), len(mine),
+                                                                                      len(theirs))
             assert float(r[f"{key}_diff"]) == pytest.approx(np.mean(x - y), rel=1e-12, abs=1e-12)
             assert int(r[f"{key}_pave_better_seeds"]) == sum(better * (x - y) > 0)
-            assert float(r[f"{key}_probability_of_improvement"]) == metrics.probability_of_improvement(better * x[:, None],
-                                                                                                         better * y[:, None])
+            assert float(r[f"{key}_probability_of_improvement"]) == metrics.probability_of_improvement(better
+                                                                                                       * x[:, None],
+                                                                                                         better
+                                                                                                       * y[:, None])
             low, high = float(r[f"{key}_diff_low"]), float(r[f"{key}_diff_high"])
             if len(seeds) == 1:
                 assert math.isnan(low) and math.isnan(high)
@@ -241,12 +256,14 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
               for r in read_csv(out / "learning_curves.csv")]
     finished = [(m, s) for m in METHODS for s in SEEDS] + [("td3-relu", 178132)]
     assert sorted(curves) == sorted((m, ENV, seed, tag, step, value) for m, seed in finished
-                                    for tag, values in episode_values(m, seed).items() for step, value in zip(STEPS, values))
+                                    for tag, values in episode_values(m, seed).items()
+                                    for step, value in zip(STEPS, values))
 
     # the Q-gradient fields: the seed-178132 checkpoint of each method of the family
     for algo in ("td3", "sac"):
         rows = read_csv(out / f"qfield_{algo}.csv")
-        assert sorted((r["method"], r["seed"]) for r in rows) == sorted((m, "178132") for m in published if m.startswith(algo))
+        assert sorted((r["method"], r["seed"]) for r in rows) == sorted((m, "178132") for m in published
+                                                                        if m.startswith(algo))
 
     # the critic geometry: every checkpoint on the same --episodes evaluation episodes as the table (so the same return
     # and sm per run as episodes.csv)
@@ -300,13 +317,16 @@ def test_publish_bad_input_gets_one_line_and_exit_2_and_writes_nothing(tmp_path,
              "out is a file": ("--out", "taken.txt"), "no paper tables": ("--paper-tables", "nowhere.csv"),
              "paper tables without numbers": ("--paper-tables", "columns.csv"),
              "no released starts": ("--released-starts", "nowhere.txt"),
-             "bad released starts": ("--released-starts", "seeds.txt"), "no run of the qfield seed": ("--qfield-seed", 410580),
+             "bad released starts": ("--released-starts", "seeds.txt"),
+             "no run of the qfield seed": ("--qfield-seed", 410580),
              "no bootstrap": ("--bootstrap-reps", 0)}.get(case, ())
     result = benchmark("publish", "--study", "nowhere", *flags, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("benchmark.py: error:") and message in result.stderr
+    assert (result.stderr.strip().count("\n") == 0 and result.stderr.startswith("benchmark.py: error:")
+            and message in result.stderr)
     assert "Traceback" not in result.stderr and result.stdout == ""
-    assert sorted(tmp_path.rglob("*")) == before and (tmp_path / "table.md").read_text() == "an earlier publish's table\n"
+    assert sorted(tmp_path.rglob("*")) == before and (tmp_path
+                                                      / "table.md").read_text() == "an earlier publish's table\n"
 
 
 def test_runs_table_sums_a_resumed_runs_segments_leaving_out_the_pause(tmp_path):
@@ -321,7 +341,8 @@ def test_runs_table_sums_a_resumed_runs_segments_leaving_out_the_pause(tmp_path)
     writer.add_scalar("charts/SPS_train", 60.5, 800, walltime=start + 30)
     writer.close()
     assert len(list(folder.glob("events.out.tfevents.*"))) == 2
-    result = benchmark("publish", "--study", study, "--episodes", 1, "--noise", 0.05, "--more-episodes", 0, cwd=tmp_path)
+    result = benchmark("publish", "--study", study, "--episodes", 1, "--noise", 0.05, "--more-episodes", 0,
+                       cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (row,) = read_csv(tmp_path / "runs.csv")
     assert row["segments"] == "2" and WALL + 30 - 5 < float(row["wall_seconds"]) <= WALL + 30
@@ -355,7 +376,8 @@ def broken(argv):
 @pytest.mark.parametrize("tool, failed", [
     ("critic_geometry", {"critic geometry (critic_geometry.py)": BROKEN}),
     ("eval_smoothness", {"evaluation (eval_smoothness.py: the tables, released start states)": BROKEN,
-                         "statistics over seeds (rliable): intervals.md, paired.md, vs_paper.md, per_seed.md, return_vs_sm.png":
+                         "statistics over seeds (rliable): intervals.md, paired.md, vs_paper.md, per_seed.md, "
+                         "return_vs_sm.png":
                          "its messages are above"}),
 ])
 def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path, monkeypatch, capsys, tool, failed):
@@ -375,14 +397,16 @@ def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path, monkeypatch, c
             ("table.md", "intervals.md", "per_seed.md", "return_vs_sm.png") if tool == "critic_geometry" else ()):
         assert f"wrote {tmp_path.resolve() / name}" in output.out.splitlines()  # --out defaults to the study's parent
     if tool == "eval_smoothness":
-        assert "statistics: not computed, the evaluation failed" in output.out and not (tmp_path / "intervals.md").exists()
+        assert "statistics: not computed, the evaluation failed" in output.out and not (tmp_path
+                                                                                        / "intervals.md").exists()
 
 
 def test_publish_seeds_keeps_only_those_runs(tmp_path):
     study = tmp_path / "study"
     for seed in SEEDS:
         write_run(study, "td3", seed)
-    result = benchmark("publish", "--study", study, "--seeds", 178132, "--episodes", 1, "--noise", 0.05, "--more-episodes", 0,
+    result = benchmark("publish", "--study", study, "--seeds", 178132, "--episodes", 1, "--noise", 0.05,
+                       "--more-episodes", 0,
                        cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1 finished run(s) of 1 found" in result.stdout
@@ -392,14 +416,16 @@ def test_publish_seeds_keeps_only_those_runs(tmp_path):
 
 
 def test_interval_estimates_are_rliables_iqm_and_stratified_bootstrap():
-    """The IQM per column is rliable's aggregate_iqm. Up to 6 seeds its CI is exact: the percentiles of the IQMs of every
-    one of the n^n resamples (5 seeds: 3125), no random draw; with more seeds it is rliable's get_interval_estimates on
-    the same seeded generator, reproducible, numpy's global generator left as it was; no CI under two seeds."""
+    """The IQM per column is rliable's aggregate_iqm. Up to 6 seeds its CI is exact: the percentiles of the IQMs of
+    every one of the n^n resamples (5 seeds: 3125), no random draw; with more seeds it is rliable's
+    get_interval_estimates on the same seeded generator, reproducible, numpy's global generator left as it was; no CI
+    under two seeds."""
     import itertools
 
     sm = [1.310, 1.722, 0.972, 4.037, 1.065]  # TD3 Base's five seeds: one chatters
     estimates = pub.interval_estimates({"sm": sm, "one seed": [0.5]}, reps=500)
-    iqms = [metrics.aggregate_iqm(np.array(sm)[list(index)][:, None]) for index in itertools.product(range(5), repeat=5)]
+    iqms = [metrics.aggregate_iqm(np.array(sm)[list(index)][:, None])
+            for index in itertools.product(range(5), repeat=5)]
     assert len(iqms) == 3125 and estimates["sm"] == pytest.approx((float(metrics.aggregate_iqm(np.array(sm)[:, None])),
                                                                    *np.percentile(iqms, [2.5, 97.5])), rel=1e-12)
     assert estimates["sm"][0] == pytest.approx((1.310 + 1.722 + 1.065) / 3, rel=1e-12)  # the middle three of five
@@ -452,7 +478,8 @@ def test_the_published_pendulum_numbers_reproduce_within_the_cross_cpu_tolerance
     """Each method's first-seed checkpoint and the chattering ones, evaluated again as publish evaluates them, give
     per_seed.csv's return and sm within CROSS_CPU_TOLERANCE (relative)."""
     study = REPO / "results" / "pendulum" / "study"
-    checkpoints = {(run.variant.name, run.env_id, run.seed): path for run, path in pub.found_runs(study).items() if path}
+    checkpoints = {(run.variant.name, run.env_id, run.seed): path for run, path in pub.found_runs(study).items()
+                   if path}
     published = [r for r in read_csv(REPO / "results" / "pendulum" / "per_seed.csv")
                  if (r["seed"] == "178132" or (r["method"], int(r["seed"])) in CHATTERING)
                  and (r["method"], r["env_id"], int(r["seed"])) in checkpoints]  # a run the study folder has
@@ -462,4 +489,5 @@ def test_the_published_pendulum_numbers_reproduce_within_the_cross_cpu_tolerance
                                           episodes=int(row["episodes"]))
         tolerance = CROSS_CPU_TOLERANCE["chattering" if (row["method"], int(row["seed"])) in CHATTERING else "other"]
         for key in ("return", "sm"):
-            assert np.mean(result[key]) == pytest.approx(float(row[key]), rel=tolerance[key]), (row["method"], row["seed"], key)
+            assert np.mean(result[key]) == pytest.approx(float(row[key]), rel=tolerance[key]), (row["method"],
+                                                                                                row["seed"], key)

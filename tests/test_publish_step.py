@@ -56,7 +56,8 @@ def test_publish_at_a_step_reads_the_checkpoints_and_curves_of_that_step(tmp_pat
     assert f"3 finished run(s) at step {STAGE} of 4 found" in result.stdout
     assert f"missing: {ENV}__td3_pave__410580 (no model checkpoint at step {STAGE} in its run folder" in result.stdout
     checkpoints = {episode["checkpoint"] for episode in json.loads((out / "results.json").read_text())["episodes"]}
-    assert len(checkpoints) == 3 and all(path.endswith(f"checkpoints/{path.split('/')[-1]}") and f"_step{STAGE}.pt" in path
+    assert len(checkpoints) == 3 and all(path.endswith(f"checkpoints/{path.split('/')[-1]}")
+                                         and f"_step{STAGE}.pt" in path
                                          for path in checkpoints)
     curves = read_csv(out / "learning_curves.csv")
     assert curves and max(int(row["step"]) for row in curves) == STAGE
@@ -80,7 +81,8 @@ def test_publish_at_a_step_no_run_reached_and_an_unknown_env_are_one_line(tmp_pa
 
 def test_the_papers_table_3_is_kept_as_printed():
     """results/paper_table3.csv, for the MuJoCo study's noise sweep: 5 TD3 methods x LunarLander and Walker x 3 noise
-    levels, with the figures the paper's text quotes (Walker PAVE: return about 5570 at every level, sm 1.29 to 1.77)."""
+    levels, with the figures the paper's text quotes (Walker PAVE: return about 5570 at every level, sm 1.29 to
+    1.77)."""
     from runs import REPO
 
     rows = read_csv(REPO / "results" / "paper_table3.csv")

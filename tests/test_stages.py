@@ -135,13 +135,15 @@ def test_sigterm_in_a_stage_saves_every_run_and_the_same_command_continues_it(tm
     assert plan.returncode == 0, plan.stderr
     (command,) = [line for line in plan.stdout.splitlines() if "td3.py" in line]
     assert f"--resume runs/{folder.name}/resume.pt" in command and command.endswith("--stop-at-step 50000 "
-                                                                                     "> logs/Pendulum-v1__td3__1.log 2>&1")
+                                                                                     "> logs/Pendulum-v1__td3__1.log "
+                                                                                     "2>&1")
     assert not command.startswith("#")
 
 
 def test_status_shows_every_runs_step_and_speed(staged):
     out, _ = staged
-    status = subprocess.run([sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "td3_pave.py", "--env-ids",
+    status = subprocess.run([sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "td3_pave.py",
+                             "--env-ids",
                              "Pendulum-v1", "--seeds", "1", "2", "--out", str(out), "--status"],
                             env=ENV, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr

@@ -26,7 +26,8 @@ def space_dims(env_id):
 def save(path, script, env_id, args, networks, step=0):
     """torch.save a checkpoint dict as the training scripts write it (global_step `step`); returns the path."""
     obs_dim, act_dim = space_dims(env_id)
-    torch.save({"format": CHECKPOINT_FORMAT, "script": script, "algo": Path(script).stem.split("_")[0], "env_id": env_id,
+    torch.save({"format": CHECKPOINT_FORMAT, "script": script, "algo": Path(script).stem.split("_")[0],
+                "env_id": env_id,
                 "args": args, "global_step": step, "obs_dim": obs_dim, "act_dim": act_dim,
                 **{name: net.state_dict() for name, net in networks.items()}}, path)
     return Path(path)
@@ -34,15 +35,16 @@ def save(path, script, env_id, args, networks, step=0):
 
 def write_checkpoint(path, script="td3.py", env_id="Pendulum-v1", seed=1, exp_name=None, hidden_sizes=(32, 32),
                      activation="silu", init_seed=None, step=0):
-    """A checkpoint of `script`'s own (untrained) networks, initialized with torch seed `init_seed` (default: `seed`), as if
-    saved at training step `step`."""
+    """A checkpoint of `script`'s own (untrained) networks, initialized with torch seed `init_seed` (default: `seed`),
+    as if saved at training step `step`."""
     module = importlib.import_module(Path(script).stem)
     obs_dim, act_dim = space_dims(env_id)
     torch.manual_seed(seed if init_seed is None else init_seed)
     networks = {"actor": module.Actor(obs_dim, act_dim, hidden_sizes, activation),
                 "qf1": module.QNetwork(obs_dim, act_dim, hidden_sizes, activation),
                 "qf2": module.QNetwork(obs_dim, act_dim, hidden_sizes, activation)}
-    args = {"env_id": env_id, "seed": seed, "exp_name": exp_name or Path(script).stem, "hidden_sizes": list(hidden_sizes),
+    args = {"env_id": env_id, "seed": seed, "exp_name": exp_name or Path(script).stem,
+            "hidden_sizes": list(hidden_sizes),
             "actor_activation": activation, "critic_activation": activation}
     return save(path, script, env_id, args, networks, step)
 

@@ -24,8 +24,8 @@ def bad_checkpoint(case, folder, good):
     if case == "corrupt":  # a copy cut short, as an interrupted transfer leaves it
         data = Path(good).read_bytes()
         (folder / "corrupt.pt").write_bytes(data[: len(data) // 2])
-        return folder / "corrupt.pt", ("not a torch checkpoint (torch.save writes a zip archive; this file is not one, or "
-                                       "is damaged)")
+        return folder / "corrupt.pt", ("not a torch checkpoint (torch.save writes a zip archive; this file is not "
+                                       "one, or is damaged)")
     if case == "foreign":  # a torch file, but not one of ours
         torch.save({"weights": torch.zeros(3)}, folder / "foreign.pt")
         return folder / "foreign.pt", "not a checkpoint of this project (expected format 'pave-checkpoint/1')"

@@ -1,6 +1,7 @@
 """Tiny but really trained checkpoints (tests/runs.py's TINY run with 64-64 networks and batch 64, about 5 s each),
 trained once per pytest process and shared by the tests that need a critic shaped by TD learning. Those tests carry
-SHARES_TRAINED: under `pytest -n 2 --dist loadgroup` (pyproject.toml) they run on one process, which trains each once."""
+SHARES_TRAINED: under `pytest -n 2 --dist loadgroup` (pyproject.toml) they run on one process, which trains each
+once."""
 
 import atexit
 import functools
