@@ -1,12 +1,10 @@
-"""The critic analyses of the PAVE paper's released code, on any of our checkpoints: does the critic have a small M \
-and a
-kept mu, and does its action gradient turn smoothly along the greedy policy's own trajectories?
+"""The critic analyses of the PAVE paper's released code, on any of our checkpoints: does the critic have a small M
+and a kept mu, and does its action gradient turn smoothly along the greedy policy's own trajectories?
 
 Every checkpoint (TD3 or SAC, any env) runs the deterministic episodes of eval_smoothness.py (--episodes 10, env seeds
 10 000, 10 001, ...: the same states whose smoothness score that tool reports). At every visited state s, with
-a = pi(s) the actor's deterministic normalized action (SAC: tanh(mean)), the exact derivatives of the critic Q1 \
-(float64,
-torch.func, all states of an episode in one vmapped call) give:
+a = pi(s) the actor's deterministic normalized action (SAC: tanh(mean)), the exact derivatives of the critic Q1
+(float64, torch.func, all states of an episode in one vmapped call) give:
 - M = ||grad2_sa Q(s, a)||_2 (spectral norm) and mu = |tr grad2_aa Q(s, a)|; per checkpoint M_sup = max over steps and
   mu_inf = min over steps (Proposition 4.2's sup and inf). mu is the released code's stand-in for the curvature
   -lambda_max(grad2_aa Q) of the bound L <= M / mu: it ignores the sign (a convex critic has a large mu too), so read it
@@ -306,9 +304,8 @@ def write_csv(path, rows):
 @dataclass
 class Args:
     checkpoints: tyro.conf.Positional[list[str]]
-    """checkpoint files (.pt) written by the training scripts with --save-model (TD3 or SAC, any methods, envs, \
-seeds); a
-    directory stands for the *.pt files directly in it"""
+    """checkpoint files (.pt) written by the training scripts with --save-model (TD3 or SAC, any methods, envs,
+    seeds); a directory stands for the *.pt files directly in it"""
     episodes: int = EPISODES
     """deterministic episodes per checkpoint (the released analyses: 10)"""
     seed: int = EVAL_SEED
@@ -318,11 +315,11 @@ seeds); a
     critic: Literal["qf1", "qf2"] = "qf1"
     """which twin critic to analyze (released: Q1)"""
     during: bool = False
-    """checkpoints along training (--model-checkpoints): group by (method, env, training step), add sm, draw \
-during.png"""
+    """checkpoints along training (--model-checkpoints): group by (method, env, training step), add sm, draw
+    during.png"""
     out_dir: str = "reports/geometry"
-    """where table.csv (per method and env, with --during per step too), checkpoints.csv (per checkpoint) and table.md \
-go"""
+    """where table.csv (per method and env, with --during per step too), checkpoints.csv (per checkpoint) and table.md
+    go"""
 
 
 def main(argv=None):

@@ -15,19 +15,17 @@ non-zero exit, and an earlier report in --out-dir stays as it was.
 Clean rows (sigma = 0, Tables 1-2): --episodes (10) episodes per checkpoint; as the reference code does, a cell is
 mean (std) over the pooled episodes of all seeds (numpy's std, ddof = 0).
 
-Noisy rows (sigma > 0, Table 3), the released protocol (docs/protocol.md): --noise-episodes (20) episodes per \
-checkpoint and sigma; per
-step and dimension the policy sees clip(o + u * sigma_base, obs_low, obs_high), u ~ U(-sigma, sigma), and the env's own
-state is never touched; a cell is the mean over seeds of each seed's mean (std over those per-seed means). sigma_base
-is the per-dimension std (floored at 1e-6) of the observations of --scale-episodes (20) clean episodes of the
+Noisy rows (sigma > 0, Table 3), the released protocol (docs/protocol.md): --noise-episodes (20) episodes per checkpoint
+and sigma; per step and dimension the policy sees clip(o + u * sigma_base, obs_low, obs_high), u ~ U(-sigma, sigma), and
+the env's own state is never touched; a cell is the mean over seeds of each seed's mean (std over those per-seed means).
+sigma_base is the per-dimension std (floored at 1e-6) of the observations of --scale-episodes (20) clean episodes of the
 first-seed Base model of the env's algorithm family (td3.py run as `td3` for every td3_* method, sac.py as `sac` for
 sac_*; first seed = the earliest of RELEASED_SEEDS, else the lowest), locked for every method of that env and family.
-The base model comes from --base-checkpoint, else from the evaluated checkpoints. Without one (our fallback, reported
-in the printed notes, table.md and results.json) sigma_base is the std of the pooled clean observations of the
-evaluated checkpoints of that env and family. table.csv and results.json keep both statistics for every row.
-Our choices where the released protocol is silent: the sigma_base episodes use the evaluation seeds (EVAL_SEED on); \
-every
-checkpoint gets the same noise stream (--noise-seed), so methods differ by policy, not by draw.
+The base model comes from --base-checkpoint, else from the evaluated checkpoints. Without one (our fallback, reported in
+the printed notes, table.md and results.json) sigma_base is the std of the pooled clean observations of the evaluated
+checkpoints of that env and family. table.csv and results.json keep both statistics for every row. Our choices where the
+released protocol is silent: the sigma_base episodes use the evaluation seeds (EVAL_SEED on); every checkpoint gets the
+same noise stream (--noise-seed), so methods differ by policy, not by draw.
 
     python eval_smoothness.py runs/*/*.pt --noise 0 0.01 0.05 0.1 --plot
 """
@@ -412,8 +410,8 @@ class Args:
     out_dir: str = "reports/smoothness"
     """where table.csv, episodes.csv, results.json, table.md (and with --plot the PNG figures) go"""
     per_seed: bool = False
-    """also show, for every row, mean (std) over seeds of the per-seed means (noisy rows' main cells already are \
-that)"""
+    """also show, for every row, mean (std) over seeds of the per-seed means (noisy rows' main cells
+    already are that)"""
     plot: bool = False
     """write per env: the mean FFT amplitude spectrum per method, and one episode's actions per method"""
     device: str = "cpu"

@@ -3,8 +3,8 @@ made as the released code makes it, and Lemma 4.1's check of the greedy policy's
 
 1. Landscape. Checkpoints are grouped by env and algorithm family (TD3, SAC): one row each, one column per method
    (method = the run's exp_name; of several seeds of a method, the one of the reference's training seed, else the first
-   seed). Per row the reference is the Base critic: --reference, else the first-seed td3.py/sac.py checkpoint of the \
-row.
+   seed). Per row the reference is the Base critic: --reference, else the first-seed td3.py/sac.py checkpoint of the
+   row.
    As in the released code (td3/tests/viz_hessian_autograd.py):
    - the reference's deterministic policy runs --warmup-steps (20) env steps from env.reset(seed=--seed) (reset with the
      same seed if an episode ends); the state s it reaches is the centre for EVERY method of the row;
@@ -77,9 +77,8 @@ class Args:
     """the geometry table as CSV (None: --out with the suffix .csv)"""
     reference: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
     """Base checkpoint (or a directory of them) that picks the axes, the centre state and the z clip of its env and
-    algorithm family (repeat it for several envs; drawn as a column too). Default: the first-seed td3.py/sac.py \
-checkpoint
-    of that env"""
+    algorithm family (repeat it for several envs; drawn as a column too). Default: the first-seed td3.py/sac.py
+    checkpoint of that env"""
     height: Literal["spectral", "fd"] = "spectral"
     """surface height: exact ||grad2_sa Q||_2 (released figures) or the finite-difference ||D_i|| of paper Eq. 17"""
     critic: Literal["qf1", "qf2"] = "qf1"

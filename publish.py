@@ -1,55 +1,20 @@
 """publish.py: every table and figure of a finished study, regenerated from its files without training.
 
-`python benchmark.py publish --study results/pendulum/study --out results/pendulum` regenerates every table and
-figure of a study folder from what its runs wrote, without training. A finished run is a run folder with its
-<variant>.pt (the newest such folder per run name); per env, every method x seed of the runs found there without one is
-listed as missing, and left out; --seeds S [S ...] keeps only those training seeds' runs (say, the seeds every method
-has finished, so that no row pools a different set of seeds). A method with fewer finished seeds than the others (a
-study still running) is published with the seeds it has: every table says how many. Every input is checked before
-anything is written (the study folder and its runs, --seeds, --out, --paper-tables, --released-starts, --qfield-seed,
-every checkpoint's readability): a problem is one line and exit status 2, with earlier outputs untouched. Written into
---out (default: the study folder's parent):
-- table.md table.csv episodes.csv results.json spectrum_<env>.png actions_<env>.png: eval_smoothness.py's own CLI (its
-  main) on every checkpoint with --episodes, --noise 0 <--noise levels> and --plot, so its Table 3 protocol as it is
-  (sigma_base from the first-seed Base run of each env and algorithm family: td3 or sac under its own name, so a
-  renamed td3-relu / sac-relu run is evaluated under noise but never scales it);
-- released_starts/ (table.md, table.csv, episodes.csv, results.json): the clean evaluation on the released evaluation's
-  start states (--released-starts, results/released_eval_seeds.txt: 50 env seeds; every checkpoint runs all 50);
-- more_episodes/table.md, table.csv, episodes.csv, results.json: the clean evaluation again with --more-episodes (100)
-  episodes per checkpoint (env seeds 10 000 on, the first 10 being the table's), a check of how much the table's returns
-  owe to its 10 start states (0: skipped);
-- statistics over training seeds, from the per-seed means of those three evaluations (each noise level of the table
-  apart), with the rliable library (Agarwal et al. 2021): intervals.md and intervals.csv: per evaluation and method,
-  return and sm as table.csv has them (mean, std over the pooled episodes, std over the seed means) beside the
-  interquartile mean (IQM) over seeds with its 95% stratified-bootstrap CI (exact: every one of the n^n resamples of
-  n seeds up to 6 seeds, 3125 for 5; else --bootstrap-reps resamples, seeded:
-  reproducible); paired.md and paired.csv: <algo>_pave against every other method of its env and family, paired by
-  training seed on the seeds both have: the mean per-seed difference (PAVE minus the other) with its 95% t-interval over
-  seeds, marked "tie" when the interval includes 0, the seeds on which PAVE is better, rliable's probability of
-  improvement, and PAVE's sm over the other's as the geometric mean of the per-seed ratios with its 95% t-interval;
-- vs_paper.md and vs_paper.csv: table.csv's clean rows beside the paper's Tables 1-2 (--paper-tables,
-  results/paper_tables.csv; a -relu run beside the paper's row of its script), each sm also over its family's Base sm,
-  our IQM over seeds with its CI, and released_starts/'s return and sm;
-- per_seed.md and per_seed.csv: each checkpoint's clean return, sm and action change (episodes.csv averaged per run),
-  and per method the mean (std over seeds) and the IQM over seeds with its CI;
-- return_vs_sm.png: a panel per env and algorithm family, one point per training seed (its clean return against its
-  sm), a marker per method, one return range per env;
-- learning_curves.csv: every logged charts/episodic_return and charts/action_change point (method, env_id, seed, tag,
-  step, value); learning_curves.png: a row of three panels (those tags: training episodes, so with exploration noise;
-  the return, the return over the last 40% of the steps on its own y-range, the action change) per env and algorithm
-  family, one line per method (the same colour in every figure, eval_smoothness.method_color), a legend in every
-  panel: each seed's episodes averaged per bin of a common grid (at most 50
-  equal bins from the runs' --learning-starts, whose random-action phase is left out, to the last step of any seed),
-  then the mean over seeds with a +- one std band (mean_over_seeds);
-- qfield_<algo>.png and qfield_<algo>.csv: plot_qfield.py's own CLI on the --qfield-seed (178132) checkpoints of every
-  method of each algorithm family (skipped with a note where that seed has none), with --sweep visited: the state
-  dim over the 1st-99th percentiles of the states the row's policies visit, the action over the box [-1, 1];
-- geometry/table.md, geometry/table.csv, geometry/checkpoints.csv: critic_geometry.py's own CLI on every checkpoint with
-  --episodes (M_sup, mu_inf, gradient flip rate, concavity rates of each run's critic Q1 on the evaluation episodes);
-- runs.csv: per run its steps, wall seconds (from its TensorBoard events: the last scalar's wall time minus the first
-  event's, written as the run starts) and its last charts/SPS_train.
-It prints one line per file written; exit status 0 when every step succeeded, 1 when any failed (one line each, the
-others still run), 2 on bad input.
+`python benchmark.py publish --study results/pendulum/study --out results/pendulum` regenerates every table and figure
+of a study folder from what its runs wrote, without training. A finished run is a run folder with its <variant>.pt (the
+newest such folder per run name); per env, every method x seed of the runs found there without one is listed as missing,
+and left out; --seeds S [S ...] keeps only those training seeds' runs (say, the seeds every method has finished, so that
+no row pools a different set of seeds). A method with fewer finished seeds than the others (a study still running) is
+published with the seeds it has: every table says how many. --step N publishes a stage of a study run with --stages:
+each run's model checkpoint at step N (checkpoints/<variant>_step<N>.pt, or its final checkpoint if it ended there)
+instead of its final one, its curves, steps, wall time and SPS up to N; --env-ids keeps those envs' runs (one results
+folder per env out of one study). Every input is checked before anything is written (the study folder and its runs,
+--seeds, --out, --paper-tables, --released-starts, --qfield-seed, every checkpoint's readability): a problem is one line
+and exit status 2, with earlier outputs untouched. Written into --out (default: the study folder's parent):
+eval_smoothness.py's tables and figures, the start-state checks, the statistics over seeds (rliable), the comparison
+with the paper, per-seed tables, learning curves, Q-gradient fields, critic geometry and the runs' wall time and SPS;
+docs/studies.md lists every file and how it is made. It prints one line per file written; exit status 0 when every step
+succeeded, 1 when any failed (one line each, the others still run), 2 on bad input.
 """
 
 import argparse
