@@ -124,6 +124,8 @@ def resolve_args(args, prog, presets, default_preset, resumed=None, check=None):
         refuse(prog, f"--hidden-sizes must be one or more positive widths, got {args.hidden_sizes}")
     if check and check(args):
         refuse(prog, check(args))
+    if getattr(args, "pave_batch", None) is not None and args.pave_batch > args.batch_size:  # a part of each batch
+        refuse(prog, f"--pave-batch must be at most --batch-size ({args.batch_size}), got {args.pave_batch}")
     source = f"presets for {args.env_id}" if args.env_id in presets else f"defaults ({args.env_id} has no preset)"
     preset = {**default_preset, **presets.get(args.env_id, {})}
     unset = {name: value for name, value in preset.items() if getattr(args, name) is None}

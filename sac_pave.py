@@ -215,25 +215,19 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta):
         MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the raw observation
         VFC  = mean_{b,j} (d_a_j Q(s, a) - d_a_j Q(s', a))^2,         the replay action a at both s and s'
         Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),    v ~ Rademacher, exact Hessian-vector product
-    MPR is a finite difference of grad_a Q along eps: it penalizes the mixed Hessian grad2_sa Q. VFC penalizes the
-    change of grad_a Q from s_t to s_{t+1}. Curv pushes v^T H_aa v below -delta, so the action-space curvature mu stays
-    >= delta. MPR and VFC are means over the batch AND the action dimensions j (F.mse_loss), as the authors' released
-    code computes them: the paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on.
+    MPR penalizes the mixed Hessian grad2_sa Q, VFC the change of grad_a Q from s_t to s_{t+1}; Curv keeps the action
+    curvature mu >= delta. Means over the batch AND the action dimensions (F.mse_loss), as the released code has them
+    (its lambdas were tuned on this form). Wiring: critic loss = TD loss + lambda1 * sum_i mpr_i + lambda2 * sum_i vfc_i
+    + lambda3 * sum_i curv_i, the actor untouched; a is the stored replay action, the critics the current ones, s' has
+    no done mask, and ONE eps and ONE v serve every critic.
 
-    Wiring: critic loss = TD loss + lambda1 * sum_i mpr_i + lambda2 * sum_i vfc_i + lambda3 * sum_i curv_i, the TD loss
-    as the algorithm has it (TD3: mse(Q1, y) + mse(Q2, y); SAC: half of that); the actor is untouched. a is the stored
-    replay action (exploration noise included), the critics are the current ones (not the targets), s' has no done
-    mask, and ONE eps and ONE v serve every critic.
-
-    critics: a sequence of modules, each called as critic(obs, actions) -> Q of shape (B,) or (B, 1) (anything else is
-    refused with a ValueError naming the shape), twice differentiable in the action (any depth; SiLU, tanh, GELU,
-    LayerNorm; ReLU makes grad2_aa Q zero, so Curv is just delta). Rows must not interact: s, s + eps and s' share one
-    batch, which BatchNorm's batch statistics would mix into each other. obs and next_obs are used as given, not
-    detached, as in the released code: if they carry gradients (an encoder's output), MPR and VFC train that encoder
-    too; pass obs.detach() and next_obs.detach() to keep it out. The actions' gradients never flow back.
-    Returns (q, terms): q = Q(s, a), shape (n_critics, B), the TD prediction from the same evaluation; terms maps mpr,
-    vfc, curv (differentiable) and the detached diagnostics grad_norm = mean_b ||grad_a Q(s, a)|| and
-    vhv = mean_b v^T grad2_aa Q(s, a) v to tensors of shape (n_critics,).
+    critics: modules called as critic(obs, actions) -> Q of shape (B,) or (B, 1) (anything else is refused with a
+    ValueError naming the shape), twice differentiable in the action (any depth, LayerNorm; ReLU makes Curv just
+    delta); rows must not interact (BatchNorm would mix s, s + eps and s'). obs and next_obs are used as given, not
+    detached, as in the released code: MPR and VFC train whatever produced them (an encoder) unless you pass
+    obs.detach(); the actions are detached. Returns (q, terms): q = Q(s, a), shape (n_critics, B), the TD prediction
+    from the same evaluation; terms maps mpr, vfc, curv (differentiable) and the detached diagnostics grad_norm =
+    mean_b ||grad_a Q(s, a)|| and vhv = mean_b v^T grad2_aa Q(s, a) v to tensors of shape (n_critics,).
     """
     batch = obs.shape[0]
     eps = mpr_sigma * torch.randn_like(obs)
@@ -348,8 +342,7 @@ def train(args: Args, resumed: Optional[dict] = None) -> str:
     actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
     qf = make_critics()
     qf_target = make_critics()
-    # the speed path (pave_speed.py) where it applies: these critics with stacked weights, PAVE's terms by written-out
-    # derivatives (pinned equal to pave_regularizer by tests); every other critic takes regularize (pave_regularizer)
+    # the speed path where it applies (pave_speed.py: written-out derivatives, pinned equal to pave_regularizer)
     qf, qf_target, regularizer = pave_speed.take_up(args, qf, qf_target, regularize)
     qf_target.load_state_dict(qf.state_dict())
     # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
@@ -461,16 +454,9 @@ def model_checkpoint(args, step, obs_dim, act_dim, actor, qf, log_alpha=None):
             **({"log_alpha": log_alpha.detach().cpu()} if args.autotune else {})}
 
 
-def check(args):
-    """PAVE's own flag checks: the message for a bad flag, or None."""
-    if args.pave_batch is not None and args.pave_batch > args.batch_size:
-        return f"--pave-batch must be at most --batch-size ({args.batch_size}), got {args.pave_batch}"
-    return pave_speed.refusal(args)
-
-
 def resolve_args(args: Args, resumed: Optional[dict] = None) -> Args:
     """The flags checked and completed from ENV_PRESETS (run_control.resolve_args); raises BadInput on bad input."""
-    return run_control.resolve_args(args, SCRIPT, ENV_PRESETS, DEFAULT_PRESET, resumed, check)
+    return run_control.resolve_args(args, SCRIPT, ENV_PRESETS, DEFAULT_PRESET, resumed, pave_speed.refusal)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ The protocol of the PAVE paper's released code (docs/protocol.md): MLPs with hid
 paper text's section 6.1 has ReLU for the baselines: `--actor-activation relu --critic-activation relu`), Adam 1e-3,
 batch 256, 10 000 uniform random steps first, then one gradient step after every env step; gamma 0.98 and a 200 000
 buffer on LunarLander and Pendulum, 0.99 and 1e6 elsewhere. Actions live in [-1, 1] inside the algorithm; only the
-action given to `env.step` is rescaled. This plain script also MEASURES (never trains on) the critic geometry PAVE
-regularizes (geometry_probe.py: PAVE's terms), so base and PAVE runs share TensorBoard charts under `geometry/`. Run
-control (flags, logs, checkpoints, stopping and resuming: docs/studies.md) is run_control.py.
+action given to `env.step` is rescaled. Run control (flags, logs, checkpoints, stopping and resuming: docs/studies.md)
+is run_control.py.
+This plain script also MEASURES (never trains on) the critic geometry PAVE regularizes (geometry_probe.py: PAVE's
+terms), so base and PAVE runs share TensorBoard charts under `geometry/`.
 
     python td3.py --env-id Hopper-v5 --seed 1
 """

@@ -1,16 +1,25 @@
 """TD3 + PAVE: Policy-Aware Value-field Equalization (Lee, Kwak, Kim, Hwang, ICML 2026), on both TD3 critics.
 
-The actor follows the field grad_a Q(s, a); the greedy policy's sensitivity is bounded by ||grad2_sa Q|| / mu, mu the
-action-space curvature. PAVE changes ONLY the critic loss (paper Eq. 16, Algorithm 1); the actor is TD3's:
+Critics:  L(theta_i) = mean (Q_i(s, a) - y)^2,
+          y = r + gamma (1 - terminated) min_j Q'_j(s', clip(pi'(s') + clip(eps, -c, c), -1, 1))
+Actor:    L(phi) = -mean Q_1(s, pi(s)), every `policy_frequency` critic updates; targets follow by Polyak averaging.
+
+The protocol of the PAVE paper's released code (docs/protocol.md): MLPs with hidden layers [400, 300] and SiLU (the
+paper text's section 6.1 has ReLU for the baselines: `--actor-activation relu --critic-activation relu`), Adam 1e-3,
+batch 256, 10 000 uniform random steps first, then one gradient step after every env step; gamma 0.98 and a 200 000
+buffer on LunarLander and Pendulum, 0.99 and 1e6 elsewhere. Actions live in [-1, 1] inside the algorithm; only the
+action given to `env.step` is rescaled. Run control (flags, logs, checkpoints, stopping and resuming: docs/studies.md)
+is run_control.py.
+
+PAVE changes ONLY the critic loss (paper Eq. 16, Algorithm 1): the actor follows the field grad_a Q(s, a), and the
+greedy policy's sensitivity is bounded by ||grad2_sa Q|| / mu, mu the action-space curvature.
     L(theta) = L_TD + lambda1 * sum_i MPR_i + lambda2 * sum_i VFC_i + lambda3 * sum_i Curv_i      (i: the twin critics)
     MPR  = E || grad_a Q(s + eps, a) - grad_a Q(s, a) ||^2,  eps ~ N(0, sigma^2 I)   (Eq. 11: bounds ||grad2_sa Q||)
     VFC  = E || grad_a Q(s_t, a_t) - grad_a Q(s_{t+1}, a_t) ||^2                    (Eq. 13: temporal consistency)
     Curv = E max(0, v^T grad2_aa Q(s, a) v + delta),  v ~ Rademacher                (Eq. 15: keeps mu >= delta)
-As in the authors' released code: MPR and VFC are means over batch and action dimensions, sigma 0.01, delta 1.0, one eps
-and one v for both critics; unset lambdas are the paper's Table 7 (docs/protocol.md). `pave_regularizer` computes the
-terms for any critic with autograd; where it applies, a written-out version of the same math runs instead (the speed
-path, pave_speed.py, taken up in one line of train()). `diff td3.py td3_pave.py` shows what PAVE adds. Stopping and
-resuming: docs/studies.md.
+Unset lambdas are the paper's Table 7 (docs/protocol.md). `pave_regularizer` computes the terms for any critic; where
+it applies, the speed path (pave_speed.py, taken up in one line of train()) computes the same with written-out
+derivatives. `diff td3.py td3_pave.py` shows what PAVE adds.
 
     python td3_pave.py --env-id Walker2d-v5 --lambda3 0.01
 """
@@ -122,19 +131,13 @@ ENV_PRESETS = {
     "Walker2d-v5": dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000),
 }
 DEFAULT_PRESET = dict(total_timesteps=1_000_000, gamma=0.99, buffer_size=1_000_000)
-# PAVE-TD3's lambdas: the paper's Table 7; for an env the paper did not use, our choice: its Ant/Hopper values, its most
-# common MuJoCo locomotion setting.
-LAMBDAS = {
-    "LunarLanderContinuous-v3": dict(lambda1=0.1, lambda2=0.1, lambda3=0.01),
-    "Pendulum-v1": dict(lambda1=2.0, lambda2=0.005, lambda3=2.0),
-    "Reacher-v5": dict(lambda1=0.1, lambda2=0.1, lambda3=0.01),
-    "Ant-v5": dict(lambda1=0.1, lambda2=0.005, lambda3=0.5),
-    "Hopper-v5": dict(lambda1=0.1, lambda2=0.005, lambda3=0.5),
-    "Walker2d-v5": dict(lambda1=0.1, lambda2=0.1, lambda3=0.01),
-}
-for env_id, preset in ENV_PRESETS.items():
-    preset.update(LAMBDAS[env_id])
-DEFAULT_PRESET.update(lambda1=0.1, lambda2=0.005, lambda3=0.5)
+# PAVE-TD3's (lambda1, lambda2, lambda3): the paper's Table 7; for an env it did not use (None), our choice: its
+# Ant/Hopper values, its most common MuJoCo locomotion setting.
+LAMBDAS = {"LunarLanderContinuous-v3": (0.1, 0.1, 0.01), "Pendulum-v1": (2.0, 0.005, 2.0),
+           "Reacher-v5": (0.1, 0.1, 0.01), "Ant-v5": (0.1, 0.005, 0.5), "Hopper-v5": (0.1, 0.005, 0.5),
+           "Walker2d-v5": (0.1, 0.1, 0.01), None: (0.1, 0.005, 0.5)}
+for env_id, preset in [*ENV_PRESETS.items(), (None, DEFAULT_PRESET)]:
+    preset.update(zip(("lambda1", "lambda2", "lambda3"), LAMBDAS[env_id]))
 
 
 def make_env(env_id, seed, capture_video=False, run_dir="."):
@@ -204,25 +207,19 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta):
         MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the raw observation
         VFC  = mean_{b,j} (d_a_j Q(s, a) - d_a_j Q(s', a))^2,         the replay action a at both s and s'
         Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),    v ~ Rademacher, exact Hessian-vector product
-    MPR is a finite difference of grad_a Q along eps: it penalizes the mixed Hessian grad2_sa Q. VFC penalizes the
-    change of grad_a Q from s_t to s_{t+1}. Curv pushes v^T H_aa v below -delta, so the action-space curvature mu stays
-    >= delta. MPR and VFC are means over the batch AND the action dimensions j (F.mse_loss), as the authors' released
-    code computes them: the paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on.
+    MPR penalizes the mixed Hessian grad2_sa Q, VFC the change of grad_a Q from s_t to s_{t+1}; Curv keeps the action
+    curvature mu >= delta. Means over the batch AND the action dimensions (F.mse_loss), as the released code has them
+    (its lambdas were tuned on this form). Wiring: critic loss = TD loss + lambda1 * sum_i mpr_i + lambda2 * sum_i vfc_i
+    + lambda3 * sum_i curv_i, the actor untouched; a is the stored replay action, the critics the current ones, s' has
+    no done mask, and ONE eps and ONE v serve every critic.
 
-    Wiring: critic loss = TD loss + lambda1 * sum_i mpr_i + lambda2 * sum_i vfc_i + lambda3 * sum_i curv_i, the TD loss
-    as the algorithm has it (TD3: mse(Q1, y) + mse(Q2, y); SAC: half of that); the actor is untouched. a is the stored
-    replay action (exploration noise included), the critics are the current ones (not the targets), s' has no done
-    mask, and ONE eps and ONE v serve every critic.
-
-    critics: a sequence of modules, each called as critic(obs, actions) -> Q of shape (B,) or (B, 1) (anything else is
-    refused with a ValueError naming the shape), twice differentiable in the action (any depth; SiLU, tanh, GELU,
-    LayerNorm; ReLU makes grad2_aa Q zero, so Curv is just delta). Rows must not interact: s, s + eps and s' share one
-    batch, which BatchNorm's batch statistics would mix into each other. obs and next_obs are used as given, not
-    detached, as in the released code: if they carry gradients (an encoder's output), MPR and VFC train that encoder
-    too; pass obs.detach() and next_obs.detach() to keep it out. The actions' gradients never flow back.
-    Returns (q, terms): q = Q(s, a), shape (n_critics, B), the TD prediction from the same evaluation; terms maps mpr,
-    vfc, curv (differentiable) and the detached diagnostics grad_norm = mean_b ||grad_a Q(s, a)|| and
-    vhv = mean_b v^T grad2_aa Q(s, a) v to tensors of shape (n_critics,).
+    critics: modules called as critic(obs, actions) -> Q of shape (B,) or (B, 1) (anything else is refused with a
+    ValueError naming the shape), twice differentiable in the action (any depth, LayerNorm; ReLU makes Curv just
+    delta); rows must not interact (BatchNorm would mix s, s + eps and s'). obs and next_obs are used as given, not
+    detached, as in the released code: MPR and VFC train whatever produced them (an encoder) unless you pass
+    obs.detach(); the actions are detached. Returns (q, terms): q = Q(s, a), shape (n_critics, B), the TD prediction
+    from the same evaluation; terms maps mpr, vfc, curv (differentiable) and the detached diagnostics grad_norm =
+    mean_b ||grad_a Q(s, a)|| and vhv = mean_b v^T grad2_aa Q(s, a) v to tensors of shape (n_critics,).
     """
     batch = obs.shape[0]
     eps = mpr_sigma * torch.randn_like(obs)
@@ -338,8 +335,7 @@ def train(args: Args, resumed: Optional[dict] = None) -> str:
     qf = make_critics()
     actor_target = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
     qf_target = make_critics()
-    # the speed path (pave_speed.py) where it applies: these critics with stacked weights, PAVE's terms by written-out
-    # derivatives (pinned equal to pave_regularizer by tests); every other critic takes regularize (pave_regularizer)
+    # the speed path where it applies (pave_speed.py: written-out derivatives, pinned equal to pave_regularizer)
     qf, qf_target, regularizer = pave_speed.take_up(args, qf, qf_target, regularize)
     actor_target.load_state_dict(actor.state_dict())
     qf_target.load_state_dict(qf.state_dict())
@@ -429,16 +425,9 @@ def model_checkpoint(args, step, obs_dim, act_dim, actor, qf):
             "actor": actor.state_dict(), "qf1": qf.member_state_dict(0), "qf2": qf.member_state_dict(1)}
 
 
-def check(args):
-    """PAVE's own flag checks: the message for a bad flag, or None."""
-    if args.pave_batch is not None and args.pave_batch > args.batch_size:
-        return f"--pave-batch must be at most --batch-size ({args.batch_size}), got {args.pave_batch}"
-    return pave_speed.refusal(args)
-
-
 def resolve_args(args: Args, resumed: Optional[dict] = None) -> Args:
     """The flags checked and completed from ENV_PRESETS (run_control.resolve_args); raises BadInput on bad input."""
-    return run_control.resolve_args(args, SCRIPT, ENV_PRESETS, DEFAULT_PRESET, resumed, check)
+    return run_control.resolve_args(args, SCRIPT, ENV_PRESETS, DEFAULT_PRESET, resumed, pave_speed.refusal)
 
 
 if __name__ == "__main__":
