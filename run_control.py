@@ -40,7 +40,7 @@ RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "model_checkpo
                      "log_freq", "progress_bar", "total_timesteps", "track", "wandb_project_name", "wandb_entity",
                      "cuda", "torch_threads", "save_model", "eval_episodes"}
 # Flag values renamed since states were saved: the old name still works and means the new one.
-RENAMED_VALUES = {"fused": "written-out"}
+RENAMED_VALUES = {"pave_impl": {"fused": "written-out"}}
 LOOP_KEYS = ("global_step", "n_updates", "last_log", "losses", "recent_returns", "elapsed", "train_elapsed",
              "episode_return", "episode_rng_state")
 
@@ -97,8 +97,9 @@ def modern_env_id(env_id):
     return env_id
 
 
-def renamed(value):
-    return RENAMED_VALUES.get(value, value) if isinstance(value, str) else value
+def renamed(name, value):
+    """A flag's value under its current name (RENAMED_VALUES)."""
+    return RENAMED_VALUES.get(name, {}).get(value, value) if isinstance(value, str) else value
 
 
 def resolve_args(args, prog, presets, default_preset, resumed=None, check=None):
@@ -106,7 +107,7 @@ def resolve_args(args, prog, presets, default_preset, resumed=None, check=None):
     a flag that differs from the saved run's (RESUME_MAY_CHANGE aside). `check(args)` adds a script's own checks (it
     returns a message or None). Raises BadInput with one line on bad input; returns args."""
     for name, value in asdict(args).items():
-        setattr(args, name, renamed(value))
+        setattr(args, name, renamed(name, value))
     if modern_env_id(args.env_id) != args.env_id:
         print(f"note: {args.env_id} (the paper's id) does not run in Gymnasium 1.x; running "
               f"{modern_env_id(args.env_id)}, the same task")
@@ -136,7 +137,7 @@ def resolve_args(args, prog, presets, default_preset, resumed=None, check=None):
     # a flag added after the state was saved must keep its default (the saved run did not have it)
     saved_args = {**asdict(type(args)()), **resumed["args"]} if resumed else {}
     for name, saved in saved_args.items():
-        if name not in RESUME_MAY_CHANGE and getattr(args, name) != renamed(saved):
+        if name not in RESUME_MAY_CHANGE and getattr(args, name) != renamed(name, saved):
             refuse(prog, f"--{name.replace('_', '-')} {getattr(args, name)} conflicts with {saved}, the value of the "
                    f"run resumed from {args.resume}; a resumed run keeps its flags, except --"
                    + ", --".join(sorted(flag.replace("_", "-") for flag in RESUME_MAY_CHANGE)))
@@ -176,7 +177,7 @@ def main(train, Args, prog):
         args = tyro.cli(Args)
         resumed = load_resumable(args.resume, prog) if args.resume else None
         if resumed:  # parse again with the saved run's flags as defaults; resolve_args refuses any that changed
-            args = tyro.cli(Args, default=Args(**{k: renamed(v) for k, v in resumed["args"].items()}))
+            args = tyro.cli(Args, default=Args(**{k: renamed(k, v) for k, v in resumed["args"].items()}))
         train(args, resumed)
     except BadInput as error:
         sys.exit(str(error))

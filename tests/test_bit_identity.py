@@ -106,3 +106,18 @@ def test_a_state_saved_by_88a9444_resumes_to_the_weights_of_its_run_in_one_go(sc
     assert result.returncode == 0, result.stderr[-3000:]
     assert "at step 350 of 400" in result.stdout
     assert_same_weights(run_dir / "small.pt", REFERENCES[f"small_{script[:-3]}"])
+
+
+def test_a_state_that_says_fused_resumes_on_the_written_out_path(tmp_path):
+    """--pave-impl fused, the speed path's old name, saved in a state's flags: the state resumes, on the speed path, to the
+    weights of the same run in one go."""
+    state = torch.load(AT_88A9444 / "td3_pave_resume" / "resume.pt", weights_only=True)
+    assert state["args"]["pave_impl"] == "auto"
+    state["args"]["pave_impl"] = "fused"  # as a run started with --pave-impl fused saved it
+    (tmp_path / "run").mkdir()
+    torch.save(state, tmp_path / "run" / "resume.pt")
+    result = run_script("td3_pave.py", "--resume", tmp_path / "run" / "resume.pt", "--save-model", "--eval-episodes", "1",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PAVE terms: the speed path (written-out derivatives" in result.stdout
+    assert_same_weights(tmp_path / "run" / "small.pt", REFERENCES["small_td3_pave"])
