@@ -9,21 +9,16 @@ action-space curvature. PAVE changes ONLY the critic loss (paper Eq. 16, Algorit
 As in the authors' released code: the terms are added to SAC's halved TD loss, MPR and VFC are means over batch and
 action dimensions, sigma 0.01, delta 1.0, one eps and one v for both critics; unset lambdas are the paper's Table 8
 (docs/protocol.md). `pave_regularizer` computes the terms for any critic with autograd; where it applies, a written-out
-version of the same math runs instead (the speed path, after the training loop). `diff sac.py sac_pave.py` shows what
-PAVE adds. Stopping and resuming: docs/studies.md.
+version of the same math runs instead (the speed path, pave_speed.py, taken up in one line of train()). `diff sac.py
+sac_pave.py` shows what PAVE adds. Stopping and resuming: docs/studies.md.
 
     python sac_pave.py --env-id Ant-v5 --seed 1
 """
 
-import difflib
 import math
 import os
 import random
-import signal
-import sys
-import time
-import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import gymnasium as gym
@@ -31,18 +26,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
-from eval_smoothness import action_change, evaluate
+import pave_speed
+import run_control
+from geometry_probe import log_geometry
+from run_control import CHECKPOINT_FORMAT, modern_env_id  # noqa: F401  (the names tools and tests read here)
 
-CHECKPOINT_FORMAT = "pave-checkpoint/1"
-RESUME_FORMAT = "pave-resume/1"
+SCRIPT = os.path.basename(__file__)
 
 
 @dataclass
-class Args:
+class Args(run_control.RunFlags):
     # --- the algorithm ---
     env_id: str = "Hopper-v5"
     """the Gymnasium id of the environment (continuous actions)"""
@@ -92,6 +86,12 @@ class Args:
     """curvature margin delta of Curv (the released code's 1.0, every env)"""
     pave_batch: Optional[int] = None
     """opt-in approximation: regularize only this many transitions of each batch (default: all, the paper's terms)"""
+    pave_impl: Literal["auto", "autograd", "written-out", "fused"] = "auto"
+    """PAVE's terms by autograd (any critic) or written-out derivatives (the speed path, pave_speed.py: 2 hidden layers,
+    no LayerNorm; `fused` is its old name); auto: written-out where it applies"""
+    compile: Literal["auto", "yes", "no"] = "auto"
+    """torch.compile the critic loss: the same math, 1.1-1.35x faster on CPU after a 2-40 s compile; auto: if 10 000+
+    training steps"""
 
     # --- running it ---
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
@@ -104,45 +104,17 @@ class Args:
     """use CUDA when it is available"""
     torch_threads: Optional[int] = None
     """torch threads on CPU (default: $OMP_NUM_THREADS if set, else 1; docs/performance.md measures why)"""
-    track: bool = False
-    """log to Weights & Biases (needs `pip install wandb`)"""
-    wandb_project_name: str = "pave"
-    """the wandb project name"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
     capture_video: bool = False
     """record videos of episodes into the run directory's `videos/`"""
-    save_model: bool = False
-    """save a checkpoint to the run directory, then evaluate it (eval/return, eval/sm)"""
-    eval_episodes: int = 10
-    """evaluation episodes after training with --save-model"""
-    progress_bar: bool = True
-    """show a progress bar with steps, recent return and SPS"""
-    log_freq: int = 1_000
-    """env steps between loss/SPS logs"""
     geometry_freq: int = 5_000
     """env steps between critic geometry measurements"""
     geometry_batch: int = 256
     """replay transitions per geometry measurement"""
-    pave_impl: Literal["auto", "autograd", "fused"] = "auto"
-    """PAVE's terms by autograd (any critic) or fused (the speed path: 2 hidden layers, no LayerNorm); auto: fused where it can"""
-    compile: Literal["auto", "yes", "no"] = "auto"
-    """torch.compile the critic loss: the same math, 1.1-1.35x faster on CPU after a 2-40 s compile; auto: if 10 000+ training steps"""
-    checkpoint_freq: int = 0
-    """env steps between resumable states (<run dir>/resume.pt, the one before kept as resume.prev.pt); 0: only on stop"""
-    model_checkpoints: int = 0
-    """save the --save-model checkpoint at N evenly spaced steps, to <run dir>/checkpoints/ (docs/studies.md); 0: none"""
-    model_checkpoint_every: int = 0
-    """also save it at every multiple of this step (fixed steps: a run extended later keeps them); 0: none"""
-    resume: Optional[str] = None
-    """continue the run that saved this resumable state, in its run directory and with its flags (docs/studies.md)"""
-    stop_at_step: Optional[int] = None
-    """simulate an interruption at this step: save the resumable state and exit as on SIGTERM (splits a run in two)"""
 
 
-# The released protocol (docs/protocol.md): training budget per env; PAVE-SAC lambdas of the paper's Table 8. Unset fields
-# come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its lambdas: the paper's
-# Ant/Reacher values, the only setting Table 8 uses twice and the one of its SAC headline result, Ant).
+# The released protocol (docs/protocol.md): training budget per env; PAVE-SAC lambdas of the paper's Table 8. Unset
+# fields come from here, or from DEFAULT_PRESET for an env the paper did not use (our choice for its lambdas: the
+# paper's Ant/Reacher values, the only setting Table 8 uses twice and the one of its SAC headline result, Ant).
 ENV_PRESETS = {
     "LunarLanderContinuous-v3": dict(total_timesteps=500_000, lambda1=0.1, lambda2=0.5, lambda3=0.05),
     "Pendulum-v1": dict(total_timesteps=100_000, lambda1=0.1, lambda2=0.005, lambda3=0.5),
@@ -179,7 +151,8 @@ def mlp(in_dim, out_dim, hidden_sizes, activation, layer_norm=False):
     widths = [in_dim, *hidden_sizes]
     layers = []
     for width_in, width_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(width_in, width_out), *([nn.LayerNorm(width_out)] if layer_norm else []), ACTIVATIONS[activation]()]
+        norm = [nn.LayerNorm(width_out)] if layer_norm else []
+        layers += [nn.Linear(width_in, width_out), *norm, ACTIVATIONS[activation]()]
     return nn.Sequential(*layers, nn.Linear(widths[-1], out_dim))
 
 
@@ -204,7 +177,8 @@ class Critics(nn.ModuleList):
 
 
 class Actor(nn.Module):
-    """Tanh-squashed Gaussian policy: a shared trunk whose last layer holds the mean head and the log-std head side by side."""
+    """Tanh-squashed Gaussian policy: a shared trunk whose last layer holds the mean head and the log-std head side by
+    side."""
 
     def __init__(self, obs_dim, act_dim, hidden_sizes=(256, 256), activation="silu"):
         super().__init__()
@@ -217,11 +191,12 @@ class Actor(nn.Module):
         return mean, log_std
 
     def get_action(self, obs):
-        """(a, log pi(a|s), tanh(mean)): a = tanh(mean + std * noise) is a reparameterized sample, so gradients reach the actor.
+        """(a, log pi(a|s), tanh(mean)): a = tanh(mean + std * noise) is a reparameterized sample, so gradients reach
+        the actor.
 
-        log pi(a|s) = sum_j [log N(u_j; mean_j, std_j^2) - log(1 - tanh(u_j)^2)]  (change of variables through the tanh),
-        with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)): the same value, without the log(0) that float32 hits once |u| > 9.
-        """
+        log pi(a|s) = sum_j [log N(u_j; mean_j, std_j^2) - log(1 - tanh(u_j)^2)]  (change of variables through the
+        tanh), with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)): the same value, without the log(0) that float32
+        hits once |u| > 9. """
         mean, log_std = self(obs)
         noise = torch.randn_like(mean)
         u = mean + log_std.exp() * noise
@@ -240,21 +215,19 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta):
         MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the raw observation
         VFC  = mean_{b,j} (d_a_j Q(s, a) - d_a_j Q(s', a))^2,         the replay action a at both s and s'
         Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),    v ~ Rademacher, exact Hessian-vector product
-    MPR is a finite difference of grad_a Q along eps: it penalizes the mixed Hessian grad2_sa Q. VFC penalizes the change of
-    grad_a Q from s_t to s_{t+1}. Curv pushes v^T H_aa v below -delta, so the action-space curvature mu stays >= delta.
-    MPR and VFC are means over the batch AND the action dimensions j (F.mse_loss), as the authors' released code computes
-    them: the paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on.
+    MPR penalizes the mixed Hessian grad2_sa Q, VFC the change of grad_a Q from s_t to s_{t+1}; Curv keeps the action
+    curvature mu >= delta. Means over the batch AND the action dimensions (F.mse_loss), as the released code has them
+    (its lambdas were tuned on this form). Wiring: critic loss = TD loss + lambda1 * sum_i mpr_i + lambda2 * sum_i vfc_i
+    + lambda3 * sum_i curv_i, the actor untouched; a is the stored replay action, the critics the current ones, s' has
+    no done mask, and ONE eps and ONE v serve every critic.
 
-    Wiring: critic loss = TD loss + lambda1 * sum_i mpr_i + lambda2 * sum_i vfc_i + lambda3 * sum_i curv_i, the TD loss as
-    the algorithm has it (TD3: mse(Q1, y) + mse(Q2, y); SAC: half of that); the actor is untouched. a is the stored replay
-    action (exploration noise included), the critics are the current ones (not the targets), s' has no done mask, and ONE
-    eps and ONE v serve every critic.
-    critics: a sequence of modules, each called as critic(obs, actions) -> Q of shape (B,) or (B, 1), twice differentiable
-    in the action (any depth; SiLU, tanh, GELU, LayerNorm; ReLU makes grad2_aa Q zero, so Curv is just delta). Rows must
-    not interact: s, s + eps and s' share one batch, which BatchNorm's batch statistics would mix into each other.
-    Returns (q, terms): q = Q(s, a), shape (n_critics, B), the TD prediction from the same evaluation; terms maps mpr, vfc,
-    curv (differentiable) and the detached diagnostics grad_norm = mean_b ||grad_a Q(s, a)|| and vhv = mean_b v^T
-    grad2_aa Q(s, a) v to tensors of shape (n_critics,).
+    critics: modules called as critic(obs, actions) -> Q of shape (B,) or (B, 1) (anything else is refused with a
+    ValueError naming the shape), twice differentiable in the action (any depth, LayerNorm; ReLU makes Curv just
+    delta); rows must not interact (BatchNorm would mix s, s + eps and s'). obs and next_obs are used as given, not
+    detached, as in the released code: MPR and VFC train whatever produced them (an encoder) unless you pass
+    obs.detach(); the actions are detached. Returns (q, terms): q = Q(s, a), shape (n_critics, B), the TD prediction
+    from the same evaluation; terms maps mpr, vfc, curv (differentiable) and the detached diagnostics grad_norm =
+    mean_b ||grad_a Q(s, a)|| and vhv = mean_b v^T grad2_aa Q(s, a) v to tensors of shape (n_critics,).
     """
     batch = obs.shape[0]
     eps = mpr_sigma * torch.randn_like(obs)
@@ -264,9 +237,14 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta):
     curv_actions = actions.detach().clone().requires_grad_(True)
     q, terms = [], {"mpr": [], "vfc": [], "curv": [], "grad_norm": [], "vhv": []}
     for critic in critics:
-        q_rows = critic(states, shared_actions).reshape(-1)
+        q_rows = critic(states, shared_actions)
+        if q_rows.shape not in ((3 * batch,), (3 * batch, 1)):  # reshape(-1) would silently mix a (B, k) output
+            raise ValueError(f"pave_regularizer: a critic must give one Q value per row, shape ({3 * batch},) or "
+                             f"({3 * batch}, 1) for {3 * batch} rows; got {tuple(q_rows.shape)}")
+        q_rows = q_rows.reshape(-1)
         # grad_a Q at every row; create_graph keeps it differentiable in the critic's parameters
-        grad, grad_noisy, grad_next = torch.autograd.grad(q_rows.sum(), shared_actions, create_graph=True)[0].split(batch)
+        grad_rows = torch.autograd.grad(q_rows.sum(), shared_actions, create_graph=True)[0]
+        grad, grad_noisy, grad_next = grad_rows.split(batch)
         # v^T grad2_aa Q v: the derivative of grad_a Q . v, on its own B rows (through the 3B rows above it costs 3x)
         curv_grad = torch.autograd.grad(critic(obs, curv_actions).sum(), curv_actions, create_graph=True)[0]
         hessian_v = torch.autograd.grad((curv_grad * v).sum(), curv_actions, create_graph=True)[0]
@@ -279,6 +257,14 @@ def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta):
         terms["grad_norm"].append(grad.detach().norm(dim=-1).mean())
         terms["vhv"].append(vhv.detach().mean())
     return torch.stack(q), {name: torch.stack(values) for name, values in terms.items()}
+
+
+def regularize(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pave_batch=None):
+    """pave_regularizer; with pave_batch (opt-in, --pave-batch), the terms of the first pave_batch transitions only
+    (unbiased for a uniformly sampled batch, noisier) and Q of all of them."""
+    k = len(obs) if pave_batch is None else min(pave_batch, len(obs))
+    q, terms = pave_regularizer(critics, obs[:k], actions[:k], next_obs[:k], mpr_sigma, curv_delta)
+    return (q if k == len(obs) else torch.cat([q, critics(obs[k:], actions[k:])], 1)), terms
 
 
 class ReplayBuffer:
@@ -314,8 +300,10 @@ class ReplayBuffer:
     FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
 
     def state_dict(self):
-        """For a resumable state: the filled rows only (clones: a slice would save the whole preallocated tensor), pos, size."""
-        return {"pos": self.pos, "size": self.size, **{name: getattr(self, name)[: self.size].clone() for name in self.FIELDS}}
+        """For a resumable state: the filled rows only (clones: a slice would save the whole preallocated tensor), pos,
+        size."""
+        filled = {name: getattr(self, name)[: self.size].clone() for name in self.FIELDS}
+        return {"pos": self.pos, "size": self.size, **filled}
 
     def load_state_dict(self, state):
         self.pos, self.size = state["pos"], state["size"]
@@ -323,10 +311,16 @@ class ReplayBuffer:
             getattr(self, name)[: self.size] = state[name]
 
 
-def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
+def train(args: Args, resumed: Optional[dict] = None) -> str:
+    """Train with `args` (the presets and checks applied here, the run folder chosen as on the command line) and return
+    the run folder; bad input raises run_control.BadInput. With args.resume, the run goes on from that state (`resumed`:
+    that state, if the caller has loaded it). SIGTERM and Ctrl-C stop it with a resumable state, and the signal handlers
+    found are put back at the end; called from a thread other than the main one, it installs no signal handlers (Python
+    runs them in the main thread only), so only --stop-at-step stops it early."""
+    args, run_dir, resumed = run_control.prepare(args, SCRIPT, resolve_args, resumed)
     env = make_env(args.env_id, args.seed, args.capture_video, run_dir)()
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    writer = start_logging(args, run_dir, env, device, resumed)
+    writer = run_control.start_logging(args, SCRIPT, run_dir, env, device, resumed)
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -342,14 +336,14 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
         return action_low + (action + 1.0) * 0.5 * (action_high - action_low)
 
     def make_critics():
-        return Critics(QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation, args.critic_layer_norm).to(device)
-                       for _ in range(2))
+        return Critics(QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation, args.critic_layer_norm)
+                       .to(device) for _ in range(2))
 
     actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
     qf = make_critics()
     qf_target = make_critics()
-    if use_fused_path(args):  # speed path: the same critics with stacked weights, trained by written-out derivatives
-        qf, qf_target = StackedCritics(qf), StackedCritics(qf_target)
+    # the speed path where it applies (pave_speed.py: written-out derivatives, pinned equal to pave_regularizer)
+    qf, qf_target, regularizer = pave_speed.take_up(args, qf, qf_target, regularize)
     qf_target.load_state_dict(qf.state_dict())
     # fused Adam: one kernel updates all parameters (much less per-step overhead than a loop over them)
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, fused=True)
@@ -358,15 +352,20 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
     targets = list(qf_target.parameters())
 
     def critic_loss(b_obs, b_actions, b_next_obs, td_target):
-        """Both critics' TD losses plus PAVE; the TD prediction Q(s, a) comes out of the regularizer's shared evaluation."""
-        q, reg = regularize(qf, b_obs, b_actions, b_next_obs, args.mpr_sigma, args.curv_delta, args.pave_batch)
+        """Both critics' TD losses plus PAVE; Q(s, a) for the TD loss comes from the regularizer's own evaluation."""
+        q, reg = regularizer(qf, b_obs, b_actions, b_next_obs, args.mpr_sigma, args.curv_delta, args.pave_batch)
         qf1_loss, qf2_loss = (q - td_target).square().mean(-1)
         pave = {name: reg[name].sum() for name in ("mpr", "vfc", "curv")}
-        qf_loss = 0.5 * (qf1_loss + qf2_loss) + args.lambda1 * pave["mpr"] + args.lambda2 * pave["vfc"] + args.lambda3 * pave["curv"]
+        qf_loss = (0.5 * (qf1_loss + qf2_loss) + args.lambda1 * pave["mpr"] + args.lambda2 * pave["vfc"]
+                   + args.lambda3 * pave["curv"])
         return qf_loss, qf1_loss, qf2_loss, pave
 
+    def measure(critics, *batch):
+        """The geometry/ charts: PAVE's terms of the first critic, as the run computes them."""
+        return {name: value[0].item() for name, value in regularizer(critics, *batch)[1].items()}
+
     training_steps = (args.total_timesteps - args.learning_starts) // args.train_freq * args.gradient_steps
-    critic_loss = compile_or_not(critic_loss, args.compile, training_steps)
+    critic_loss = pave_speed.compile_or_not(critic_loss, args.compile, training_steps)
 
     if args.autotune:
         target_entropy = -float(act_dim)
@@ -378,23 +377,19 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
 
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
-    # what has a state_dict and must be saved for an exact resume, by the names of the resumable state
+    # run control (run_control.py): what a resumable state holds, by its names; a resumed run restores it here
     stateful = {"actor": actor, "qf": qf, "qf_target": qf_target, "q_optimizer": q_optimizer,
                 "actor_optimizer": actor_optimizer, "rb": rb,
                 **({"alpha_optimizer": alpha_optimizer} if args.autotune else {})}
-    rngs, tensors = {"sample": sample_rng}, ({"log_alpha": log_alpha} if args.autotune else {})
-    loop = restore_run(resumed, stateful, rngs, tensors, env, device, args) if resumed else fresh_loop_state(env, args)
+    tensors = {"log_alpha": log_alpha} if args.autotune else {}
+    run = run_control.Run(args, SCRIPT, run_dir, env, device, writer, stateful, {"sample": sample_rng},
+                          lambda step: model_checkpoint(args, step, obs_dim, act_dim, actor, qf, log_alpha),
+                          tensors=tensors, resumed=resumed)
     if resumed and args.autotune:
         alpha = log_alpha.exp().detach()
-    obs, episode_return, episode_actions = loop["obs"], loop["episode_return"], loop["episode_actions"]
-    n_updates, losses, last_log = loop["n_updates"], loop["losses"], loop["last_log"]
-    start_time = time.time() - loop["elapsed"]  # SPS charts go on as if a resumed run had not stopped
-    train_start_time = None if loop["train_elapsed"] is None else time.time() - loop["train_elapsed"]
-    checkpoint_steps = {args.total_timesteps * k // args.model_checkpoints for k in range(1, args.model_checkpoints + 1)}
-    stop_signal, stop, global_step = StopSignal(), False, loop["global_step"]
-    progress = tqdm(total=args.total_timesteps, initial=loop["global_step"], disable=not args.progress_bar, unit="step", mininterval=1.0)
-    try:
-        for global_step in range(loop["global_step"] + 1, args.total_timesteps + 1):
+    obs, n_updates, losses = run.obs, run.n_updates, run.losses
+    with run:
+        for global_step in run.steps():
             # ALGO LOGIC: act, store the transition
             if global_step <= args.learning_starts:
                 action = np.random.uniform(-1.0, 1.0, act_dim).astype(np.float32)
@@ -404,21 +399,10 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
             env_action = to_env(action)
             next_obs, reward, terminated, truncated, _ = env.step(env_action)
             rb.add(obs, action, reward, next_obs, terminated)
-            episode_return += float(reward)
-            episode_actions.append(env_action)
-            obs = next_obs
-            if terminated or truncated:
-                writer.add_scalar("charts/episodic_return", episode_return, global_step)
-                writer.add_scalar("charts/episodic_length", len(episode_actions), global_step)
-                writer.add_scalar("charts/action_change", action_change(np.array(episode_actions)), global_step)
-                loop["recent_returns"] = (loop["recent_returns"] + [episode_return])[-10:]
-                loop["episode_rng_state"] = env.unwrapped.np_random.bit_generator.state
-                obs, _ = env.reset()
-                episode_return, episode_actions = 0.0, []
+            obs = run.episode_step(global_step, env_action, reward, next_obs, terminated, truncated)
 
             # ALGO LOGIC: training
             if global_step > args.learning_starts and global_step % args.train_freq == 0:
-                train_start_time = train_start_time or time.time()
                 burst = rb.sample(args.gradient_steps, args.batch_size, sample_rng)
                 for b_obs, b_actions, b_rewards, b_next_obs, b_terminated in zip(*burst):
                     with torch.no_grad():
@@ -440,7 +424,8 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
                         actor_loss.backward()
                         actor_optimizer.step()
                         losses["actor_loss"] = actor_loss.detach()
-                        if args.autotune:  # alpha rises while the policy's entropy -log pi is below the target, falls above it
+                        # alpha rises while the policy's entropy -log pi is below the target, falls above it
+                        if args.autotune:
                             alpha_loss = -(log_alpha * (log_prob.detach() + target_entropy)).mean()
                             alpha_optimizer.zero_grad()
                             alpha_loss.backward()
@@ -451,466 +436,28 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
                         with torch.no_grad():
                             torch._foreach_lerp_(targets, online, args.tau)
                 losses.update(qf1_loss=qf1_loss.detach(), qf2_loss=qf2_loss.detach(), alpha=alpha)
-                losses.update({name: value.detach() / 2 for name, value in pave.items()})  # per critic, as geometry/ logs
+                # per critic, as geometry/ logs them
+                losses.update({name: value.detach() / 2 for name, value in pave.items()})
 
-            if global_step - last_log >= args.log_freq and losses:
-                last_log = global_step
-                for name, value in losses.items():  # .item() only here: no device sync per gradient step
-                    writer.add_scalar(f"losses/{name}", value.item(), global_step)
-                sps = global_step / (time.time() - start_time)
-                writer.add_scalar("charts/SPS", sps, global_step)
-                writer.add_scalar("charts/SPS_train", (global_step - args.learning_starts) / (time.time() - train_start_time), global_step)
-                recent = f"{np.mean(loop['recent_returns']):.1f}" if loop["recent_returns"] else "-"
-                progress.set_postfix(ret=recent, sps=f"{sps:.0f}")
-                if not args.progress_bar:  # a log file (benchmark.py, a batch job) still shows the run advancing
-                    print(f"step {global_step}/{args.total_timesteps}: SPS {sps:.0f}, return of the last 10 episodes {recent}",
-                          flush=True)
             if global_step % args.geometry_freq == 0 and rb.size >= args.geometry_batch:
-                log_geometry(writer, qf, rb, args, sample_rng, global_step)
-            progress.update(1)
-
-            # before a stop at this step saves: a resumed run starts after it
-            if global_step in checkpoint_steps or (args.model_checkpoint_every and global_step % args.model_checkpoint_every == 0):
-                save_atomically(model_checkpoint(args, global_step, obs_dim, act_dim, actor, qf, log_alpha),
-                                f"{run_dir}/checkpoints/{args.exp_name}_step{global_step}.pt")
-            stop = stop_signal.reason or (global_step == args.stop_at_step and "--stop-at-step")
-            if stop or (args.checkpoint_freq and global_step % args.checkpoint_freq == 0):
-                loop.update(global_step=global_step, n_updates=n_updates, last_log=last_log, losses=losses, obs=obs,
-                            episode_return=episode_return, episode_actions=episode_actions, elapsed=time.time() - start_time,
-                            train_elapsed=None if train_start_time is None else time.time() - train_start_time)
-                resume_path = save_run(f"{run_dir}/resume.pt", args, stateful, rngs, tensors, env, device, loop)
-                if stop:
-                    break
-    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM
-        sys.exit(f"\n{os.path.basename(__file__)}: aborted at step {global_step}; the last resumable state (if any) is in {run_dir}")
-    finally:
-        progress.close()
-        env.close()
-        stop_signal.release()
-
-    if stop:  # an interrupted run leaves its resumable state, never a final checkpoint (that one means finished)
-        writer.close()
-        print(f"stopped at step {global_step} ({stop}): resumable state saved to {resume_path}; "
-              f"resume with: python {sys.argv[0]} --resume {resume_path}"
-              + (f" (to step {args.total_timesteps}; --stop-at-step N stops it again at N)" if stop == "--stop-at-step" else ""))
-        sys.exit(0)
-    if args.save_model:
-        model_path = save_atomically(model_checkpoint(args, global_step, obs_dim, act_dim, actor, qf, log_alpha),
-                                     f"{run_dir}/{args.exp_name}.pt")
-        print(f"model saved to {model_path}")
-        result = evaluate(model_path, episodes=args.eval_episodes, device=str(device))
-        writer.add_scalar("eval/return", float(np.mean(result["return"])), global_step)
-        writer.add_scalar("eval/sm", float(np.mean(result["sm"])), global_step)
-        print(f"eval over {args.eval_episodes} episodes: return {np.mean(result['return']):.2f}, sm {np.mean(result['sm']):.4f}")
-    writer.close()
-
-
-def log_geometry(writer, qf, rb, args, generator, step):
-    """Measure the critic geometry PAVE is about on a small replay sub-batch and log the first critic's under geometry/."""
-    obs, actions, _, next_obs, _ = (x[0] for x in rb.sample(1, args.geometry_batch, generator))
-    _, terms = regularize(qf, obs, actions, next_obs, args.mpr_sigma, args.curv_delta)
-    for name, value in terms.items():
-        writer.add_scalar(f"geometry/{name}", value[0].item(), step)
-
-
-# ======================================================================================================================
-# SPEED PATH: the same math as `pave_regularizer`, written out for the released critic (2 hidden layers, SiLU or ReLU, no
-# LayerNorm) over stacked twin weights; `--pave-impl auto` takes it where it applies. Tests pin the two equal (terms,
-# parameter gradients, Adam updates); docs/performance.md has the speeds.
-# ======================================================================================================================
-
-
-def use_fused_path(args):
-    """Whether the run takes the speed path: --pave-impl fused, or auto where the critic is the one it is written for."""
-    return args.pave_impl == "fused" or (args.pave_impl == "auto" and fused_path_applies(args))
-
-
-def fused_path_applies(args):
-    return len(args.hidden_sizes) == 2 and args.critic_activation in ("silu", "relu") and not args.critic_layer_norm
-
-
-def regularize(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pave_batch=None):
-    """pave_regularizer, or its speed path for StackedCritics; with pave_batch (opt-in, --pave-batch), the terms of the first
-    pave_batch transitions only (unbiased for a uniformly sampled batch, noisier) and Q of all of them."""
-    if isinstance(critics, StackedCritics):
-        return pave_regularizer_fused(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pave_batch)
-    k = len(obs) if pave_batch is None else min(pave_batch, len(obs))
-    q, terms = pave_regularizer(critics, obs[:k], actions[:k], next_obs[:k], mpr_sigma, curv_delta)
-    return (q if k == len(obs) else torch.cat([q, critics(obs[k:], actions[k:])], 1)), terms
-
-
-class StackedCritics(nn.Module):
-    """Critics of 2-hidden-layer MLPs with each layer's weights stacked along a leading critic dimension: one bmm per layer
-    evaluates every critic and the optimizer updates 6 tensors, not 6 per critic (3-16% off a PAVE critic step on CPU,
-    measured). Built from a Critics module, whose initial weights it takes (a copy); checkpoints store each critic back in
-    QNetwork's format (member_state_dict)."""
-
-    def __init__(self, critics):
-        super().__init__()
-        assert all(len(qf.net) == 5 for qf in critics), "QNetwork's 2-hidden-layer MLP without LayerNorm"
-        self.activation = critics[0].net[1]
-        layers = [[qf.net[i] for qf in critics] for i in (0, 2, 4)]
-        self.w1, self.w2, self.w3 = (nn.Parameter(torch.stack([lin.weight.detach() for lin in layer])) for layer in layers)
-        self.b1, self.b2, self.b3 = (nn.Parameter(torch.stack([lin.bias.detach()[None] for lin in layer])) for layer in layers)
-
-    def forward(self, obs, act, n=None):
-        """Q(s, a) of the first n critics (all by default), shape (n, B)."""
-        n = len(self.w1) if n is None else n
-        x = torch.cat([obs, act], -1).expand(n, -1, -1)
-        h1 = self.activation(torch.baddbmm(self.b1[:n], x, self.w1[:n].mT))
-        h2 = self.activation(torch.baddbmm(self.b2[:n], h1, self.w2[:n].mT))
-        return torch.baddbmm(self.b3[:n], h2, self.w3[:n].mT).squeeze(-1)
-
-    def member_state_dict(self, i):
-        """Critic i as a QNetwork state dict (a copy)."""
-        state = {}
-        for j, (w, b) in zip((0, 2, 4), ((self.w1, self.b1), (self.w2, self.b2), (self.w3, self.b3))):
-            state[f"net.{j}.weight"], state[f"net.{j}.bias"] = w[i].detach().clone(), b[i, 0].detach().clone()
-        return state
-
-
-def activation_derivatives(kind, z, k):
-    """sigma(z) and sigma'(z) of the critics' hidden activation at every row of z (n, rows, width), and sigma''(z) at the
-    first k rows only (the rows Curv needs); elementwise and differentiable.
-
-    SiLU: sigma = z s with s = sigmoid(z), sigma' = s (1 + z (1 - s)), sigma'' = s (1 - s) (2 + z (1 - 2 s)).
-    ReLU: sigma' = 1[z > 0], sigma'' = 0 (autograd's convention at the kink).
-    """
-    if kind is nn.SiLU:
-        s = torch.sigmoid(z)
-        s_k, z_k = s[:, :k], z[:, :k]
-        return z * s, s * (1 + z * (1 - s)), s_k * (1 - s_k) * (2 + z_k * (1 - 2 * s_k))
-    return F.relu(z), (z > 0).to(z.dtype), torch.zeros_like(z[:, :k])
-
-
-def pave_regularizer_fused(critics, obs, actions, next_obs, mpr_sigma, curv_delta, pave_batch=None):
-    """pave_regularizer's (q, terms) for StackedCritics, with the derivatives written out instead of autograd's double and
-    triple backward (docs/performance.md: the critic step about 1.5x faster). For Q = w3 . sigma(z2) + b3,
-    z2 = W2 sigma(z1) + b2, z1 = W1 [s, a] + b1 (Wa: the columns of W1 that take a):
-        dQ/dh1     = W2^T (sigma'(z2) * w3),   grad_a Q = Wa^T (sigma'(z1) * dQ/dh1)       backpropagation by hand
-        v^T H_aa v = w3 . (sigma''(z2) * r2^2) + dQ/dh1 . (sigma''(z1) * r1^2),   r1 = Wa v,  r2 = W2 (sigma'(z1) * r1)
-    (d^2/dt^2 Q(s, a + t v) at t = 0 pushed forward through the layers). They are ordinary differentiable tensors, so ONE
-    plain backward of the loss trains the critics. The rows s, s + eps, s' go through as one batch, Curv reuses the s rows'
-    activations, and one bmm per layer serves every critic. eps and v are drawn as pave_regularizer draws them, so both
-    agree on the same seed. pave_batch: the terms of the first pave_batch transitions only (see `regularize`).
-    """
-    n, batch, obs_dim = len(critics.w1), obs.shape[0], obs.shape[1]
-    k = batch if pave_batch is None else min(pave_batch, batch)
-    kind = type(critics.activation)
-    w1, b1, w2, b2, w3, b3 = critics.w1, critics.b1, critics.w2, critics.b2, critics.w3, critics.b3
-    wa = w1[:, :, obs_dim:]
-    eps = mpr_sigma * torch.randn(k, obs_dim, dtype=obs.dtype, device=obs.device)
-    v = torch.randint(0, 2, (k, actions.shape[1]), device=obs.device).to(obs.dtype) * 2 - 1
-
-    # rows: s, s + eps, s' of the k regularized transitions, then s of the others (their Q only)
-    states = torch.cat([obs[:k], obs[:k] + eps, next_obs[:k], obs[k:]])
-    row_actions = torch.cat([actions[:k], actions[:k], actions[:k], actions[k:]])
-    z1 = torch.baddbmm(b1, torch.cat([states, row_actions], -1).expand(n, -1, -1), w1.mT)
-    h1, d1, dd1 = activation_derivatives(kind, z1, k)
-    z2 = torch.baddbmm(b2, h1, w2.mT)
-    h2, d2, dd2 = activation_derivatives(kind, z2, k)
-    q_rows = torch.baddbmm(b3, h2, w3.mT).squeeze(-1)
-    q = torch.cat([q_rows[:, :k], q_rows[:, 3 * k :]], 1)
-
-    grad_h1 = torch.bmm(d2[:, : 3 * k] * w3, w2)  # dQ/dh1 = W2^T (sigma'(z2) * w3)
-    grad, grad_noisy, grad_next = torch.bmm(d1[:, : 3 * k] * grad_h1, wa).split(k, 1)  # dQ/da = Wa^T (sigma'(z1) * dQ/dh1)
-    r1 = torch.bmm(v.expand(n, -1, -1), wa.mT)  # d z1 / dt along a + t v
-    r2 = torch.bmm(d1[:, :k] * r1, w2.mT)  # d z2 / dt
-    vhv = (dd2 * r2.square() * w3).sum(-1) + (dd1 * r1.square() * grad_h1[:, :k]).sum(-1)
-
-    terms = {
-        "mpr": (grad_noisy - grad).square().mean((1, 2)),  # mean over batch and action dims: F.mse_loss per critic
-        "vfc": (grad - grad_next).square().mean((1, 2)),
-        "curv": F.relu(vhv + curv_delta).mean(-1),
-        "grad_norm": grad.detach().norm(dim=-1).mean(-1),
-        "vhv": vhv.detach().mean(-1),
-    }
-    return q, terms
-
-
-COMPILE_MIN_STEPS = 10_000  # --compile auto: a run this long (after learning starts) earns back the compilation time
-
-
-def compile_or_not(fn, mode, training_steps):
-    """torch.compile(fn) for --compile yes, or auto with at least COMPILE_MIN_STEPS training steps; else fn itself.
-
-    Compilation happens at the first call. Where it fails (say, no C++ compiler for the CPU backend), the run goes on with
-    fn in eager mode, the same math, after one printed note.
-    """
-    if mode == "no" or (mode == "auto" and training_steps < COMPILE_MIN_STEPS):
-        return fn
-    print(f"note: the critic loss runs through torch.compile (--compile {mode}); the first training burst compiles it (up to 40 s)")
-    compiled = torch.compile(fn)
-
-    def call(*args):
-        nonlocal compiled
-        try:
-            return compiled(*args)
-        except Exception as error:
-            if compiled is fn:
-                raise
-            print(f"note: torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); running eagerly")
-            compiled = fn
-            return fn(*args)
-
-    return call
-
-
-# ======================================================================================================================
-# RUN CONTROL: flags, logging, checkpoints, exact stop and resume (docs/studies.md)
-# ======================================================================================================================
-
-# The paper's ids that Gymnasium 1.x cannot run, mapped to the same task (MuJoCo -v2/-v3 ids by modern_env_id's rule).
-PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
-MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
-                    "target_network_frequency", "geometry_freq", "geometry_batch", "log_freq", "pave_batch",
-                    "torch_threads"}
-# Flags a resumed run may change: they cannot change what is learned (docs/studies.md says why each); --cuda and
-# --torch-threads are exact only with the values that saved the state.
-RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "model_checkpoints", "model_checkpoint_every", "log_freq",
-                     "progress_bar", "total_timesteps",
-                     "track", "wandb_project_name", "wandb_entity", "cuda", "torch_threads", "save_model", "eval_episodes"}
-
-
-def modern_env_id(env_id):
-    """The id Gymnasium 1.x runs for the paper's task: LunarLanderContinuous-v2 and Reacher-v2 as PAPER_ENV_IDS says, and a
-    MuJoCo -v2/-v3 id (they need the retired mujoco-py) as its -v5."""
-    name, _, version = env_id.rpartition("-v")
-    if env_id in PAPER_ENV_IDS:
-        return PAPER_ENV_IDS[env_id]
-    if version in ("2", "3") and f"{name}-v5" in gym.registry:
-        return f"{name}-v5"
-    return env_id
-
-
-def parse_args():
-    """The flags, checked and completed from the presets; with --resume, the saved run's flags are the defaults. Returns
-    (args, run_dir, resumed state or None); exits with one line on bad input."""
-    args = tyro.cli(Args)
-    resumed = load_resumable(args.resume) if args.resume else None
-    if resumed:  # parse again with the saved run's flags as defaults; resolve_args refuses any that changed
-        args = tyro.cli(Args, default=Args(**resumed["args"]))
-    args = resolve_args(args, resumed)
-    if resumed:  # the same run folder; TensorBoard drops what the stopped process logged after the saved step
-        return args, os.path.dirname(args.resume) or ".", resumed
-    return args, f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}", None
-
-
-def resolve_args(args: Args, resumed=None) -> Args:
-    """Validate the flags and fill every field the user left unset from the env's presets; with a resumed state, refuse a
-    flag that differs from the saved run's (RESUME_MAY_CHANGE aside). Exit with one line on bad input."""
-    prog = os.path.basename(__file__)
-    if modern_env_id(args.env_id) != args.env_id:
-        print(f"note: {args.env_id} (the paper's id) does not run in Gymnasium 1.x; running {modern_env_id(args.env_id)}, the same task")
-        args.env_id = modern_env_id(args.env_id)
-    if args.env_id not in gym.registry:
-        runnable = [env_id for env_id in gym.registry if modern_env_id(env_id) == env_id]
-        close = difflib.get_close_matches(args.env_id, runnable, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        sys.exit(f"{prog}: error: unknown env id '{args.env_id}'{hint}")
-    for name, value in asdict(args).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
-        if name in MUST_BE_POSITIVE and value is not None and value <= 0:
-            sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
-    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
-        sys.exit(f"{prog}: error: --hidden-sizes must be one or more positive widths, got {args.hidden_sizes}")
-    if args.pave_impl == "fused" and not fused_path_applies(args):
-        sys.exit(f"{prog}: error: --pave-impl fused is written for 2 hidden layers, SiLU or ReLU and no LayerNorm; "
-                 f"use --pave-impl autograd (or auto) for --hidden-sizes {' '.join(map(str, args.hidden_sizes))}"
-                 + (" --critic-layer-norm" if args.critic_layer_norm else ""))
-    if args.pave_batch is not None and args.pave_batch > args.batch_size:
-        sys.exit(f"{prog}: error: --pave-batch must be at most --batch-size ({args.batch_size}), got {args.pave_batch}")
-    source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
-    preset = {**DEFAULT_PRESET, **ENV_PRESETS.get(args.env_id, {})}
-    unset = {name: value for name, value in preset.items() if getattr(args, name) is None}
-    for name, value in unset.items():
-        setattr(args, name, value)
-    if unset:
-        print(f"{source}: " + ", ".join(f"{name}={value}" for name, value in unset.items()))
-    # a flag added after the state was saved must keep its default (the saved run did not have it)
-    saved_args = {**asdict(Args()), **resumed["args"]} if resumed else {}
-    for name, saved in saved_args.items():
-        if name not in RESUME_MAY_CHANGE and getattr(args, name) != saved:
-            sys.exit(f"{prog}: error: --{name.replace('_', '-')} {getattr(args, name)} conflicts with {saved}, the value of the "
-                     f"run resumed from {args.resume}; a resumed run keeps its flags, except --"
-                     + ", --".join(sorted(flag.replace("_", "-") for flag in RESUME_MAY_CHANGE)))
-    if args.model_checkpoints > args.total_timesteps:
-        sys.exit(f"{prog}: error: --model-checkpoints {args.model_checkpoints} exceeds --total-timesteps {args.total_timesteps}")
-    if args.stop_at_step is not None and args.stop_at_step > args.total_timesteps:
-        sys.exit(f"{prog}: error: --stop-at-step {args.stop_at_step} is beyond --total-timesteps {args.total_timesteps}")
-    if resumed and args.stop_at_step is not None and args.stop_at_step <= resumed["global_step"]:
-        sys.exit(f"{prog}: error: --stop-at-step {args.stop_at_step} is not after step {resumed['global_step']}, where "
-                 f"{args.resume} stopped")
-    if args.stop_at_step == args.total_timesteps:  # stopping at the last step is finishing: the run saves its model
-        args.stop_at_step = None
-    if resumed and args.total_timesteps < resumed["global_step"]:
-        sys.exit(f"{prog}: error: --total-timesteps {args.total_timesteps} is below step {resumed['global_step']} of {args.resume}")
-    if args.total_timesteps <= args.learning_starts:
-        print(f"warning: --total-timesteps {args.total_timesteps} <= --learning-starts {args.learning_starts}: no gradient step "
-              "is taken, the policy stays untrained", file=sys.stderr)
-    return args
-
-
-def start_logging(args, run_dir, env, device, resumed):
-    """Check the env's action space, set torch's CPU threads, print the configuration and the device, and open the
-    TensorBoard writer (and Weights & Biases with --track)."""
-    prog = os.path.basename(__file__)
-    if not isinstance(env.action_space, gym.spaces.Box):
-        sys.exit(f"{prog}: error: {args.env_id} has a {type(env.action_space).__name__} action space; "
-                 "this algorithm needs continuous (Box) actions")
-    torch.set_num_threads(args.torch_threads or int(os.environ.get("OMP_NUM_THREADS") or 1))
-    print(f"{args.exp_name} configuration:\n" + "\n".join(f"  {k} = {v}" for k, v in asdict(args).items()))
-    print(f"device: {device}" + (f" ({torch.get_num_threads()} torch threads)" if device.type == "cpu" else ""))
-    print("PAVE terms: " + ("the speed path (pave_regularizer_fused)" if use_fused_path(args) else "pave_regularizer (autograd)"))
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            sys.exit(f"{prog}: error: --track needs Weights & Biases: pip install wandb")
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=os.path.basename(os.path.abspath(run_dir)), monitor_gym=True, save_code=True)
-    writer = SummaryWriter(run_dir, purge_step=resumed["global_step"] + 1 if resumed else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    return writer
+                log_geometry(writer, qf, rb, args, sample_rng, global_step, measure)  # PAVE's own terms
+            if run.end_step(global_step, obs, n_updates):  # logs, checkpoints, resumable states; True on a stop
+                break
+    return run.finish()
 
 
 def model_checkpoint(args, step, obs_dim, act_dim, actor, qf, log_alpha=None):
-    """The model as --save-model and --model-checkpoints save it, in the format that eval_smoothness.py, critic_geometry.py
-    and plot_qfield.py read: the networks to evaluate and analyze, no training state."""
-    return {
-        "format": CHECKPOINT_FORMAT, "script": os.path.basename(__file__), "algo": "sac",
-        "env_id": args.env_id, "args": asdict(args), "global_step": step,
-        "obs_dim": obs_dim, "act_dim": act_dim,
-        "actor": actor.state_dict(), "qf1": qf.member_state_dict(0), "qf2": qf.member_state_dict(1),
-        **({"log_alpha": log_alpha.detach().cpu()} if args.autotune else {}),
-    }
+    """The model as --save-model and --model-checkpoints save it, in the format that eval_smoothness.py,
+    critic_geometry.py and plot_qfield.py read: the networks to evaluate and analyze, no training state."""
+    return {**run_control.checkpoint_header(args, step, SCRIPT, "sac"), "obs_dim": obs_dim, "act_dim": act_dim,
+            "actor": actor.state_dict(), "qf1": qf.member_state_dict(0), "qf2": qf.member_state_dict(1),
+            **({"log_alpha": log_alpha.detach().cpu()} if args.autotune else {})}
 
 
-def fresh_loop_state(env, args):
-    """The training loop's bookkeeping at step 0 (restore_run gives it at a saved step)."""
-    obs, _ = env.reset(seed=args.seed)
-    return {"global_step": 0, "n_updates": 0, "last_log": 0, "losses": {}, "recent_returns": [], "elapsed": 0.0,
-            "train_elapsed": None, "obs": obs, "episode_return": 0.0, "episode_actions": [],
-            "episode_rng_state": None}  # the env's RNG state just before this episode's reset (None: the first, seed=args.seed)
-
-
-def save_run(path, args, stateful, rngs, tensors, env, device, loop):
-    """Save the resumable state (networks, optimizers, replay buffer, `tensors` such as log alpha, every RNG, the loop's
-    bookkeeping and the current episode's actions) atomically to `path`, the previous one kept as resume.prev.pt. Returns the path."""
-    return save_atomically({
-        "format": RESUME_FORMAT, "script": os.path.basename(__file__), "args": {**asdict(args), "stop_at_step": None},
-        **{name: loop[name] for name in ("global_step", "n_updates", "last_log", "losses", "recent_returns", "elapsed",
-                                         "train_elapsed", "episode_return", "episode_rng_state")},
-        **{name: thing.state_dict() for name, thing in stateful.items()},
-        **{name: tensor.detach() for name, tensor in tensors.items()},
-        "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
-                **{name: generator.get_state() for name, generator in rngs.items()},
-                "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
-                "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
-        "obs": torch.tensor(loop["obs"]),
-        "episode_actions": torch.tensor(np.array(loop["episode_actions"]).reshape(-1, env.action_space.shape[0])),
-        "env_rng_state": env.unwrapped.np_random.bit_generator.state,
-    }, path, previous=os.path.join(os.path.dirname(path), "resume.prev.pt"))
-
-
-def restore_run(resumed, stateful, rngs, tensors, env, device, args):
-    """Load a resumable state into the networks, optimizers, buffer, `tensors` and RNGs, and bring the env back to the saved step by
-    replaying the current episode's actions from its reset (the physical state of MuJoCo or Box2D cannot be saved; the
-    replay reproduces it and the env's RNG exactly). Returns the loop's bookkeeping at that step."""
-    for name, thing in stateful.items():
-        thing.load_state_dict(resumed[name])
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            tensor.copy_(resumed[name])
-    random.setstate(resumed["rng"]["python"])
-    bit_generator, key, *rest = resumed["rng"]["numpy"]
-    np.random.set_state((bit_generator, np.array(key, dtype=np.uint32), *rest))
-    torch.set_rng_state(resumed["rng"]["torch"])
-    for name, generator in rngs.items():
-        generator.set_state(resumed["rng"][name])
-    if device.type == "cuda" and resumed["rng"]["cuda"] is not None:
-        torch.cuda.set_rng_state(resumed["rng"]["cuda"])
-    loop = {name: resumed[name] for name in ("global_step", "n_updates", "last_log", "losses", "recent_returns", "elapsed",
-                                             "train_elapsed", "episode_return", "episode_rng_state")}
-    obs, _ = env.reset(seed=args.seed)
-    if loop["episode_rng_state"] is not None:  # a later episode: reset from the RNG state its reset started from
-        env.unwrapped.np_random.bit_generator.state = loop["episode_rng_state"]
-        obs, _ = env.reset()
-    loop["episode_actions"] = list(resumed["episode_actions"].numpy())
-    for env_action in loop["episode_actions"]:
-        obs, *_ = env.step(env_action)
-    if not np.array_equal(obs, resumed["obs"].numpy()) or env.unwrapped.np_random.bit_generator.state != resumed["env_rng_state"]:
-        sys.exit(f"{os.path.basename(__file__)}: error: replaying the current episode of {args.resume} did not reproduce its "
-                 f"observation; {args.env_id} cannot be resumed exactly here")
-    loop["obs"] = obs
-    print(f"resumed {os.path.dirname(args.resume) or '.'} at step {loop['global_step']} of {args.total_timesteps}")
-    return loop
-
-
-class StopSignal:
-    """SIGTERM (a scheduler, Ray, benchmark.py) and Ctrl-C set `reason`, which the loop reads at the end of each env step,
-    so that the run stops between two steps with a consistent state to save; a second Ctrl-C aborts at once (a repeated
-    SIGTERM does not: a scheduler may send it to every process, and benchmark.py then again to its runs)."""
-
-    def __init__(self):
-        self.reason = None
-        signal.signal(signal.SIGTERM, self)
-        signal.signal(signal.SIGINT, self)
-
-    def __call__(self, signum, frame):
-        if self.reason and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.reason = self.reason or signal.Signals(signum).name
-
-    def release(self):
-        """From here on, Ctrl-C and SIGTERM stop at once."""
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def save_atomically(obj, path, previous=None):
-    """torch.save `obj` to `path` (its folder made if need be) atomically; with `previous`, the file `path` held before is
-    kept under that name. Returns the path.
-
-    torch.save writes a temporary file in the same folder, synced to disk, and os.replace puts it in place in one step:
-    a run killed while saving leaves the older files as they were, and a newest file damaged all the same (a full disk,
-    a truncated copy) still has the previous one beside it.
-    """
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if previous and os.path.exists(path):
-        os.replace(path, previous)
-    os.replace(path + ".tmp", path)
-    return path
-
-
-def load_resumable(path):
-    """The resumable state saved at `path` (loaded with weights_only=True: plain containers and tensors only), or exit with
-    one line that says what is wrong with the file. The file is never modified."""
-    prog = os.path.basename(__file__)
-    previous = os.path.join(os.path.dirname(path), "resume.prev.pt")
-    fallback = f"; the state saved before it is {previous}" if path.endswith("resume.pt") and os.path.isfile(previous) else ""
-    if not os.path.isfile(path):
-        sys.exit(f"{prog}: error: --resume {path}: no such file{fallback}")
-    try:
-        with zipfile.ZipFile(path) as archive:  # every member against its CRC: torch.load reads damaged tensor bytes silently
-            damaged = archive.testzip()
-        problem = f"bad CRC in {damaged}" if damaged else None
-        state = None if damaged else torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        problem = type(error).__name__
-    if problem:
-        sys.exit(f"{prog}: error: --resume {path}: not a readable torch.save file, truncated or corrupt ({problem}){fallback}")
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        sys.exit(f"{prog}: error: --resume {path}: not a resumable state (the resume.pt a training script saves)")
-    if state["script"] != prog:
-        sys.exit(f"{prog}: error: --resume {path}: a state of {state['script']}, not of {prog}; resume it with {state['script']}")
-    return state
+def resolve_args(args: Args, resumed: Optional[dict] = None) -> Args:
+    """The flags checked and completed from ENV_PRESETS (run_control.resolve_args); raises BadInput on bad input."""
+    return run_control.resolve_args(args, SCRIPT, ENV_PRESETS, DEFAULT_PRESET, resumed, pave_speed.refusal)
 
 
 if __name__ == "__main__":
-    train(*parse_args())
+    run_control.main(train, Args, SCRIPT)

@@ -3,7 +3,8 @@
 Grad-CAPS changes ONLY the actor loss. On three consecutive states of one trajectory (s_{t-1}, s_t, s_{t+1}) the
 deterministic policy pi (normalized actions in [-1, 1]) should move along a straight line, except where it must turn:
     L(phi) = -mean Q_1(s, pi(s)) + lambda_T * L_T
-    L_T = mean( 0.5 * (2 pi(s_t) - pi(s_{t+1}) - pi(s_{t-1}))^2 * w ),   w = tanh(1 / (pi(s_{t+1}) - pi(s_{t-1}) + 1e-4)^2)
+    L_T = mean( 0.5 * (2 pi(s_t) - pi(s_{t+1}) - pi(s_{t-1}))^2 * w ),
+    w = tanh(1 / (pi(s_{t+1}) - pi(s_{t-1}) + 1e-4)^2)
 The weight w (elementwise, detached) relaxes the penalty where the action moves a lot between s_{t-1} and s_{t+1}. The
 replay buffer also stores s_{t-1}, as the PAVE paper's released code does (docs/protocol.md); at an episode's first step
 it is s_t itself (our choice: the released buffer gives the previous episode's last observation there, an artefact).
@@ -12,14 +13,9 @@ it is s_t itself (our choice: the released buffer gives the previous episode's l
     python td3_gradcaps.py --env-id Hopper-v5 --lambda-t 1.0
 """
 
-import difflib
 import os
 import random
-import signal
-import sys
-import time
-import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import gymnasium as gym
@@ -27,18 +23,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
-from eval_smoothness import action_change, evaluate
+import run_control
+from geometry_probe import log_geometry
+from run_control import CHECKPOINT_FORMAT, modern_env_id  # noqa: F401  (the names tools and tests read here)
 
-CHECKPOINT_FORMAT = "pave-checkpoint/1"
-RESUME_FORMAT = "pave-resume/1"
+SCRIPT = os.path.basename(__file__)
 
 
 @dataclass
-class Args:
+class Args(run_control.RunFlags):
     # --- the algorithm ---
     env_id: str = "Hopper-v5"
     """the Gymnasium id of the environment (continuous actions)"""
@@ -94,36 +88,12 @@ class Args:
     """use CUDA when it is available"""
     torch_threads: Optional[int] = None
     """torch threads on CPU (default: $OMP_NUM_THREADS if set, else 1; docs/performance.md measures why)"""
-    track: bool = False
-    """log to Weights & Biases (needs `pip install wandb`)"""
-    wandb_project_name: str = "pave"
-    """the wandb project name"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
     capture_video: bool = False
     """record videos of episodes into the run directory's `videos/`"""
-    save_model: bool = False
-    """save a checkpoint to the run directory, then evaluate it (eval/return, eval/sm)"""
-    eval_episodes: int = 10
-    """evaluation episodes after training with --save-model"""
-    progress_bar: bool = True
-    """show a progress bar with steps, recent return and SPS"""
-    log_freq: int = 1_000
-    """env steps between loss/SPS logs"""
     geometry_freq: int = 5_000
     """env steps between critic geometry measurements"""
     geometry_batch: int = 256
     """replay transitions per geometry measurement"""
-    checkpoint_freq: int = 0
-    """env steps between resumable states (<run dir>/resume.pt, the one before kept as resume.prev.pt); 0: only on stop"""
-    model_checkpoints: int = 0
-    """save the --save-model checkpoint at N evenly spaced steps, to <run dir>/checkpoints/ (docs/studies.md); 0: none"""
-    model_checkpoint_every: int = 0
-    """also save it at every multiple of this step (fixed steps: a run extended later keeps them); 0: none"""
-    resume: Optional[str] = None
-    """continue the run that saved this resumable state, in its run directory and with its flags (docs/studies.md)"""
-    stop_at_step: Optional[int] = None
-    """simulate an interruption at this step: save the resumable state and exit as on SIGTERM (splits a run in two)"""
 
 
 # The released protocol (docs/protocol.md): training budget, discount and buffer per env; Grad-CAPS lambda of the
@@ -163,7 +133,8 @@ def mlp(in_dim, out_dim, hidden_sizes, activation, layer_norm=False):
     widths = [in_dim, *hidden_sizes]
     layers = []
     for width_in, width_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(width_in, width_out), *([nn.LayerNorm(width_out)] if layer_norm else []), ACTIVATIONS[activation]()]
+        norm = [nn.LayerNorm(width_out)] if layer_norm else []
+        layers += [nn.Linear(width_in, width_out), *norm, ACTIVATIONS[activation]()]
     return nn.Sequential(*layers, nn.Linear(widths[-1], out_dim))
 
 
@@ -200,63 +171,17 @@ class Actor(nn.Module):
         return self.forward(obs)
 
 
-def pave_regularizer(critics, obs, actions, next_obs, mpr_sigma, curv_delta):
-    """PAVE's three critic terms at replay transitions (s, a, s'), for every critic in `critics` (paper Eq. 11, 13, 15).
-
-        MPR  = mean_{b,j} (d_a_j Q(s + eps, a) - d_a_j Q(s, a))^2,   eps ~ N(0, mpr_sigma^2 I) on the raw observation
-        VFC  = mean_{b,j} (d_a_j Q(s, a) - d_a_j Q(s', a))^2,         the replay action a at both s and s'
-        Curv = mean_b max(0, v^T grad2_aa Q(s, a) v + curv_delta),    v ~ Rademacher, exact Hessian-vector product
-    MPR is a finite difference of grad_a Q along eps: it penalizes the mixed Hessian grad2_sa Q. VFC penalizes the change of
-    grad_a Q from s_t to s_{t+1}. Curv pushes v^T H_aa v below -delta, so the action-space curvature mu stays >= delta.
-    MPR and VFC are means over the batch AND the action dimensions j (F.mse_loss), as the authors' released code computes
-    them: the paper's E ||.||^2 divided by the action dimension, the form its lambdas were tuned on.
-
-    Wiring: critic loss = TD loss + lambda1 * sum_i mpr_i + lambda2 * sum_i vfc_i + lambda3 * sum_i curv_i, the TD loss as
-    the algorithm has it (TD3: mse(Q1, y) + mse(Q2, y); SAC: half of that); the actor is untouched. a is the stored replay
-    action (exploration noise included), the critics are the current ones (not the targets), s' has no done mask, and ONE
-    eps and ONE v serve every critic.
-    critics: a sequence of modules, each called as critic(obs, actions) -> Q of shape (B,) or (B, 1), twice differentiable
-    in the action (any depth; SiLU, tanh, GELU, LayerNorm; ReLU makes grad2_aa Q zero, so Curv is just delta). Rows must
-    not interact: s, s + eps and s' share one batch, which BatchNorm's batch statistics would mix into each other.
-    Returns (q, terms): q = Q(s, a), shape (n_critics, B), the TD prediction from the same evaluation; terms maps mpr, vfc,
-    curv (differentiable) and the detached diagnostics grad_norm = mean_b ||grad_a Q(s, a)|| and vhv = mean_b v^T
-    grad2_aa Q(s, a) v to tensors of shape (n_critics,).
-    """
-    batch = obs.shape[0]
-    eps = mpr_sigma * torch.randn_like(obs)
-    v = torch.randint(0, 2, actions.shape, device=actions.device).to(actions.dtype) * 2 - 1
-    states = torch.cat([obs, obs + eps, next_obs])  # rows s, s + eps, s': one evaluation per critic
-    shared_actions = actions.detach().repeat(3, 1).requires_grad_(True)  # the replay action a at all three
-    curv_actions = actions.detach().clone().requires_grad_(True)
-    q, terms = [], {"mpr": [], "vfc": [], "curv": [], "grad_norm": [], "vhv": []}
-    for critic in critics:
-        q_rows = critic(states, shared_actions).reshape(-1)
-        # grad_a Q at every row; create_graph keeps it differentiable in the critic's parameters
-        grad, grad_noisy, grad_next = torch.autograd.grad(q_rows.sum(), shared_actions, create_graph=True)[0].split(batch)
-        # v^T grad2_aa Q v: the derivative of grad_a Q . v, on its own B rows (through the 3B rows above it costs 3x)
-        curv_grad = torch.autograd.grad(critic(obs, curv_actions).sum(), curv_actions, create_graph=True)[0]
-        hessian_v = torch.autograd.grad((curv_grad * v).sum(), curv_actions, create_graph=True)[0]
-        vhv = (hessian_v * v).sum(-1)
-
-        q.append(q_rows[:batch])
-        terms["mpr"].append(F.mse_loss(grad_noisy, grad))
-        terms["vfc"].append(F.mse_loss(grad, grad_next))
-        terms["curv"].append(F.relu(vhv + curv_delta).mean())
-        terms["grad_norm"].append(grad.detach().norm(dim=-1).mean())
-        terms["vhv"].append(vhv.detach().mean())
-    return torch.stack(q), {name: torch.stack(values) for name, values in terms.items()}
-
-
 def gradcaps_loss(actor, prev_obs, obs, next_obs):
-    """Grad-CAPS's actor term at replay triples (s_{t-1}, s_t, s_{t+1}) of one trajectory, on normalized actions in [-1, 1].
+    """Grad-CAPS's actor term at replay triples (s_{t-1}, s_t, s_{t+1}) of one trajectory, on normalized actions in [-1,
+    1].
 
         d2  = 0.5 * (2 pi(s_t) - pi(s_{t+1}) - pi(s_{t-1}))^2            squared second difference, per action dimension
-        w   = tanh(1 / (pi(s_{t+1}) - pi(s_{t-1}) + 1e-4)^2), detached      near 1 for a small displacement, ~1/disp^2 for a large one
-        L_T = mean(d2 * w)                                                  mean over batch and action dimensions
+        w   = tanh(1 / (pi(s_{t+1}) - pi(s_{t-1}) + 1e-4)^2), detached      near 1 for a small displacement, ~1/disp^2
+        for a large one L_T = mean(d2 * w)                                                  mean over batch and action
+        dimensions
 
-    pi is `actor.act`, the deterministic action; w is a weight, not a path for gradients. The three states go through the
-    actor as ONE batch of 3B rows. Returns l_t.
-    """
+    pi is `actor.act`, the deterministic action; w is a weight, not a path for gradients. The three states go through
+    the actor as ONE batch of 3B rows. Returns l_t. """
     batch = obs.shape[0]
     prev_action, action, next_action = actor.act(torch.cat([prev_obs, obs, next_obs])).split(batch)
     second_difference = 0.5 * (2 * action - next_action - prev_action).square()
@@ -305,8 +230,8 @@ class ReplayBuffer:
     FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated", "prev_obs")
 
     def state_dict(self):
-        """For a resumable state: the filled rows only (clones: a slice would save the whole preallocated tensor), pos, size,
-        and mid_episode."""
+        """For a resumable state: the filled rows only (clones: a slice would save the whole preallocated tensor), pos,
+        size, and mid_episode."""
         return {"pos": self.pos, "size": self.size, "mid_episode": self.mid_episode,
                 **{name: getattr(self, name)[: self.size].clone() for name in self.FIELDS}}
 
@@ -316,10 +241,16 @@ class ReplayBuffer:
             getattr(self, name)[: self.size] = state[name]
 
 
-def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
+def train(args: Args, resumed: Optional[dict] = None) -> str:
+    """Train with `args` (the presets and checks applied here, the run folder chosen as on the command line) and return
+    the run folder; bad input raises run_control.BadInput. With args.resume, the run goes on from that state (`resumed`:
+    that state, if the caller has loaded it). SIGTERM and Ctrl-C stop it with a resumable state, and the signal handlers
+    found are put back at the end; called from a thread other than the main one, it installs no signal handlers (Python
+    runs them in the main thread only), so only --stop-at-step stops it early."""
+    args, run_dir, resumed = run_control.prepare(args, SCRIPT, resolve_args, resumed)
     env = make_env(args.env_id, args.seed, args.capture_video, run_dir)()
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    writer = start_logging(args, run_dir, env, device, resumed)
+    writer = run_control.start_logging(args, SCRIPT, run_dir, env, device, resumed)
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -335,8 +266,8 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
         return action_low + (action + 1.0) * 0.5 * (action_high - action_low)
 
     def make_critics():
-        return Critics(QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation, args.critic_layer_norm).to(device)
-                       for _ in range(2))
+        return Critics(QNetwork(obs_dim, act_dim, args.hidden_sizes, args.critic_activation, args.critic_layer_norm)
+                       .to(device) for _ in range(2))
 
     actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.actor_activation).to(device)
     qf = make_critics()
@@ -351,49 +282,34 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
     targets = list(actor_target.parameters()) + list(qf_target.parameters())
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
 
-    # what has a state_dict and must be saved for an exact resume, by the names of the resumable state
-    stateful = {"actor": actor, "qf": qf, "actor_target": actor_target, "qf_target": qf_target, "q_optimizer": q_optimizer,
-                "actor_optimizer": actor_optimizer, "rb": rb}
-    rngs = {"sample": sample_rng}
-    loop = restore_run(resumed, stateful, rngs, env, device, args) if resumed else fresh_loop_state(env, args)
-    obs, episode_return, episode_actions = loop["obs"], loop["episode_return"], loop["episode_actions"]
-    n_updates, losses, last_log = loop["n_updates"], loop["losses"], loop["last_log"]
-    start_time = time.time() - loop["elapsed"]  # SPS charts go on as if a resumed run had not stopped
-    train_start_time = None if loop["train_elapsed"] is None else time.time() - loop["train_elapsed"]
-    checkpoint_steps = {args.total_timesteps * k // args.model_checkpoints for k in range(1, args.model_checkpoints + 1)}
-    stop_signal, stop, global_step = StopSignal(), False, loop["global_step"]
-    progress = tqdm(total=args.total_timesteps, initial=loop["global_step"], disable=not args.progress_bar, unit="step", mininterval=1.0)
-    try:
-        for global_step in range(loop["global_step"] + 1, args.total_timesteps + 1):
+    # run control (run_control.py): what a resumable state holds, by its names; a resumed run restores it here
+    stateful = {"actor": actor, "qf": qf, "actor_target": actor_target, "qf_target": qf_target,
+                "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer, "rb": rb}
+    run = run_control.Run(args, SCRIPT, run_dir, env, device, writer, stateful, {"sample": sample_rng},
+                          lambda step: model_checkpoint(args, step, obs_dim, act_dim, actor, qf), resumed=resumed)
+    obs, n_updates, losses = run.obs, run.n_updates, run.losses
+    with run:
+        for global_step in run.steps():
             # ALGO LOGIC: act, store the transition
             if global_step <= args.learning_starts:
                 action = np.random.uniform(-1.0, 1.0, act_dim).astype(np.float32)
             else:
                 with torch.no_grad():
                     action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-                action = np.clip(action + np.random.normal(0.0, args.exploration_noise, act_dim), -1.0, 1.0).astype(np.float32)
+                action = np.clip(action + np.random.normal(0.0, args.exploration_noise, act_dim), -1.0, 1.0)
+                action = action.astype(np.float32)
             env_action = to_env(action)
             next_obs, reward, terminated, truncated, _ = env.step(env_action)
             rb.add(obs, action, reward, next_obs, terminated, truncated)
-            episode_return += float(reward)
-            episode_actions.append(env_action)
-            obs = next_obs
-            if terminated or truncated:
-                writer.add_scalar("charts/episodic_return", episode_return, global_step)
-                writer.add_scalar("charts/episodic_length", len(episode_actions), global_step)
-                writer.add_scalar("charts/action_change", action_change(np.array(episode_actions)), global_step)
-                loop["recent_returns"] = (loop["recent_returns"] + [episode_return])[-10:]
-                loop["episode_rng_state"] = env.unwrapped.np_random.bit_generator.state
-                obs, _ = env.reset()
-                episode_return, episode_actions = 0.0, []
+            obs = run.episode_step(global_step, env_action, reward, next_obs, terminated, truncated)
 
             # ALGO LOGIC: training
             if global_step > args.learning_starts and global_step % args.train_freq == 0:
-                train_start_time = train_start_time or time.time()
                 burst = rb.sample(args.gradient_steps, args.batch_size, sample_rng)
                 for b_obs, b_actions, b_rewards, b_next_obs, b_terminated, b_prev_obs in zip(*burst):
                     with torch.no_grad():
-                        clipped_noise = (torch.randn_like(b_actions) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+                        noise = torch.randn_like(b_actions) * args.policy_noise
+                        clipped_noise = noise.clamp(-args.noise_clip, args.noise_clip)
                         next_actions = (actor_target(b_next_obs) + clipped_noise).clamp(-1.0, 1.0)
                         qf_next = qf_target(b_next_obs, next_actions).min(0).values
                         td_target = b_rewards + (1.0 - b_terminated) * args.gamma * qf_next
@@ -417,311 +333,24 @@ def train(args: Args, run_dir: str, resumed: Optional[dict] = None):
                         losses.update(gradcaps_t=gradcaps_t.detach())
                 losses.update(qf1_loss=qf1_loss.detach(), qf2_loss=qf2_loss.detach())
 
-            if global_step - last_log >= args.log_freq and losses:
-                last_log = global_step
-                for name, value in losses.items():  # .item() only here: no device sync per gradient step
-                    writer.add_scalar(f"losses/{name}", value.item(), global_step)
-                sps = global_step / (time.time() - start_time)
-                writer.add_scalar("charts/SPS", sps, global_step)
-                writer.add_scalar("charts/SPS_train", (global_step - args.learning_starts) / (time.time() - train_start_time), global_step)
-                recent = f"{np.mean(loop['recent_returns']):.1f}" if loop["recent_returns"] else "-"
-                progress.set_postfix(ret=recent, sps=f"{sps:.0f}")
-                if not args.progress_bar:  # a log file (benchmark.py, a batch job) still shows the run advancing
-                    print(f"step {global_step}/{args.total_timesteps}: SPS {sps:.0f}, return of the last 10 episodes {recent}",
-                          flush=True)
             if global_step % args.geometry_freq == 0 and rb.size >= args.geometry_batch:
-                log_geometry(writer, qf, rb, args, sample_rng, global_step)
-            progress.update(1)
-
-            # before a stop at this step saves: a resumed run starts after it
-            if global_step in checkpoint_steps or (args.model_checkpoint_every and global_step % args.model_checkpoint_every == 0):
-                save_atomically(model_checkpoint(args, global_step, obs_dim, act_dim, actor, qf),
-                                f"{run_dir}/checkpoints/{args.exp_name}_step{global_step}.pt")
-            stop = stop_signal.reason or (global_step == args.stop_at_step and "--stop-at-step")
-            if stop or (args.checkpoint_freq and global_step % args.checkpoint_freq == 0):
-                loop.update(global_step=global_step, n_updates=n_updates, last_log=last_log, losses=losses, obs=obs,
-                            episode_return=episode_return, episode_actions=episode_actions, elapsed=time.time() - start_time,
-                            train_elapsed=None if train_start_time is None else time.time() - train_start_time)
-                resume_path = save_run(f"{run_dir}/resume.pt", args, stateful, rngs, env, device, loop)
-                if stop:
-                    break
-    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM
-        sys.exit(f"\n{os.path.basename(__file__)}: aborted at step {global_step}; the last resumable state (if any) is in {run_dir}")
-    finally:
-        progress.close()
-        env.close()
-        stop_signal.release()
-
-    if stop:  # an interrupted run leaves its resumable state, never a final checkpoint (that one means finished)
-        writer.close()
-        print(f"stopped at step {global_step} ({stop}): resumable state saved to {resume_path}; "
-              f"resume with: python {sys.argv[0]} --resume {resume_path}"
-              + (f" (to step {args.total_timesteps}; --stop-at-step N stops it again at N)" if stop == "--stop-at-step" else ""))
-        sys.exit(0)
-    if args.save_model:
-        model_path = save_atomically(model_checkpoint(args, global_step, obs_dim, act_dim, actor, qf), f"{run_dir}/{args.exp_name}.pt")
-        print(f"model saved to {model_path}")
-        result = evaluate(model_path, episodes=args.eval_episodes, device=str(device))
-        writer.add_scalar("eval/return", float(np.mean(result["return"])), global_step)
-        writer.add_scalar("eval/sm", float(np.mean(result["sm"])), global_step)
-        print(f"eval over {args.eval_episodes} episodes: return {np.mean(result['return']):.2f}, sm {np.mean(result['sm']):.4f}")
-    writer.close()
-
-
-def log_geometry(writer, qf, rb, args, generator, step):
-    """Measure the critic geometry PAVE is about on a small replay sub-batch and log the first critic's under geometry/."""
-    obs, actions, _, next_obs, _, _ = (x[0] for x in rb.sample(1, args.geometry_batch, generator))
-    _, terms = pave_regularizer(qf[:1], obs, actions, next_obs, args.mpr_sigma, args.curv_delta)
-    for name, value in terms.items():
-        writer.add_scalar(f"geometry/{name}", value[0].item(), step)
-
-
-# ======================================================================================================================
-# RUN CONTROL: flags, logging, checkpoints, exact stop and resume (docs/studies.md)
-# ======================================================================================================================
-
-# The paper's ids that Gymnasium 1.x cannot run, mapped to the same task (MuJoCo -v2/-v3 ids by modern_env_id's rule).
-PAPER_ENV_IDS = {"LunarLanderContinuous-v2": "LunarLanderContinuous-v3", "Reacher-v2": "Reacher-v5"}
-MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps", "policy_frequency",
-                    "geometry_freq", "geometry_batch", "log_freq", "torch_threads"}
-# Flags a resumed run may change: they cannot change what is learned (docs/studies.md says why each); --cuda and
-# --torch-threads are exact only with the values that saved the state.
-RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "model_checkpoints", "model_checkpoint_every", "log_freq",
-                     "progress_bar", "total_timesteps",
-                     "track", "wandb_project_name", "wandb_entity", "cuda", "torch_threads", "save_model", "eval_episodes"}
-
-
-def modern_env_id(env_id):
-    """The id Gymnasium 1.x runs for the paper's task: LunarLanderContinuous-v2 and Reacher-v2 as PAPER_ENV_IDS says, and a
-    MuJoCo -v2/-v3 id (they need the retired mujoco-py) as its -v5."""
-    name, _, version = env_id.rpartition("-v")
-    if env_id in PAPER_ENV_IDS:
-        return PAPER_ENV_IDS[env_id]
-    if version in ("2", "3") and f"{name}-v5" in gym.registry:
-        return f"{name}-v5"
-    return env_id
-
-
-def parse_args():
-    """The flags, checked and completed from the presets; with --resume, the saved run's flags are the defaults. Returns
-    (args, run_dir, resumed state or None); exits with one line on bad input."""
-    args = tyro.cli(Args)
-    resumed = load_resumable(args.resume) if args.resume else None
-    if resumed:  # parse again with the saved run's flags as defaults; resolve_args refuses any that changed
-        args = tyro.cli(Args, default=Args(**resumed["args"]))
-    args = resolve_args(args, resumed)
-    if resumed:  # the same run folder; TensorBoard drops what the stopped process logged after the saved step
-        return args, os.path.dirname(args.resume) or ".", resumed
-    return args, f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}", None
-
-
-def resolve_args(args: Args, resumed=None) -> Args:
-    """Validate the flags and fill every field the user left unset from the env's presets; with a resumed state, refuse a
-    flag that differs from the saved run's (RESUME_MAY_CHANGE aside). Exit with one line on bad input."""
-    prog = os.path.basename(__file__)
-    if modern_env_id(args.env_id) != args.env_id:
-        print(f"note: {args.env_id} (the paper's id) does not run in Gymnasium 1.x; running {modern_env_id(args.env_id)}, the same task")
-        args.env_id = modern_env_id(args.env_id)
-    if args.env_id not in gym.registry:
-        runnable = [env_id for env_id in gym.registry if modern_env_id(env_id) == env_id]
-        close = difflib.get_close_matches(args.env_id, runnable, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        sys.exit(f"{prog}: error: unknown env id '{args.env_id}'{hint}")
-    for name, value in asdict(args).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be non-negative, got {value}")
-        if name in MUST_BE_POSITIVE and value is not None and value <= 0:
-            sys.exit(f"{prog}: error: --{name.replace('_', '-')} must be positive, got {value}")
-    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
-        sys.exit(f"{prog}: error: --hidden-sizes must be one or more positive widths, got {args.hidden_sizes}")
-    source = f"presets for {args.env_id}" if args.env_id in ENV_PRESETS else f"defaults ({args.env_id} has no preset)"
-    preset = {**DEFAULT_PRESET, **ENV_PRESETS.get(args.env_id, {})}
-    unset = {name: value for name, value in preset.items() if getattr(args, name) is None}
-    for name, value in unset.items():
-        setattr(args, name, value)
-    if unset:
-        print(f"{source}: " + ", ".join(f"{name}={value}" for name, value in unset.items()))
-    # a flag added after the state was saved must keep its default (the saved run did not have it)
-    saved_args = {**asdict(Args()), **resumed["args"]} if resumed else {}
-    for name, saved in saved_args.items():
-        if name not in RESUME_MAY_CHANGE and getattr(args, name) != saved:
-            sys.exit(f"{prog}: error: --{name.replace('_', '-')} {getattr(args, name)} conflicts with {saved}, the value of the "
-                     f"run resumed from {args.resume}; a resumed run keeps its flags, except --"
-                     + ", --".join(sorted(flag.replace("_", "-") for flag in RESUME_MAY_CHANGE)))
-    if args.model_checkpoints > args.total_timesteps:
-        sys.exit(f"{prog}: error: --model-checkpoints {args.model_checkpoints} exceeds --total-timesteps {args.total_timesteps}")
-    if args.stop_at_step is not None and args.stop_at_step > args.total_timesteps:
-        sys.exit(f"{prog}: error: --stop-at-step {args.stop_at_step} is beyond --total-timesteps {args.total_timesteps}")
-    if resumed and args.stop_at_step is not None and args.stop_at_step <= resumed["global_step"]:
-        sys.exit(f"{prog}: error: --stop-at-step {args.stop_at_step} is not after step {resumed['global_step']}, where "
-                 f"{args.resume} stopped")
-    if args.stop_at_step == args.total_timesteps:  # stopping at the last step is finishing: the run saves its model
-        args.stop_at_step = None
-    if resumed and args.total_timesteps < resumed["global_step"]:
-        sys.exit(f"{prog}: error: --total-timesteps {args.total_timesteps} is below step {resumed['global_step']} of {args.resume}")
-    if args.total_timesteps <= args.learning_starts:
-        print(f"warning: --total-timesteps {args.total_timesteps} <= --learning-starts {args.learning_starts}: no gradient step "
-              "is taken, the policy stays untrained", file=sys.stderr)
-    return args
-
-
-def start_logging(args, run_dir, env, device, resumed):
-    """Check the env's action space, set torch's CPU threads, print the configuration and the device, and open the
-    TensorBoard writer (and Weights & Biases with --track)."""
-    prog = os.path.basename(__file__)
-    if not isinstance(env.action_space, gym.spaces.Box):
-        sys.exit(f"{prog}: error: {args.env_id} has a {type(env.action_space).__name__} action space; "
-                 "this algorithm needs continuous (Box) actions")
-    torch.set_num_threads(args.torch_threads or int(os.environ.get("OMP_NUM_THREADS") or 1))
-    print(f"{args.exp_name} configuration:\n" + "\n".join(f"  {k} = {v}" for k, v in asdict(args).items()))
-    print(f"device: {device}" + (f" ({torch.get_num_threads()} torch threads)" if device.type == "cpu" else ""))
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            sys.exit(f"{prog}: error: --track needs Weights & Biases: pip install wandb")
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=os.path.basename(os.path.abspath(run_dir)), monitor_gym=True, save_code=True)
-    writer = SummaryWriter(run_dir, purge_step=resumed["global_step"] + 1 if resumed else None)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    return writer
+                log_geometry(writer, qf[0], rb, args, sample_rng, global_step)  # measured, never trained on
+            if run.end_step(global_step, obs, n_updates):  # logs, checkpoints, resumable states; True on a stop
+                break
+    return run.finish()
 
 
 def model_checkpoint(args, step, obs_dim, act_dim, actor, qf):
-    """The model as --save-model and --model-checkpoints save it, in the format that eval_smoothness.py, critic_geometry.py
-    and plot_qfield.py read: the networks to evaluate and analyze, no training state."""
-    return {
-        "format": CHECKPOINT_FORMAT, "script": os.path.basename(__file__), "algo": "td3",
-        "env_id": args.env_id, "args": asdict(args), "global_step": step,
-        "obs_dim": obs_dim, "act_dim": act_dim,
-        "actor": actor.state_dict(), "qf1": qf.member_state_dict(0), "qf2": qf.member_state_dict(1),
-    }
+    """The model as --save-model and --model-checkpoints save it, in the format that eval_smoothness.py,
+    critic_geometry.py and plot_qfield.py read: the networks to evaluate and analyze, no training state."""
+    return {**run_control.checkpoint_header(args, step, SCRIPT, "td3"), "obs_dim": obs_dim, "act_dim": act_dim,
+            "actor": actor.state_dict(), "qf1": qf.member_state_dict(0), "qf2": qf.member_state_dict(1)}
 
 
-def fresh_loop_state(env, args):
-    """The training loop's bookkeeping at step 0 (restore_run gives it at a saved step)."""
-    obs, _ = env.reset(seed=args.seed)
-    return {"global_step": 0, "n_updates": 0, "last_log": 0, "losses": {}, "recent_returns": [], "elapsed": 0.0,
-            "train_elapsed": None, "obs": obs, "episode_return": 0.0, "episode_actions": [],
-            "episode_rng_state": None}  # the env's RNG state just before this episode's reset (None: the first, seed=args.seed)
-
-
-def save_run(path, args, stateful, rngs, env, device, loop):
-    """Save the resumable state (networks, optimizers, replay buffer, every RNG, the loop's bookkeeping and the current
-    episode's actions) atomically to `path`, the previous one kept as resume.prev.pt. Returns the path."""
-    return save_atomically({
-        "format": RESUME_FORMAT, "script": os.path.basename(__file__), "args": {**asdict(args), "stop_at_step": None},
-        **{name: loop[name] for name in ("global_step", "n_updates", "last_log", "losses", "recent_returns", "elapsed",
-                                         "train_elapsed", "episode_return", "episode_rng_state")},
-        **{name: thing.state_dict() for name, thing in stateful.items()},
-        "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
-                **{name: generator.get_state() for name, generator in rngs.items()},
-                "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
-                "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
-        "obs": torch.tensor(loop["obs"]),
-        "episode_actions": torch.tensor(np.array(loop["episode_actions"]).reshape(-1, env.action_space.shape[0])),
-        "env_rng_state": env.unwrapped.np_random.bit_generator.state,
-    }, path, previous=os.path.join(os.path.dirname(path), "resume.prev.pt"))
-
-
-def restore_run(resumed, stateful, rngs, env, device, args):
-    """Load a resumable state into the networks, optimizers, buffer and RNGs, and bring the env back to the saved step by
-    replaying the current episode's actions from its reset (the physical state of MuJoCo or Box2D cannot be saved; the
-    replay reproduces it and the env's RNG exactly). Returns the loop's bookkeeping at that step."""
-    for name in ("qf", "qf_target"):  # a state saved while the critics were two modules qf1, qf2 (before Critics)
-        if name not in resumed:
-            parts = [resumed.pop(name.replace("qf", f"qf{i}")) for i in (1, 2)]
-            resumed[name] = {f"{i}.{key}": value for i, part in enumerate(parts) for key, value in part.items()}
-    for name, thing in stateful.items():
-        thing.load_state_dict(resumed[name])
-    random.setstate(resumed["rng"]["python"])
-    bit_generator, key, *rest = resumed["rng"]["numpy"]
-    np.random.set_state((bit_generator, np.array(key, dtype=np.uint32), *rest))
-    torch.set_rng_state(resumed["rng"]["torch"])
-    for name, generator in rngs.items():
-        generator.set_state(resumed["rng"][name])
-    if device.type == "cuda" and resumed["rng"]["cuda"] is not None:
-        torch.cuda.set_rng_state(resumed["rng"]["cuda"])
-    loop = {name: resumed[name] for name in ("global_step", "n_updates", "last_log", "losses", "recent_returns", "elapsed",
-                                             "train_elapsed", "episode_return", "episode_rng_state")}
-    obs, _ = env.reset(seed=args.seed)
-    if loop["episode_rng_state"] is not None:  # a later episode: reset from the RNG state its reset started from
-        env.unwrapped.np_random.bit_generator.state = loop["episode_rng_state"]
-        obs, _ = env.reset()
-    loop["episode_actions"] = list(resumed["episode_actions"].numpy())
-    for env_action in loop["episode_actions"]:
-        obs, *_ = env.step(env_action)
-    if not np.array_equal(obs, resumed["obs"].numpy()) or env.unwrapped.np_random.bit_generator.state != resumed["env_rng_state"]:
-        sys.exit(f"{os.path.basename(__file__)}: error: replaying the current episode of {args.resume} did not reproduce its "
-                 f"observation; {args.env_id} cannot be resumed exactly here")
-    loop["obs"] = obs
-    print(f"resumed {os.path.dirname(args.resume) or '.'} at step {loop['global_step']} of {args.total_timesteps}")
-    return loop
-
-
-class StopSignal:
-    """SIGTERM (a scheduler, Ray, benchmark.py) and Ctrl-C set `reason`, which the loop reads at the end of each env step,
-    so that the run stops between two steps with a consistent state to save; a second Ctrl-C aborts at once (a repeated
-    SIGTERM does not: a scheduler may send it to every process, and benchmark.py then again to its runs)."""
-
-    def __init__(self):
-        self.reason = None
-        signal.signal(signal.SIGTERM, self)
-        signal.signal(signal.SIGINT, self)
-
-    def __call__(self, signum, frame):
-        if self.reason and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.reason = self.reason or signal.Signals(signum).name
-
-    def release(self):
-        """From here on, Ctrl-C and SIGTERM stop at once."""
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def save_atomically(obj, path, previous=None):
-    """torch.save `obj` to `path` (its folder made if need be) atomically; with `previous`, the file `path` held before is
-    kept under that name. Returns the path.
-
-    torch.save writes a temporary file in the same folder, synced to disk, and os.replace puts it in place in one step:
-    a run killed while saving leaves the older files as they were, and a newest file damaged all the same (a full disk,
-    a truncated copy) still has the previous one beside it.
-    """
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if previous and os.path.exists(path):
-        os.replace(path, previous)
-    os.replace(path + ".tmp", path)
-    return path
-
-
-def load_resumable(path):
-    """The resumable state saved at `path` (loaded with weights_only=True: plain containers and tensors only), or exit with
-    one line that says what is wrong with the file. The file is never modified."""
-    prog = os.path.basename(__file__)
-    previous = os.path.join(os.path.dirname(path), "resume.prev.pt")
-    fallback = f"; the state saved before it is {previous}" if path.endswith("resume.pt") and os.path.isfile(previous) else ""
-    if not os.path.isfile(path):
-        sys.exit(f"{prog}: error: --resume {path}: no such file{fallback}")
-    try:
-        with zipfile.ZipFile(path) as archive:  # every member against its CRC: torch.load reads damaged tensor bytes silently
-            damaged = archive.testzip()
-        problem = f"bad CRC in {damaged}" if damaged else None
-        state = None if damaged else torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        problem = type(error).__name__
-    if problem:
-        sys.exit(f"{prog}: error: --resume {path}: not a readable torch.save file, truncated or corrupt ({problem}){fallback}")
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        sys.exit(f"{prog}: error: --resume {path}: not a resumable state (the resume.pt a training script saves)")
-    if state["script"] != prog:
-        sys.exit(f"{prog}: error: --resume {path}: a state of {state['script']}, not of {prog}; resume it with {state['script']}")
-    return state
+def resolve_args(args: Args, resumed: Optional[dict] = None) -> Args:
+    """The flags checked and completed from ENV_PRESETS (run_control.resolve_args); raises BadInput on bad input."""
+    return run_control.resolve_args(args, SCRIPT, ENV_PRESETS, DEFAULT_PRESET, resumed)
 
 
 if __name__ == "__main__":
-    train(*parse_args())
+    run_control.main(train, Args, SCRIPT)

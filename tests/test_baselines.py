@@ -14,6 +14,7 @@ from runs import all_finite, assert_one_line_error, read_scalars, run_in_process
 from trained_checkpoints import SMALL
 
 import td3
+from run_control import BadInput
 
 CAPS = ["td3_caps", "sac_caps"]
 GRADCAPS = ["td3_gradcaps", "sac_gradcaps"]
@@ -67,9 +68,8 @@ def column(*values):
 
 # ---- each script is its base plus the method -----------------------------------------------------------------------
 
-# what no baseline changes: its base script's code, byte for byte (the geometry probe is the base's pave_regularizer)
-SHARED = ["make_env", "mlp", "QNetwork", "Critics", "pave_regularizer", "modern_env_id", "parse_args", "start_logging",
-          "fresh_loop_state", "save_run", "restore_run", "StopSignal", "save_atomically", "load_resumable"]
+# what no baseline changes: its base script's code, byte for byte (run control and the geometry probe are shared modules)
+SHARED = ["make_env", "mlp", "QNetwork", "Critics"]
 OWN = {"caps": [], "gradcaps": ["ReplayBuffer"], "asap": ["ReplayBuffer", "Actor"]}  # the s_{t-1} buffer, ASAP's two heads
 
 
@@ -78,7 +78,6 @@ def test_a_baseline_is_its_base_script_plus_the_method(name):
     module, base = importlib.import_module(name), importlib.import_module(name.split("_")[0])
     for piece in SHARED + [piece for piece in ("Actor", "ReplayBuffer") if piece not in OWN[method_of(name)]]:
         assert inspect.getsource(getattr(module, piece)) == inspect.getsource(getattr(base, piece)), piece
-    assert (module.RESUME_MAY_CHANGE, module.MUST_BE_POSITIVE) == (base.RESUME_MAY_CHANGE, base.MUST_BE_POSITIVE)
     # the base's flags in the base's order and with its defaults, the method's coefficients after the critic's
     fields, base_fields = dataclasses.fields(module.Args), dataclasses.fields(base.Args)
     own = [f.name for f in fields if f.name not in {b.name for b in base_fields}]
@@ -383,9 +382,9 @@ FLAGS = {"caps": ["lambda_t", "lambda_s", "caps_sigma"], "gradcaps": ["lambda_t"
 def test_every_negative_coefficient_is_refused_with_its_flag(name):
     module = importlib.import_module(name)
     for field in FLAGS[method_of(name)]:
-        with pytest.raises(SystemExit) as exit_info:
+        with pytest.raises(BadInput) as error:
             module.resolve_args(module.Args(env_id="Pendulum-v1", **{field: -0.5}))
-        message = str(exit_info.value.code)
+        message = str(error.value)
         assert f"{name}.py: error: --{field.replace('_', '-')} must be non-negative" in message, message
 
 

@@ -1,5 +1,10 @@
 """Published studies stay valid: default runs train the same weights, bit for bit, as the code that made them.
 
+tests/data/at_88a9444/ was written by every training script as it was at commit 88a9444, before run control and the speed
+path moved out of the scripts (its make_references.py made it): each script's default Pendulum run crossing geometry
+probes (the Base and baseline scripts draw them from torch's global generator), and a tiny run stopped where a probe falls
+with the weights the same run reached in one go.
+
 tests/data/pre_change/ was written by the training scripts as they were before PAVE's general `pave_regularizer`, the
 speed-path split and the twin `Critics` module (commit c94f200): `fingerprints.json` holds, per run, each tensor's
 SHA-256 and float64 sums, and the `*_resume/` folders hold resumable states that code saved mid-run
@@ -8,6 +13,7 @@ SHA-256 and float64 sums, and the `*_resume/` folders hold resumable states that
 """
 
 import hashlib
+import importlib.util
 import json
 import math
 import shutil
@@ -15,12 +21,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import run_script
+from runs import read_scalars, run_script
 
 DATA = Path(__file__).parent / "data" / "pre_change"
 PRE_CHANGE = json.loads((DATA / "fingerprints.json").read_text())
 SHORT_PENDULUM = ["--env-id", "Pendulum-v1", "--total-timesteps", "1100", "--learning-starts", "1000", "--seed", "7",
                   "--save-model", "--eval-episodes", "1", "--no-progress-bar"]
+
+
+AT_88A9444 = Path(__file__).parent / "data" / "at_88a9444"
+_spec = importlib.util.spec_from_file_location("make_references", AT_88A9444 / "make_references.py")
+MADE = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(MADE)
+REFERENCES = json.loads((AT_88A9444 / "fingerprints.json").read_text())
 
 
 def cpu_signature():
@@ -70,3 +83,41 @@ def test_a_state_saved_before_resumes_to_the_weights_of_the_old_run_in_one_go(sc
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed" in result.stdout and "at step 1050 of 1100" in result.stdout
     assert_same_weights(run_dir / "small.pt", PRE_CHANGE[f"small_{script[:-3]}"])
+
+
+@pytest.mark.parametrize("script", MADE.SCRIPTS)
+def test_default_pendulum_run_trains_the_weights_of_88a9444(script, tmp_path):
+    """The default flags, 100 gradient steps, geometry probes at steps 350, 700 and 1050 (the last between two gradient
+    steps, so a probe drawing other random numbers changes the weights after it)."""
+    result = run_script(script, *MADE.DEFAULT, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (checkpoint,) = tmp_path.glob("runs/*/default.pt")
+    assert len(read_scalars(checkpoint.parent)["geometry/mpr"]) == 3  # the probes ran
+    assert_same_weights(checkpoint, REFERENCES[f"default_{script[:-3]}"])
+
+
+@pytest.mark.parametrize("script", MADE.SCRIPTS)
+def test_a_state_saved_by_88a9444_resumes_to_the_weights_of_its_run_in_one_go(script, tmp_path):
+    """A state saved at step 350 (16x16 networks, probes at 300, 350 and 400) resumes to step 400 with the weights the code
+    of 88a9444 reached there in one go."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(AT_88A9444 / f"{script[:-3]}_resume", run_dir)
+    result = run_script(script, "--resume", run_dir / "resume.pt", "--save-model", "--eval-episodes", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "at step 350 of 400" in result.stdout
+    assert_same_weights(run_dir / "small.pt", REFERENCES[f"small_{script[:-3]}"])
+
+
+def test_a_state_that_says_fused_resumes_on_the_written_out_path(tmp_path):
+    """--pave-impl fused, the speed path's old name, saved in a state's flags: the state resumes, on the speed path, to the
+    weights of the same run in one go."""
+    state = torch.load(AT_88A9444 / "td3_pave_resume" / "resume.pt", weights_only=True)
+    assert state["args"]["pave_impl"] == "auto"
+    state["args"]["pave_impl"] = "fused"  # as a run started with --pave-impl fused saved it
+    (tmp_path / "run").mkdir()
+    torch.save(state, tmp_path / "run" / "resume.pt")
+    result = run_script("td3_pave.py", "--resume", tmp_path / "run" / "resume.pt", "--save-model", "--eval-episodes", "1",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PAVE terms: the speed path (written-out derivatives" in result.stdout
+    assert_same_weights(tmp_path / "run" / "small.pt", REFERENCES["small_td3_pave"])

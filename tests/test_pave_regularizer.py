@@ -8,10 +8,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import geometry_probe
+import pave_speed
 import sac
 import sac_pave
 import td3
 import td3_pave
+from run_control import BadInput
 
 OBS_DIM, ACT_DIM = 5, 3
 HIDDEN = (64, 48)  # two hidden layers of different widths, as the released [400, 300]
@@ -201,17 +204,39 @@ def test_any_depth_and_activation_matches_the_straightforward_derivatives(activa
     torch.testing.assert_close(terms["curv"], F.relu(vhv + 0.5).mean())
 
 
-def test_regularizer_is_byte_identical_in_every_training_script():
-    """One function: the PAVE files train on it, the other scripts measure the geometry/ charts with it."""
+def test_regularizer_is_defined_in_the_pave_scripts_only_and_byte_identical():
+    """One function, in the two PAVE files (copied alone into other code); the other scripts measure their geometry/
+    charts with geometry_probe.measure_geometry, pinned equal to it below."""
     import importlib
 
-    source = inspect.getsource(td3_pave.pave_regularizer)
-    names = ["td3", "td3_caps", "td3_gradcaps", "td3_asap", "sac", "sac_pave", "sac_caps", "sac_gradcaps", "sac_asap"]
-    for name in names:
-        assert inspect.getsource(importlib.import_module(name).pave_regularizer) == source, name
-    for name in ("regularize", "StackedCritics", "activation_derivatives", "pave_regularizer_fused", "Critics"):
+    assert inspect.getsource(sac_pave.pave_regularizer) == inspect.getsource(td3_pave.pave_regularizer)
+    for name in ("regularize", "Critics"):
         assert inspect.getsource(getattr(sac_pave, name)) == inspect.getsource(getattr(td3_pave, name)), name
+    for name in ["td3", "td3_caps", "td3_gradcaps", "td3_asap", "sac", "sac_caps", "sac_gradcaps", "sac_asap"]:
+        assert not hasattr(importlib.import_module(name), "pave_regularizer"), name
     assert inspect.getsource(td3.Critics) == inspect.getsource(td3_pave.Critics) == inspect.getsource(sac.Critics)
+
+
+@pytest.mark.parametrize("activation", ["silu", "relu"])
+def test_the_geometry_probe_measures_what_pave_regularizer_computes(activation):
+    """The Base and baseline scripts' probe: the same terms as pave_regularizer for one critic, from the same random draws
+    of torch's global generator (moving a probe would change the weights of the runs after it)."""
+    critics, _, obs, actions, next_obs = _critic_case(activation)
+    torch.manual_seed(5)
+    measured = geometry_probe.measure_geometry(critics[0], obs, actions, next_obs, 0.2, 0.7)
+    after_probe = torch.randn(3)
+    torch.manual_seed(5)
+    _, terms = td3_pave.pave_regularizer(critics[:1], obs, actions, next_obs, 0.2, 0.7)
+    assert torch.equal(after_probe, torch.randn(3))  # the same number of draws
+    assert measured.keys() == terms.keys()
+    for name, value in terms.items():
+        assert measured[name] == value[0].item(), name
+
+
+def regularize(critics, *args, **kwargs):
+    """The script's regularize, or the speed path for stacked critics (as a run that takes it up calls it)."""
+    fn = pave_speed.written_out if isinstance(critics, pave_speed.StackedCritics) else td3_pave.regularize
+    return fn(critics, *args, **kwargs)
 
 
 # ---- the speed path equals the general function -----------------------------------------------------------------------
@@ -223,7 +248,7 @@ def _critic_case(activation="silu", n_critics=1, batch=100, seed=0):
     critics = td3_pave.Critics(td3_pave.QNetwork(OBS_DIM, ACT_DIM, HIDDEN, activation) for _ in range(n_critics))
     obs, next_obs = torch.randn(batch, OBS_DIM), torch.randn(batch, OBS_DIM)
     actions = torch.rand(batch, ACT_DIM) * 2 - 1
-    return critics, td3_pave.StackedCritics(critics), obs, actions, next_obs
+    return critics, pave_speed.StackedCritics(critics), obs, actions, next_obs
 
 
 QNETWORK_NAMES = {"w1": "net.0.weight", "b1": "net.0.bias", "w2": "net.2.weight", "b2": "net.2.bias", "w3": "net.4.weight",
@@ -260,7 +285,7 @@ def critic_loss(q, terms, td_target):
 
 @pytest.mark.parametrize("activation", ["silu", "relu"])
 def test_speed_path_equals_pave_regularizer_in_terms_gradients_and_adam_updates(activation):
-    """pave_regularizer_fused (written-out derivatives, both critics in one bmm pass) = pave_regularizer (autograd), for the
+    """pave_speed.written_out (written-out derivatives, both critics in one bmm pass) = pave_regularizer (autograd), for the
     same seed: every term, every parameter gradient of a loss that mixes them, the parameters after two Adam steps."""
     sigma, delta = 0.3, 0.2
     critics, stacked, obs, actions, next_obs = _critic_case(activation, n_critics=2)
@@ -269,7 +294,7 @@ def test_speed_path_equals_pave_regularizer_in_terms_gradients_and_adam_updates(
     ref_opt = torch.optim.Adam(critics.parameters(), lr=1e-3)
     for step in range(2):
         torch.manual_seed(100 + step)
-        q, terms = td3_pave.pave_regularizer_fused(stacked, obs, actions, next_obs, sigma, delta)
+        q, terms = pave_speed.written_out(stacked, obs, actions, next_obs, sigma, delta)
         torch.manual_seed(100 + step)  # the same draws: eps first, then v, one of each for both critics
         ref_q, ref_terms = td3_pave.pave_regularizer(critics, obs, actions, next_obs, sigma, delta)
         torch.testing.assert_close(q, ref_q, rtol=1e-5, atol=1e-6)
@@ -300,7 +325,7 @@ def test_one_noise_draw_serves_both_critics():
     general function and on the speed path."""
     critics, _, obs, actions, next_obs = _critic_case()
     twins = td3_pave.Critics([critics[0], critics[0]])
-    for regularizer, module in ((td3_pave.pave_regularizer, twins), (td3_pave.pave_regularizer_fused, td3_pave.StackedCritics(twins))):
+    for regularizer, module in ((td3_pave.pave_regularizer, twins), (pave_speed.written_out, pave_speed.StackedCritics(twins))):
         _, terms = regularizer(module, obs, actions, next_obs, 0.1, 1.0)
         for name in ("mpr", "curv", "vhv"):  # the noisy terms
             assert torch.equal(terms[name][0], terms[name][1]), name
@@ -311,18 +336,18 @@ def test_pave_batch_regularizes_exactly_the_first_transitions(fused):
     """--pave-batch k: Q at all B transitions as before, the terms exactly those of the first k transitions (same noise)."""
     critics, stacked, obs, actions, next_obs = _critic_case(n_critics=2)
     module = stacked if fused else critics
-    q_full, _ = td3_pave.regularize(module, obs, actions, next_obs, 0.1, 0.1)
+    q_full, _ = regularize(module, obs, actions, next_obs, 0.1, 0.1)
     torch.manual_seed(4)
-    q, terms = td3_pave.regularize(module, obs, actions, next_obs, 0.1, 0.1, pave_batch=25)
+    q, terms = regularize(module, obs, actions, next_obs, 0.1, 0.1, pave_batch=25)
     torch.manual_seed(4)
-    _, terms_head = td3_pave.regularize(module, obs[:25], actions[:25], next_obs[:25], 0.1, 0.1)
+    _, terms_head = regularize(module, obs[:25], actions[:25], next_obs[:25], 0.1, 0.1)
     torch.testing.assert_close(q, q_full)
     for name in terms:
         torch.testing.assert_close(terms[name], terms_head[name], msg=name)
     torch.manual_seed(4)
-    _, terms_all = td3_pave.regularize(module, obs, actions, next_obs, 0.1, 0.1, pave_batch=100)
+    _, terms_all = regularize(module, obs, actions, next_obs, 0.1, 0.1, pave_batch=100)
     torch.manual_seed(4)
-    _, terms_none = td3_pave.regularize(module, obs, actions, next_obs, 0.1, 0.1)
+    _, terms_none = regularize(module, obs, actions, next_obs, 0.1, 0.1)
     assert all(torch.equal(terms_all[name], terms_none[name]) for name in terms)
 
 
@@ -330,8 +355,8 @@ def test_pave_batch_estimates_are_unbiased():
     """Sub-batches of a uniformly sampled batch: the mean of the estimates over the 4 disjoint quarters is the full-batch
     term (exactly for VFC, which draws no noise); one quarter's estimate is off by the sampling noise alone."""
     _, stacked, obs, actions, next_obs = _critic_case(n_critics=2, batch=100)
-    _, full = td3_pave.regularize(stacked, obs, actions, next_obs, 0.1, 0.1)
-    quarters = [td3_pave.regularize(stacked, obs.roll(-25 * i, 0), actions.roll(-25 * i, 0), next_obs.roll(-25 * i, 0),
+    _, full = regularize(stacked, obs, actions, next_obs, 0.1, 0.1)
+    quarters = [regularize(stacked, obs.roll(-25 * i, 0), actions.roll(-25 * i, 0), next_obs.roll(-25 * i, 0),
                                     0.1, 0.1, pave_batch=25)[1] for i in range(4)]
     torch.testing.assert_close(torch.stack([t["vfc"] for t in quarters]).mean(0), full["vfc"])
     assert not torch.allclose(quarters[0]["vfc"], full["vfc"])
@@ -341,7 +366,7 @@ def test_pave_batch_estimates_are_unbiased():
 def test_each_term_trains_every_layer_of_a_silu_critic(term):
     """Each term alone yields gradients in every weight of the critic (the derivatives are differentiable tensors)."""
     _, stacked, obs, actions, next_obs = _critic_case()
-    _, terms = td3_pave.pave_regularizer_fused(stacked, obs, actions, next_obs, 0.1, 1.0)
+    _, terms = pave_speed.written_out(stacked, obs, actions, next_obs, 0.1, 1.0)
     assert terms[term].item() > 0
     grads = torch.autograd.grad(terms[term].sum(), list(stacked.parameters()), allow_unused=True)
     weights = [g for g, (name, _) in zip(grads, stacked.named_parameters()) if name.startswith("w")]
@@ -355,7 +380,7 @@ def test_zero_lambdas_give_exactly_the_td3_critic_gradient():
     td_target = torch.randn(100)
     td3_loss = F.mse_loss(qf(obs, actions).squeeze(-1), td_target)
     td3_grads = dict(zip([name for name, _ in qf.named_parameters()], torch.autograd.grad(td3_loss, list(qf.parameters()))))
-    q, terms = td3_pave.pave_regularizer_fused(stacked, obs, actions, next_obs, 0.1, 0.1)
+    q, terms = pave_speed.written_out(stacked, obs, actions, next_obs, 0.1, 0.1)
     pave_loss = F.mse_loss(q[0], td_target) + (0.0 * terms["mpr"] + 0.0 * terms["vfc"] + 0.0 * terms["curv"]).sum()
     names = [name for name, _ in stacked.named_parameters()]
     pave_grads = member(dict(zip(names, torch.autograd.grad(pave_loss, list(stacked.parameters())))), 0)
@@ -378,9 +403,9 @@ def test_compiled_critic_loss_equals_eager():
         loss = critic_loss(q, terms, td_target)
         return loss, terms, torch.autograd.grad(loss, params)
 
-    eager = loss_and_terms(td3_pave.regularize)
+    eager = loss_and_terms(regularize)
     with unittest.mock.patch.object(inductor_config, "fallback_random", True):
-        compiled = loss_and_terms(torch.compile(td3_pave.regularize))
+        compiled = loss_and_terms(torch.compile(regularize))
     torch.testing.assert_close(compiled[0], eager[0], rtol=1e-4, atol=1e-6)
     for name in eager[1]:
         torch.testing.assert_close(compiled[1][name], eager[1][name], rtol=1e-4, atol=1e-7, msg=name)
@@ -391,9 +416,18 @@ def test_compiled_critic_loss_equals_eager():
 @pytest.mark.parametrize("module", [td3_pave, sac_pave])
 def test_auto_takes_the_speed_path_only_where_it_applies(module):
     def resolved(**flags):
-        return module.use_fused_path(module.resolve_args(module.Args(env_id="Pendulum-v1", **flags)))
+        return pave_speed.chosen(module.resolve_args(module.Args(env_id="Pendulum-v1", **flags)))
 
     assert resolved() and resolved(critic_activation="relu") and not resolved(pave_impl="autograd")
     assert not resolved(hidden_sizes=(64, 64, 64)) and not resolved(critic_layer_norm=True) and not resolved(hidden_sizes=(64,))
-    with pytest.raises(SystemExit, match="--pave-impl fused is written for 2 hidden layers"):
+    assert resolved(pave_impl="fused") and resolved(pave_impl="written-out")  # fused: the old name
+    with pytest.raises(BadInput, match="--pave-impl written-out .alias fused. is written for 2 hidden layers"):
         resolved(pave_impl="fused", critic_layer_norm=True)
+
+
+def test_a_critic_without_one_value_per_row_is_refused():
+    """A critic giving (B, 2) would otherwise pass reshape(-1) and give a wrong q without a word."""
+    _, _, obs, actions, next_obs = _critic_case(batch=10)
+    two_values = nn.Linear(OBS_DIM + ACT_DIM, 2)
+    with pytest.raises(ValueError, match=r"one Q value per row.*got \(30, 2\)"):
+        td3_pave.pave_regularizer([lambda s, a: two_values(torch.cat([s, a], -1))], obs, actions, next_obs, 0.1, 1.0)

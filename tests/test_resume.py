@@ -17,6 +17,7 @@ from runs import REPO, read_scalars, run_in_process, run_script, same
 
 import eval_smoothness
 import td3
+from run_control import BadInput
 
 # 500 steps; --checkpoint-freq 500 makes the last step write a resumable state, which holds every tensor of the run (networks,
 # targets, optimizer states, replay buffer, RNG states): comparing the two final states compares everything
@@ -137,7 +138,7 @@ def test_a_split_run_writes_each_model_checkpoint_once_as_the_one_go_run_does(sp
 
 
 def test_more_model_checkpoints_than_steps_is_refused():
-    with pytest.raises(SystemExit, match="--model-checkpoints 11 exceeds --total-timesteps 10"):
+    with pytest.raises(BadInput, match="--model-checkpoints 11 exceeds --total-timesteps 10"):
         td3.resolve_args(td3.Args(env_id="Pendulum-v1", total_timesteps=10, model_checkpoints=11))
 
 

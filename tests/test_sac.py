@@ -10,6 +10,7 @@ from runs import all_finite, assert_one_line_error, read_scalars, run_in_process
 import sac
 import sac_pave
 from eval_smoothness import evaluate
+from run_control import BadInput
 
 OBS_DIM, ACT_DIM = 5, 3
 
@@ -187,5 +188,5 @@ def test_negative_coefficient_is_refused(script, flag, tmp_path):
 
 
 def test_zero_target_network_frequency_is_refused(capsys):
-    with pytest.raises(SystemExit, match="--target-network-frequency must be positive"):
+    with pytest.raises(BadInput, match="--target-network-frequency must be positive"):
         sac.resolve_args(sac.Args(env_id="Pendulum-v1", target_network_frequency=0))

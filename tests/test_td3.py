@@ -6,10 +6,12 @@ import torch
 import torch.nn as nn
 from runs import all_finite, assert_one_line_error, read_scalars, run_in_process, run_script, train
 
+import pave_speed
 import sac
 import sac_pave
 import td3
 import td3_pave
+from run_control import BadInput
 
 OBS_DIM, ACT_DIM = 5, 3
 HIDDEN = (64, 48)  # two hidden layers of different widths, as the released [400, 300]
@@ -19,15 +21,15 @@ HIDDEN = (64, 48)  # two hidden layers of different widths, as the released [400
 def test_bad_pave_batch_is_refused(module):
     batch = module.Args().batch_size
     for value, message in [(0, "--pave-batch must be positive"), (batch + 1, f"--pave-batch must be at most --batch-size ({batch})")]:
-        with pytest.raises(SystemExit) as exit_info:
+        with pytest.raises(BadInput) as error:
             module.resolve_args(module.Args(env_id="Pendulum-v1", pave_batch=value))
-        assert message in str(exit_info.value.code)
+        assert message in str(error.value)
 
 
 @pytest.mark.parametrize("module", [td3, td3_pave, sac, sac_pave])
 def test_critics_of_any_depth_with_or_without_layer_norm(module):
     """--hidden-sizes of any depth and --critic-layer-norm (LayerNorm after each hidden linear layer) build the critic."""
-    with pytest.raises(SystemExit, match="--hidden-sizes must be one or more positive widths"):
+    with pytest.raises(BadInput, match="--hidden-sizes must be one or more positive widths"):
         module.resolve_args(module.Args(env_id="Pendulum-v1", hidden_sizes=(64, 0)))
     module.resolve_args(module.Args(env_id="Pendulum-v1", hidden_sizes=(64, 64, 64), critic_layer_norm=True))
     qf = module.QNetwork(OBS_DIM, ACT_DIM, (32, 16, 8))
@@ -43,8 +45,8 @@ def test_compile_or_not_follows_the_flag_and_falls_back_to_eager(monkeypatch, ca
     def eager(x):
         return x + 1
 
-    assert td3_pave.compile_or_not(eager, "no", 10**6) is eager
-    assert td3_pave.compile_or_not(eager, "auto", td3_pave.COMPILE_MIN_STEPS - 1) is eager
+    assert pave_speed.compile_or_not(eager, "no", 10**6) is eager
+    assert pave_speed.compile_or_not(eager, "auto", pave_speed.COMPILE_MIN_STEPS - 1) is eager
     calls = []
 
     def failing_compile(fn):
@@ -54,7 +56,7 @@ def test_compile_or_not_follows_the_flag_and_falls_back_to_eager(monkeypatch, ca
         return compiled
 
     monkeypatch.setattr(torch, "compile", failing_compile)
-    wrapped = td3_pave.compile_or_not(eager, "auto", td3_pave.COMPILE_MIN_STEPS)
+    wrapped = pave_speed.compile_or_not(eager, "auto", pave_speed.COMPILE_MIN_STEPS)
     assert wrapped is not eager
     assert wrapped(1) == 2 and wrapped(2) == 3 and len(calls) == 1  # one failed try, then eager for good
     out = capsys.readouterr().out
@@ -196,13 +198,13 @@ def test_any_critic_trains_saves_and_is_read_by_the_tools(tmp_path):
 def test_which_pave_path_runs_is_said_at_start(tmp_path):
     small = ["--env-id", "Pendulum-v1", "--total-timesteps", "260", "--learning-starts", "250", "--no-progress-bar"]
     result = run_script("td3_pave.py", *small, "--hidden-sizes", "64", "64", cwd=tmp_path)
-    assert result.returncode == 0 and "PAVE terms: the speed path (pave_regularizer_fused)" in result.stdout
+    assert result.returncode == 0 and "PAVE terms: the speed path (written-out derivatives, pave_speed.py)" in result.stdout
     assert "device: cpu (1 torch threads)" in result.stdout  # the device the run uses, not the --cuda flag
     result = run_script("td3_pave.py", *small, "--hidden-sizes", "32", "32", "32", "--torch-threads", "2", cwd=tmp_path)
     assert result.returncode == 0 and "PAVE terms: pave_regularizer (autograd)" in result.stdout
     assert "device: cpu (2 torch threads)" in result.stdout
     assert_one_line_error(run_in_process("td3_pave.py", *small, "--critic-layer-norm", "--pave-impl", "fused", cwd=tmp_path),
-                          "--pave-impl fused")
+                          "--pave-impl written-out (alias fused)")
 
 
 @pytest.mark.parametrize("old,new", [("Hopper-v2", "Hopper-v5"), ("Walker2d-v3", "Walker2d-v5"), ("Ant-v2", "Ant-v5"),
