@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-# A real but tiny run: 200 random steps, then 4 bursts of 50 gradient steps, a checkpoint (and one at step 200 and a copy at
-# step 400 under checkpoints/) and a 2-episode evaluation.
+# A real but tiny run: 200 random steps, then 4 bursts of 50 gradient steps, a checkpoint (and one at step 200 and a
+# copy at step 400 under checkpoints/) and a 2-episode evaluation.
 TINY = ["--total-timesteps", "400", "--learning-starts", "200", "--buffer-size", "10000", "--log-freq", "100",
         "--geometry-freq", "200", "--geometry-batch", "32", "--eval-episodes", "2", "--no-progress-bar", "--save-model",
         "--model-checkpoints", "2"]
@@ -80,13 +80,14 @@ def same(a, b):
 
 
 def assert_model_checkpoints(run_dir, final):
-    """TINY's --model-checkpoints 2: exactly two files under checkpoints/, half-way (step 200) and at the end, in the final
-    checkpoint's format (the same keys); the one at the end is the final checkpoint itself."""
+    """TINY's --model-checkpoints 2: exactly two files under checkpoints/, half-way (step 200) and at the end, in the
+    final checkpoint's format (the same keys); the one at the end is the final checkpoint itself."""
     exp_name, total = final["args"]["exp_name"], final["global_step"]
     expected = [f"{exp_name}_step{step}.pt" for step in (total // 2, total)]
     assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == sorted(expected)
     middle, last = (torch.load(run_dir / "checkpoints" / name, weights_only=True) for name in expected)
-    assert middle.keys() == final.keys() and middle["global_step"] == total // 2 and not same(middle["qf1"], final["qf1"])
+    assert (middle.keys() == final.keys() and middle["global_step"] == total // 2
+            and not same(middle["qf1"], final["qf1"]))
     assert same(last, final)
 
 

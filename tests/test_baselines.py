@@ -27,7 +27,8 @@ METHOD_TAGS = {"caps": ["caps_t", "caps_s"], "gradcaps": ["gradcaps_t"], "asap":
 CAPS_PRESETS = {"Pendulum-v1": dict(lambda_t=1.0, lambda_s=5.0), "Hopper-v5": dict(lambda_t=0.1, lambda_s=0.5)}
 GRADCAPS_PRESETS = {"Pendulum-v1": dict(lambda_t=1.0), "Hopper-v5": dict(lambda_t=1.0)}
 PRESETS = {
-    "td3_caps": CAPS_PRESETS, "sac_caps": CAPS_PRESETS, "td3_gradcaps": GRADCAPS_PRESETS, "sac_gradcaps": GRADCAPS_PRESETS,
+    "td3_caps": CAPS_PRESETS, "sac_caps": CAPS_PRESETS, "td3_gradcaps": GRADCAPS_PRESETS,
+    "sac_gradcaps": GRADCAPS_PRESETS,
     "td3_asap": {"Pendulum-v1": dict(lambda_t=0.005, lambda_s=0.03, lambda_p=2.0),
                  "Hopper-v5": dict(lambda_t=0.07, lambda_s=0.3, lambda_p=2.0)},
     "sac_asap": {"Pendulum-v1": dict(lambda_t=0.5, lambda_s=5.0, lambda_p=2.0),
@@ -48,7 +49,8 @@ def temporal_term(name, actor, prev, cur, nxt):
 
 
 class LinearActor(nn.Module):
-    """pi(s) = W s and mu_next(s) = V s: every baseline term has a closed form (small inputs keep actions inside [-1, 1])."""
+    """pi(s) = W s and mu_next(s) = V s: every baseline term has a closed form
+    (small inputs keep actions inside [-1, 1])."""
 
     def __init__(self, W, V=None):
         super().__init__()
@@ -68,9 +70,11 @@ def column(*values):
 
 # ---- each script is its base plus the method -----------------------------------------------------------------------
 
-# what no baseline changes: its base script's code, byte for byte (run control and the geometry probe are shared modules)
+# what no baseline changes: its base script's code, byte for byte (run control and the geometry probe are shared
+# modules)
 SHARED = ["make_env", "mlp", "QNetwork", "Critics"]
-OWN = {"caps": [], "gradcaps": ["ReplayBuffer"], "asap": ["ReplayBuffer", "Actor"]}  # the s_{t-1} buffer, ASAP's two heads
+OWN = {"caps": [], "gradcaps": ["ReplayBuffer"],
+       "asap": ["ReplayBuffer", "Actor"]}  # the s_{t-1} buffer, ASAP's two heads
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -84,7 +88,8 @@ def test_a_baseline_is_its_base_script_plus_the_method(name):
     order = [f.name for f in base_fields]
     at = order.index("critic_layer_norm") + 1
     assert [f.name for f in fields] == order[:at] + own + order[at:]
-    assert all(f.default == b.default for f, b in zip([f for f in fields if f.name not in own], base_fields) if f.name != "exp_name")
+    assert all(f.default == b.default for f, b in zip([f for f in fields if f.name not in own], base_fields)
+               if f.name != "exp_name")
 
 
 # ---- CAPS -----------------------------------------------------------------------------------------------------------
@@ -107,7 +112,8 @@ def test_caps_temporal_term_by_hand(name):
 
 @pytest.mark.parametrize("name", CAPS)
 def test_caps_spatial_term_is_half_sigma2_frobenius_over_act_dim(name):
-    """L_S = 0.5 mean (W eps)^2 with eps ~ N(0, sigma^2 I): expectation 0.5 sigma^2 ||W||_F^2 / act_dim = 0.003125 here."""
+    """L_S = 0.5 mean (W eps)^2 with eps ~ N(0, sigma^2 I): expectation 0.5 sigma^2 ||W||_F^2 / act_dim = 0.003125
+    here."""
     caps_loss = importlib.import_module(name).caps_loss
     actor = LinearActor([[0.5, 0.0], [0.0, -0.25]])
     obs = torch.randn(40_000, 2, generator=torch.Generator().manual_seed(0))
@@ -266,7 +272,8 @@ def test_replay_buffer_previous_observation_at_episode_boundaries(name):
     for k, ((obs, next_obs, terminated, truncated), prev) in enumerate(zip(steps, expected_prev)):
         rb.add([float(obs)], [0.0], 0.0, [float(next_obs)], terminated, truncated)
         slot = k % 4
-        assert rb.prev_obs[slot].item() == prev and rb.obs[slot].item() == obs and rb.next_obs[slot].item() == next_obs, k
+        assert (rb.prev_obs[slot].item() == prev and rb.obs[slot].item() == obs
+                and rb.next_obs[slot].item() == next_obs), k
     # sampled triples come out aligned: every row of a batch is (prev, obs, next) of one transition
     obs, _, _, next_obs, _, prev_obs = (x[0] for x in rb.sample(1, 64, torch.Generator().manual_seed(0)))
     by_obs = {22: (21, 23), 21: (20, 22), 20: (20, 21), 11: (10, 12)}
@@ -293,10 +300,13 @@ def test_presets_fill_only_unset_lambdas(name):
 
 # ---- real runs ------------------------------------------------------------------------------------------------------
 
-COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/action_change", "charts/SPS", "charts/SPS_train",
-               "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "eval/return", "eval/sm", "geometry/mpr"]
-# Pendulum has one action dimension: Hopper's three check that nothing mixes up action dimensions (SAC's mean/log-std halves)
-# Small networks and batches (SMALL): the method's terms are under test here; the released sizes run in test_td3/test_sac
+COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/action_change", "charts/SPS",
+               "charts/SPS_train", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "eval/return", "eval/sm",
+               "geometry/mpr"]
+# Pendulum has one action dimension: Hopper's three check that nothing mixes up action dimensions (SAC's mean/log-std
+# halves)
+# Small networks and batches (SMALL): the method's terms are under test here; the released sizes run in
+# test_td3/test_sac
 RUNS = [(name, "Pendulum-v1") for name in BASELINES] + [("td3_asap", "Hopper-v5"), ("sac_asap", "Hopper-v5")]
 
 
@@ -305,7 +315,8 @@ def test_short_real_run_writes_checkpoint_and_scalars(name, env_id, tmp_path):
     script, module, method = f"{name}.py", importlib.import_module(name), method_of(name)
     run_dir, ckpt = train(script, env_id, tmp_path, *SMALL)
     assert ckpt["format"] == td3.CHECKPOINT_FORMAT
-    assert (ckpt["script"], ckpt["algo"], ckpt["env_id"], ckpt["global_step"]) == (script, name.split("_")[0], env_id, 400)
+    assert ((ckpt["script"], ckpt["algo"], ckpt["env_id"], ckpt["global_step"])
+            == (script, name.split("_")[0], env_id, 400))
     args = ckpt["args"]
     assert args["exp_name"] == name and {k: args[k] for k in PRESETS[name][env_id]} == PRESETS[name][env_id]
     nets = ["actor", "qf1", "qf2"] + (["asap_target"] if method == "asap" else [])
@@ -314,11 +325,13 @@ def test_short_real_run_writes_checkpoint_and_scalars(name, env_id, tmp_path):
     # the checkpoint rebuilds with the script's own classes, strictly (ASAP's actor includes its mu_next head)
     actor = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["actor_activation"])
     actor.load_state_dict(ckpt["actor"])
-    module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["critic_activation"]).load_state_dict(ckpt["qf1"])
+    module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"],
+                    args["critic_activation"]).load_state_dict(ckpt["qf1"])
     if method == "asap":
         target = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["actor_activation"])
         target.load_state_dict(ckpt["asap_target"])
-        assert any(not torch.equal(v, ckpt["actor"][k]) for k, v in ckpt["asap_target"].items()), "the target lags the actor"
+        assert any(not torch.equal(v, ckpt["actor"][k])
+                   for k, v in ckpt["asap_target"].items()), "the target lags the actor"
 
     scalars = read_scalars(run_dir)
     sac_tags = ["losses/alpha"] if name.startswith("sac") else []
@@ -339,7 +352,8 @@ def test_asap_target_follows_every_gradient_step(name, tmp_path):
     _, ckpt = train(f"{name}.py", "Pendulum-v1", tmp_path, *SMALL, "--asap-tau", str(tau), "--policy-frequency", "150")
     args = ckpt["args"]
     torch.manual_seed(args["seed"])  # the actor is the first network the script builds after seeding: a0
-    initial = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["actor_activation"]).state_dict()
+    initial = module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"],
+                           args["actor_activation"]).state_dict()
     assert any(not torch.equal(initial[k], v) for k, v in ckpt["actor"].items()), "the actor must have moved"
     for key, a1 in ckpt["actor"].items():
         expected = a1 + (1 - tau) ** 51 * (initial[key] - a1)
@@ -375,7 +389,8 @@ def test_discrete_action_space_is_refused(name, tmp_path):
     assert_one_line_error(run(f"{name}.py", "--env-id", "CartPole-v1", cwd=tmp_path), "CartPole-v1", "Discrete")
 
 
-FLAGS = {"caps": ["lambda_t", "lambda_s", "caps_sigma"], "gradcaps": ["lambda_t"], "asap": ["lambda_t", "lambda_s", "lambda_p", "asap_tau"]}
+FLAGS = {"caps": ["lambda_t", "lambda_s", "caps_sigma"], "gradcaps": ["lambda_t"],
+         "asap": ["lambda_t", "lambda_s", "lambda_p", "asap_tau"]}
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -389,8 +404,9 @@ def test_every_negative_coefficient_is_refused_with_its_flag(name):
 
 
 # as a user meets them: one bad flag per script from the command line, and an ASAP tau above 1
-BAD_FLAGS = [("td3_caps", "--caps-sigma", "-0.2"), ("sac_caps", "--lambda-s", "-0.5"), ("td3_gradcaps", "--lambda-t", "-1"),
-             ("sac_gradcaps", "--lambda-t", "-1"), ("td3_asap", "--lambda-p", "-2"), ("sac_asap", "--asap-tau", "1.5")]
+BAD_FLAGS = [("td3_caps", "--caps-sigma", "-0.2"), ("sac_caps", "--lambda-s", "-0.5"),
+             ("td3_gradcaps", "--lambda-t", "-1"), ("sac_gradcaps", "--lambda-t", "-1"),
+             ("td3_asap", "--lambda-p", "-2"), ("sac_asap", "--asap-tau", "1.5")]
 
 
 @pytest.mark.parametrize("name,flag,value", BAD_FLAGS)

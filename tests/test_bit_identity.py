@@ -1,9 +1,9 @@
 """Published studies stay valid: default runs train the same weights, bit for bit, as the code that made them.
 
-tests/data/at_88a9444/ was written by every training script as it was at commit 88a9444, before run control and the speed
-path moved out of the scripts (its make_references.py made it): each script's default Pendulum run crossing geometry
-probes (the Base and baseline scripts draw them from torch's global generator), and a tiny run stopped where a probe falls
-with the weights the same run reached in one go.
+tests/data/at_88a9444/ was written by every training script as it was at commit 88a9444, before run control and the
+speed path moved out of the scripts (its make_references.py made it): each script's default Pendulum run crossing
+geometry probes (the Base and baseline scripts draw them from torch's global generator), and a tiny run stopped where a
+probe falls with the weights the same run reached in one go.
 
 tests/data/pre_change/ was written by the training scripts as they were before PAVE's general `pave_regularizer`, the
 speed-path split and the twin `Critics` module (commit c94f200): `fingerprints.json` holds, per run, each tensor's
@@ -70,16 +70,17 @@ def test_default_pendulum_run_trains_the_weights_of_the_code_before(script, tmp_
     assert_same_weights(checkpoint, PRE_CHANGE[f"default_{script[:-3]}"])
 
 
-# td3.py: the state's critics are qf1, qf2 (converted to the Critics module); sac_pave.py: the stacked critics as they were
-# and SAC's own restore; td3_pave.py and sac.py share those code paths (the tests of their sources) and passed when written
+# td3.py: the state's critics are qf1, qf2 (converted to the Critics module); sac_pave.py: the stacked critics as they
+# were and SAC's own restore; td3_pave.py and sac.py share those code paths (the tests of their sources) and passed when
+# written
 @pytest.mark.parametrize("script", ["td3.py", "sac_pave.py"])
 def test_a_state_saved_before_resumes_to_the_weights_of_the_old_run_in_one_go(script, tmp_path):
-    """A resumable state saved by the old code at step 1050 (32x32 networks) resumes under this code to exactly the weights
-    the old code reached in one go at step 1100."""
+    """A resumable state saved by the old code at step 1050 (32x32 networks) resumes under this code to exactly the
+    weights the old code reached in one go at step 1100."""
     run_dir = tmp_path / "run"
     shutil.copytree(DATA / f"{script[:-3]}_resume", run_dir)
-    result = run_script(script, "--resume", run_dir / "resume.pt", "--save-model", "--eval-episodes", "1", "--no-progress-bar",
-                        cwd=tmp_path)
+    result = run_script(script, "--resume", run_dir / "resume.pt", "--save-model", "--eval-episodes", "1",
+                        "--no-progress-bar", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed" in result.stdout and "at step 1050 of 1100" in result.stdout
     assert_same_weights(run_dir / "small.pt", PRE_CHANGE[f"small_{script[:-3]}"])
@@ -98,8 +99,8 @@ def test_default_pendulum_run_trains_the_weights_of_88a9444(script, tmp_path):
 
 @pytest.mark.parametrize("script", MADE.SCRIPTS)
 def test_a_state_saved_by_88a9444_resumes_to_the_weights_of_its_run_in_one_go(script, tmp_path):
-    """A state saved at step 350 (16x16 networks, probes at 300, 350 and 400) resumes to step 400 with the weights the code
-    of 88a9444 reached there in one go."""
+    """A state saved at step 350 (16x16 networks, probes at 300, 350 and 400) resumes to step 400 with the weights the
+    code of 88a9444 reached there in one go."""
     run_dir = tmp_path / "run"
     shutil.copytree(AT_88A9444 / f"{script[:-3]}_resume", run_dir)
     result = run_script(script, "--resume", run_dir / "resume.pt", "--save-model", "--eval-episodes", "1", cwd=tmp_path)
@@ -109,15 +110,15 @@ def test_a_state_saved_by_88a9444_resumes_to_the_weights_of_its_run_in_one_go(sc
 
 
 def test_a_state_that_says_fused_resumes_on_the_written_out_path(tmp_path):
-    """--pave-impl fused, the speed path's old name, saved in a state's flags: the state resumes, on the speed path, to the
-    weights of the same run in one go."""
+    """--pave-impl fused, the speed path's old name, saved in a state's flags: the state resumes, on the speed path, to
+    the weights of the same run in one go."""
     state = torch.load(AT_88A9444 / "td3_pave_resume" / "resume.pt", weights_only=True)
     assert state["args"]["pave_impl"] == "auto"
     state["args"]["pave_impl"] = "fused"  # as a run started with --pave-impl fused saved it
     (tmp_path / "run").mkdir()
     torch.save(state, tmp_path / "run" / "resume.pt")
-    result = run_script("td3_pave.py", "--resume", tmp_path / "run" / "resume.pt", "--save-model", "--eval-episodes", "1",
-                        cwd=tmp_path)
+    result = run_script("td3_pave.py", "--resume", tmp_path / "run" / "resume.pt", "--save-model",
+                        "--eval-episodes", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PAVE terms: the speed path (written-out derivatives" in result.stdout
     assert_same_weights(tmp_path / "run" / "small.pt", REFERENCES["small_td3_pave"])

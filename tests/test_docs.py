@@ -30,7 +30,8 @@ def documented_commands():
         for block in re.findall(r"```bash\n(.*?)```", text, re.S):
             for var, first in re.findall(r"\bfor (\w+) in (\S+)", block):  # a loop's commands, with its first value
                 block = block.replace(f"${var}", first)
-            found += [(doc, line.strip()) for line in block.replace("\\\n", " ").splitlines() if re.search(r"\bpython \w+\.py\b", line)]
+            found += [(doc, line.strip()) for line in block.replace("\\\n", " ").splitlines()
+                      if re.search(r"\bpython \w+\.py\b", line)]
         found += [(doc, span) for span in re.findall(r"(?<!`)`(python \w+\.py[^`]*)`", text)]
     return list(dict.fromkeys(found))
 
@@ -39,7 +40,8 @@ def expand(line):
     """The script and its arguments after bash's own expansion of the rest of the line (quotes, globs, `$(...)`,
     comments), as the user's shell would pass them to python."""
     command = line[line.index("python ") + len("python "):]
-    result = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], cwd=REPO, capture_output=True, text=True,
+                            check=True)
     script, *argv = result.stdout.rstrip("\0").split("\0")
     return script, argv
 

@@ -1,4 +1,5 @@
-"""PAVE's terms: the general `pave_regularizer` against closed forms (any critic), and its speed path pinned equal to it."""
+"""PAVE's terms: the general `pave_regularizer` against closed forms (any critic), and its speed path pinned equal to
+it."""
 
 import inspect
 import unittest.mock
@@ -26,7 +27,7 @@ def terms_of_one(qf, *args):
     return q[0], {name: value[0] for name, value in terms.items()}
 
 
-# ---- closed forms -----------------------------------------------------------------------------------------------------
+# ---- closed forms ----------------------------------------------------------------------------------------------------
 
 
 class QuadraticCritic(nn.Module):
@@ -57,8 +58,8 @@ def test_q_is_the_critic_value_at_the_replay_pair():
 
 
 def test_vfc_equals_closed_form_exactly():
-    """VFC = mean over batch and action dims of (grad_a Q(s, a) - grad_a Q(s', a))^2 = mean ||C^T (s - s')||^2 / action_dim
-    (the P a part cancels; the released code's F.mse_loss form)."""
+    """VFC = mean over batch and action dims of (grad_a Q(s, a) - grad_a Q(s', a))^2 = mean ||C^T (s - s')||^2 /
+    action_dim (the P a part cancels; the released code's F.mse_loss form)."""
     qf, obs, actions, next_obs = quadratic_case(128)
     _, terms = terms_of_one(qf, obs, actions, next_obs, 0.1, 0.1)
     expected = ((obs - next_obs) @ qf.C.detach()).square().sum(-1).mean() / ACT_DIM
@@ -108,8 +109,8 @@ def test_curv_with_isotropic_curvature_does_not_depend_on_v():
 
 
 class LayerNormFieldCritic(nn.Module):
-    """Q(s, a) = g(s) . a - c ||a||^2 with g a 3-hidden-layer LayerNorm SiLU MLP (a critic unlike ours): grad_a Q = g(s) - 2 c a,
-    grad2_aa Q = -2c I, and grad2_sa Q = J_g(s)^T, all known whatever g is."""
+    """Q(s, a) = g(s) . a - c ||a||^2 with g a 3-hidden-layer LayerNorm SiLU MLP (a critic unlike ours):
+    grad_a Q = g(s) - 2 c a, grad2_aa Q = -2c I, and grad2_sa Q = J_g(s)^T, all known whatever g is."""
 
     def __init__(self, c=0.3, seed=0):
         super().__init__()
@@ -122,7 +123,8 @@ class LayerNormFieldCritic(nn.Module):
         self.g = nn.Sequential(*layers, nn.Linear(width, ACT_DIM))
 
     def forward(self, obs, act):
-        return (self.g(obs) * act).sum(-1) - self.c * act.square().sum(-1)  # shape (B,): the function takes (B,) or (B, 1)
+        # shape (B,): the function takes (B,) or (B, 1)
+        return (self.g(obs) * act).sum(-1) - self.c * act.square().sum(-1)
 
 
 def layer_norm_case(batch, seed=0):
@@ -160,8 +162,8 @@ def test_cut_out_function_gives_exact_vfc_and_curv_on_layer_norm_critics():
 
 
 def test_mpr_on_layer_norm_critic_is_sigma2_jacobian_frobenius_over_action_dim():
-    """For small sigma, g(s + eps) - g(s) = J_g(s) eps + O(sigma^2): MPR = mean_b ||J_g(s_b) eps_b||^2 / d for the eps drawn
-    (replayed from the seed), whose expectation is sigma^2 mean_b ||J_g(s_b)||_F^2 / d."""
+    """For small sigma, g(s + eps) - g(s) = J_g(s) eps + O(sigma^2): MPR = mean_b ||J_g(s_b) eps_b||^2 / d for the eps
+    drawn (replayed from the seed), whose expectation is sigma^2 mean_b ||J_g(s_b)||_F^2 / d."""
     sigma, batch = 1e-3, 8192
     qf, obs, actions, next_obs = layer_norm_case(batch)
     qf, obs, actions, next_obs = qf.double(), obs.double(), actions.double(), next_obs.double()
@@ -179,13 +181,14 @@ def test_mpr_on_layer_norm_critic_is_sigma2_jacobian_frobenius_over_action_dim()
 
 @pytest.mark.parametrize("activation", [nn.Tanh, nn.GELU, nn.SiLU])
 def test_any_depth_and_activation_matches_the_straightforward_derivatives(activation):
-    """A 3-hidden-layer LayerNorm critic with tanh, GELU or SiLU: every term equals the one computed the obvious way (three
-    separate autograd evaluations, an explicit Hessian), for the same eps and v."""
+    """A 3-hidden-layer LayerNorm critic with tanh, GELU or SiLU: every term equals the one computed the obvious way
+    (three separate autograd evaluations, an explicit Hessian), for the same eps and v."""
     torch.manual_seed(0)
-    qf = nn.Sequential(nn.Linear(OBS_DIM + ACT_DIM, 32), nn.LayerNorm(32), activation(), nn.Linear(32, 32), nn.LayerNorm(32),
-                       activation(), nn.Linear(32, 16), activation(), nn.Linear(16, 1)).double()
+    qf = nn.Sequential(nn.Linear(OBS_DIM + ACT_DIM, 32), nn.LayerNorm(32), activation(), nn.Linear(32, 32),
+                       nn.LayerNorm(32), activation(), nn.Linear(32, 16), activation(), nn.Linear(16, 1)).double()
     critic = lambda s, a: qf(torch.cat([s, a], -1))  # noqa: E731
-    obs, next_obs, actions = torch.randn(20, OBS_DIM).double(), torch.randn(20, OBS_DIM).double(), torch.rand(20, ACT_DIM).double()
+    obs, next_obs, actions = (torch.randn(20, OBS_DIM).double(), torch.randn(20, OBS_DIM).double(),
+                              torch.rand(20, ACT_DIM).double())
     torch.manual_seed(3)
     q, terms = terms_of_one(critic, obs, actions, next_obs, 0.1, 0.5)
     torch.manual_seed(3)
@@ -219,8 +222,8 @@ def test_regularizer_is_defined_in_the_pave_scripts_only_and_byte_identical():
 
 @pytest.mark.parametrize("activation", ["silu", "relu"])
 def test_the_geometry_probe_measures_what_pave_regularizer_computes(activation):
-    """The Base and baseline scripts' probe: the same terms as pave_regularizer for one critic, from the same random draws
-    of torch's global generator (moving a probe would change the weights of the runs after it)."""
+    """The Base and baseline scripts' probe: the same terms as pave_regularizer for one critic, from the same random
+    draws of torch's global generator (moving a probe would change the weights of the runs after it)."""
     critics, _, obs, actions, next_obs = _critic_case(activation)
     torch.manual_seed(5)
     measured = geometry_probe.measure_geometry(critics[0], obs, actions, next_obs, 0.2, 0.7)
@@ -239,7 +242,7 @@ def regularize(critics, *args, **kwargs):
     return fn(critics, *args, **kwargs)
 
 
-# ---- the speed path equals the general function -----------------------------------------------------------------------
+# ---- the speed path equals the general function ----------------------------------------------------------------------
 
 
 def _critic_case(activation="silu", n_critics=1, batch=100, seed=0):
@@ -251,8 +254,8 @@ def _critic_case(activation="silu", n_critics=1, batch=100, seed=0):
     return critics, pave_speed.StackedCritics(critics), obs, actions, next_obs
 
 
-QNETWORK_NAMES = {"w1": "net.0.weight", "b1": "net.0.bias", "w2": "net.2.weight", "b2": "net.2.bias", "w3": "net.4.weight",
-                  "b3": "net.4.bias"}
+QNETWORK_NAMES = {"w1": "net.0.weight", "b1": "net.0.bias", "w2": "net.2.weight", "b2": "net.2.bias",
+                  "w3": "net.4.weight", "b3": "net.4.bias"}
 
 
 def member(tensors, i):
@@ -285,8 +288,9 @@ def critic_loss(q, terms, td_target):
 
 @pytest.mark.parametrize("activation", ["silu", "relu"])
 def test_speed_path_equals_pave_regularizer_in_terms_gradients_and_adam_updates(activation):
-    """pave_speed.written_out (written-out derivatives, both critics in one bmm pass) = pave_regularizer (autograd), for the
-    same seed: every term, every parameter gradient of a loss that mixes them, the parameters after two Adam steps."""
+    """pave_speed.written_out (written-out derivatives, both critics in one bmm pass) = pave_regularizer (autograd), for
+    the same seed: every term, every parameter gradient of a loss that mixes them, the parameters after two Adam
+    steps."""
     sigma, delta = 0.3, 0.2
     critics, stacked, obs, actions, next_obs = _critic_case(activation, n_critics=2)
     td_target = torch.randn(len(obs))
@@ -314,18 +318,20 @@ def test_speed_path_equals_pave_regularizer_in_terms_gradients_and_adam_updates(
         fast_opt.step()
         ref_opt.step()
     # Adam divides by sqrt(v) + 1e-8: where a gradient is itself ~1e-8, its float-level difference moves that element's
-    # step visibly (2e-6 seen), so parameters are compared to 1% of one step (lr 1e-3), gradients above to float tolerance
+    # step visibly (2e-6 seen), so parameters are compared to 1% of one step (lr 1e-3), gradients above to float
+    # tolerance
     for i, ref in enumerate(critics):
         for name, r in ref.named_parameters():
             torch.testing.assert_close(stacked.member_state_dict(i)[name], r.detach(), rtol=0, atol=1e-5, msg=name)
 
 
 def test_one_noise_draw_serves_both_critics():
-    """The released code draws eps and v once per step for both critics: two identical critics get identical terms, on the
-    general function and on the speed path."""
+    """The released code draws eps and v once per step for both critics: two identical critics get identical terms, on
+    the general function and on the speed path."""
     critics, _, obs, actions, next_obs = _critic_case()
     twins = td3_pave.Critics([critics[0], critics[0]])
-    for regularizer, module in ((td3_pave.pave_regularizer, twins), (pave_speed.written_out, pave_speed.StackedCritics(twins))):
+    for regularizer, module in ((td3_pave.pave_regularizer, twins),
+                                (pave_speed.written_out, pave_speed.StackedCritics(twins))):
         _, terms = regularizer(module, obs, actions, next_obs, 0.1, 1.0)
         for name in ("mpr", "curv", "vhv"):  # the noisy terms
             assert torch.equal(terms[name][0], terms[name][1]), name
@@ -333,7 +339,8 @@ def test_one_noise_draw_serves_both_critics():
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_pave_batch_regularizes_exactly_the_first_transitions(fused):
-    """--pave-batch k: Q at all B transitions as before, the terms exactly those of the first k transitions (same noise)."""
+    """--pave-batch k: Q at all B transitions as before, the terms exactly those of the first k transitions (same
+    noise)."""
     critics, stacked, obs, actions, next_obs = _critic_case(n_critics=2)
     module = stacked if fused else critics
     q_full, _ = regularize(module, obs, actions, next_obs, 0.1, 0.1)
@@ -352,8 +359,9 @@ def test_pave_batch_regularizes_exactly_the_first_transitions(fused):
 
 
 def test_pave_batch_estimates_are_unbiased():
-    """Sub-batches of a uniformly sampled batch: the mean of the estimates over the 4 disjoint quarters is the full-batch
-    term (exactly for VFC, which draws no noise); one quarter's estimate is off by the sampling noise alone."""
+    """Sub-batches of a uniformly sampled batch: the mean of the estimates over the 4 disjoint quarters is the
+    full-batch term (exactly for VFC, which draws no noise); one quarter's estimate is off by the sampling noise
+    alone."""
     _, stacked, obs, actions, next_obs = _critic_case(n_critics=2, batch=100)
     _, full = regularize(stacked, obs, actions, next_obs, 0.1, 0.1)
     quarters = [regularize(stacked, obs.roll(-25 * i, 0), actions.roll(-25 * i, 0), next_obs.roll(-25 * i, 0),
@@ -374,12 +382,14 @@ def test_each_term_trains_every_layer_of_a_silu_critic(term):
 
 
 def test_zero_lambdas_give_exactly_the_td3_critic_gradient():
-    """With lambda1 = lambda2 = lambda3 = 0 the PAVE critic loss has TD3's gradient (the shared evaluation changes nothing)."""
+    """With lambda1 = lambda2 = lambda3 = 0 the PAVE critic loss has TD3's gradient (the shared evaluation changes
+    nothing)."""
     critics, stacked, obs, actions, next_obs = _critic_case()
     qf = critics[0]
     td_target = torch.randn(100)
     td3_loss = F.mse_loss(qf(obs, actions).squeeze(-1), td_target)
-    td3_grads = dict(zip([name for name, _ in qf.named_parameters()], torch.autograd.grad(td3_loss, list(qf.parameters()))))
+    td3_grads = dict(zip([name for name, _ in qf.named_parameters()],
+                         torch.autograd.grad(td3_loss, list(qf.parameters()))))
     q, terms = pave_speed.written_out(stacked, obs, actions, next_obs, 0.1, 0.1)
     pave_loss = F.mse_loss(q[0], td_target) + (0.0 * terms["mpr"] + 0.0 * terms["vfc"] + 0.0 * terms["curv"]).sum()
     names = [name for name, _ in stacked.named_parameters()]
@@ -389,8 +399,8 @@ def test_zero_lambdas_give_exactly_the_td3_critic_gradient():
 
 
 def test_compiled_critic_loss_equals_eager():
-    """--compile: torch.compile of the speed path gives the same terms and parameter gradients as eager mode (the compiled
-    graph draws its noise through the same generator when fallback_random is set)."""
+    """--compile: torch.compile of the speed path gives the same terms and parameter gradients as eager mode (the
+    compiled graph draws its noise through the same generator when fallback_random is set)."""
     import torch._inductor.config as inductor_config
 
     _, stacked, obs, actions, next_obs = _critic_case(n_critics=2)
@@ -419,7 +429,8 @@ def test_auto_takes_the_speed_path_only_where_it_applies(module):
         return pave_speed.chosen(module.resolve_args(module.Args(env_id="Pendulum-v1", **flags)))
 
     assert resolved() and resolved(critic_activation="relu") and not resolved(pave_impl="autograd")
-    assert not resolved(hidden_sizes=(64, 64, 64)) and not resolved(critic_layer_norm=True) and not resolved(hidden_sizes=(64,))
+    assert (not resolved(hidden_sizes=(64, 64, 64)) and not resolved(critic_layer_norm=True)
+            and not resolved(hidden_sizes=(64,)))
     assert resolved(pave_impl="fused") and resolved(pave_impl="written-out")  # fused: the old name
     with pytest.raises(BadInput, match="--pave-impl written-out .alias fused. is written for 2 hidden layers"):
         resolved(pave_impl="fused", critic_layer_norm=True)

@@ -1,5 +1,6 @@
-"""Long runs survive interruption: a run stopped (--stop-at-step, SIGTERM) saves a resumable state, and --resume continues it
-to exactly the weights of the same run done in one go; bad --resume input gets one clear line and loses nothing."""
+"""Long runs survive interruption: a run stopped (--stop-at-step, SIGTERM) saves a resumable state, and --resume
+continues it to exactly the weights of the same run done in one go; bad --resume input gets one clear line and loses
+nothing."""
 
 import glob
 import hashlib
@@ -19,11 +20,11 @@ import eval_smoothness
 import td3
 from run_control import BadInput
 
-# 500 steps; --checkpoint-freq 500 makes the last step write a resumable state, which holds every tensor of the run (networks,
-# targets, optimizer states, replay buffer, RNG states): comparing the two final states compares everything
-SHORT = ["--total-timesteps", "500", "--learning-starts", "200", "--buffer-size", "1000", "--batch-size", "32", "--hidden-sizes",
-         "64", "64", "--log-freq", "100", "--geometry-freq", "200", "--geometry-batch", "32", "--checkpoint-freq", "500",
-         "--no-progress-bar", "--model-checkpoints", "3"]
+# 500 steps; --checkpoint-freq 500 makes the last step write a resumable state, which holds every tensor of the run
+# (networks, targets, optimizer states, replay buffer, RNG states): comparing the two final states compares everything
+SHORT = ["--total-timesteps", "500", "--learning-starts", "200", "--buffer-size", "1000", "--batch-size", "32",
+         "--hidden-sizes", "64", "64", "--log-freq", "100", "--geometry-freq", "200", "--geometry-batch", "32",
+         "--checkpoint-freq", "500", "--no-progress-bar", "--model-checkpoints", "3"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # as runs.run_script
 TIMING = {"elapsed", "train_elapsed"}  # seconds, the only entries that may differ
 # one process runs this module under `pytest -n 2 --dist loadgroup`, so that split_runs trains each split once
@@ -62,8 +63,8 @@ def checked(result):
 
 def start(script, *args, cwd):
     """run_script without waiting: a Popen whose communicate() gives (stdout, stderr)."""
-    return subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finished(process):
@@ -74,8 +75,8 @@ def finished(process):
 
 @pytest.fixture(scope="module")
 def split_runs(tmp_path_factory):
-    """split(script, env_id, stop, *extra): the SHORT run in one go, and stopped at `stop` then resumed (run once per module);
-    returns (run folder of the one-go run, run folder of the split run, the state saved at the stop)."""
+    """split(script, env_id, stop, *extra): the SHORT run in one go, and stopped at `stop` then resumed (run once per
+    module); returns (run folder of the one-go run, run folder of the split run, the state saved at the stop)."""
     done = {}
 
     def split(script, env_id, stop, *extra):
@@ -90,8 +91,8 @@ def split_runs(tmp_path_factory):
             finished(one_go)
             (one_dir,), (split_dir,) = glob.glob(f"{root}/one/runs/*"), glob.glob(f"{root}/split/runs/*")
             state_path = f"runs/{Path(split_dir).name}/resume.pt"
-            assert f"stopped at step {stop} (--stop-at-step): resumable state saved to {state_path}; resume with: python " \
-                   f"{REPO / script} --resume {state_path}" in stopped
+            assert f"stopped at step {stop} (--stop-at-step): resumable state saved to {state_path}; resume with: " \
+                   f"python {REPO / script} --resume {state_path}" in stopped
             assert not glob.glob(f"{split_dir}/*.pt.tmp") and not (Path(split_dir) / f"{Path(script).stem}.pt").exists()
             shutil.copy(f"{split_dir}/resume.pt", root / "stopped.pt")
             resumed = checked(run_script(script, "--resume", state_path, cwd=root / "split"))
@@ -105,7 +106,8 @@ def split_runs(tmp_path_factory):
 @pytest.mark.parametrize("script, env_id, stop, extra", [
     ("td3.py", "Pendulum-v1", 333, []),  # mid-episode (the second, replayed from its saved pre-reset RNG state)
     ("td3_pave.py", "Pendulum-v1", 187, ["--learning-starts", "100"]),  # the first episode (from reset(seed)), training
-    ("sac.py", "Pendulum-v1", 333, ["--autotune"]),  # between two bursts of 50 gradient steps, mid-episode, alpha learned
+    ("sac.py", "Pendulum-v1", 333, ["--autotune"]),  # between two bursts of 50 gradient steps, mid-episode,
+                                                     # alpha learned
     ("td3_gradcaps.py", "Hopper-v5", 333, []),  # MuJoCo, early terminations; the buffer's prev_obs and mid_episode
 ])
 def test_a_resumed_run_ends_with_exactly_the_state_of_a_run_done_in_one_go(split_runs, script, env_id, stop, extra):
@@ -122,15 +124,16 @@ def test_a_resumed_run_ends_with_exactly_the_state_of_a_run_done_in_one_go(split
 
 
 def test_a_split_run_writes_each_model_checkpoint_once_as_the_one_go_run_does(split_runs):
-    """--model-checkpoints 3 over 500 steps: steps 166, 333 and 500. The run stopped at 333, a checkpoint step, wrote 166 and
-    333 (the stopped process's args say so) and the resumed one 500 alone; each file is the one-go run's, loadable as a
-    checkpoint."""
+    """--model-checkpoints 3 over 500 steps: steps 166, 333 and 500. The run stopped at 333, a checkpoint step, wrote
+    166 and 333 (the stopped process's args say so) and the resumed one 500 alone; each file is the one-go run's,
+    loadable as a checkpoint."""
     one_dir, split_dir, _ = split_runs("td3.py", "Pendulum-v1", 333)
     names = [f"td3_step{step}.pt" for step in (166, 333, 500)]
     assert sorted(os.listdir(one_dir / "checkpoints")) == sorted(os.listdir(split_dir / "checkpoints")) == sorted(names)
     for name, writer in zip(names, ("stopped", "stopped", "resumed")):
         one, split = load(one_dir / "checkpoints" / name), load(split_dir / "checkpoints" / name)
-        assert split.keys() == one.keys() and split["global_step"] == one["global_step"] == int(name[len("td3_step"):-3])
+        assert (split.keys() == one.keys()
+                and split["global_step"] == one["global_step"] == int(name[len("td3_step"):-3]))
         assert all(same(split[key], one[key]) for key in one if key != "args")
         assert (split["args"]["stop_at_step"], split["args"]["resume"] is not None) == \
             ((333, False) if writer == "stopped" else (None, True))
@@ -156,19 +159,21 @@ def test_sigterm_saves_a_resumable_state_and_exits_cleanly(tmp_path):
     assert process.returncode == 0 and time.time() - sent < 15, stderr[-3000:]
     (run_dir,) = glob.glob(f"{tmp_path}/runs/*")
     state_path = f"runs/{Path(run_dir).name}/resume.pt"
-    assert f"(SIGTERM): resumable state saved to {state_path}; resume with: python {REPO / 'td3.py'} --resume {state_path}" in stdout
+    assert (f"(SIGTERM): resumable state saved to {state_path}; resume with: python {REPO / 'td3.py'} "
+            f"--resume {state_path}" in stdout)
     assert not Path(run_dir, "td3.pt").exists()  # --save-model, yet no final checkpoint: the run did not finish
     step = load(Path(tmp_path, state_path))["global_step"]
     assert step > 250
     # it resumes: extended to 20 more steps (--total-timesteps may change), without the final checkpoint and evaluation
-    resumed = checked(run_script("td3.py", "--resume", state_path, "--total-timesteps", step + 20, "--no-save-model", cwd=tmp_path))
+    resumed = checked(run_script("td3.py", "--resume", state_path, "--total-timesteps", step + 20, "--no-save-model",
+                                 cwd=tmp_path))
     assert f"resumed runs/{Path(run_dir).name} at step {step} of {step + 20}" in resumed.stdout
 
 
 def digest(folder):
     """Every file below folder (its checkpoints/ too) by relative path, with its content's hash."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).rglob("*"))
-            if p.is_file()}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 def broken_copy(path, kind, out):
@@ -212,7 +217,8 @@ def test_bad_resume_input_gets_one_clear_line_and_loses_nothing(split_runs, tmp_
     run = run_script if case == "missing" else run_in_process  # one case through a new interpreter, as a user meets it
     result = run("td3.py", "--resume", path, *flags, cwd=tmp_path)
     assert result.returncode != 0
-    assert result.stderr.startswith("td3.py: error: --") and result.stderr.strip().count("\n") == 0, result.stderr[-3000:]
+    assert (result.stderr.startswith("td3.py: error: --")
+            and result.stderr.strip().count("\n") == 0), result.stderr[-3000:]
     assert message in result.stderr
     assert digest(tmp_path / "runs" / td3_dir.name) == before and os.listdir(tmp_path / "runs") == [td3_dir.name]
 
@@ -221,22 +227,28 @@ def test_benchmark_resumes_an_interrupted_run_from_its_last_readable_state(tmp_p
     import benchmark
 
     out = tmp_path / "study"
-    extra = "--total-timesteps 400 --learning-starts 200 --buffer-size 1000 --batch-size 32 --hidden-sizes 64 64 --eval-episodes 1"
-    study = [sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "--env-ids", "Pendulum-v1", "--seeds", "1",
-             "--out", str(out), "--checkpoint-freq", "100", "--no-report"]
-    # the run stops at step 250 as if a scheduler had sent SIGTERM: resume.pt at 250, resume.prev.pt at 200, no checkpoint
-    first = subprocess.run([*study, "--extra", f"{extra} --stop-at-step 250"], env=ENV, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 1 and "STOPPED Pendulum-v1__td3__1" in first.stdout, first.stdout[-3000:] + first.stderr[-3000:]
+    extra = ("--total-timesteps 400 --learning-starts 200 --buffer-size 1000 --batch-size 32 --hidden-sizes 64 64 "
+             "--eval-episodes 1")
+    study = [sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "--env-ids", "Pendulum-v1",
+             "--seeds", "1", "--out", str(out), "--checkpoint-freq", "100", "--no-report"]
+    # the run stops at step 250 as if a scheduler had sent SIGTERM: resume.pt at 250, resume.prev.pt at 200, no
+    # checkpoint
+    first = subprocess.run([*study, "--extra", f"{extra} --stop-at-step 250"], env=ENV, capture_output=True, text=True,
+                           timeout=300)
+    assert (first.returncode == 1
+            and "STOPPED Pendulum-v1__td3__1" in first.stdout), first.stdout[-3000:] + first.stderr[-3000:]
     (folder,) = out.glob("runs/*")
     assert {"resume.pt", "resume.prev.pt"} <= set(os.listdir(folder)) and not (folder / "td3.pt").exists()
     dry = subprocess.run([*study, "--extra", extra, "--dry-run"], env=ENV, capture_output=True, text=True, timeout=300)
     assert f"--resume runs/{folder.name}/resume.pt" in dry.stdout, dry.stdout + dry.stderr  # --dry-run shows the resume
 
-    # the Ray backend's task, here in this process: the run folder travels with it and the run resumes in a scratch folder
-    run = benchmark.Run(benchmark.Variant("td3.py", "td3", "td3"), "Pendulum-v1", 1, resume=folder.relative_to(out) / "resume.pt")
+    # the Ray backend's task, here in this process: the run folder travels with it and the run resumes in a scratch
+    # folder
+    run = benchmark.Run(benchmark.Variant("td3.py", "td3", "td3"), "Pendulum-v1", 1,
+                        resume=folder.relative_to(out) / "resume.pt")
     inputs = {str(p.relative_to(out)): p.read_bytes() for p in folder.iterdir()}
-    returncode, log, files, _ = benchmark.train_in_scratch(str(REPO / "td3.py"), run.arguments(["--checkpoint-freq", "100",
-                                                           *extra.split()]), {"OMP_NUM_THREADS": "1"}, inputs)
+    returncode, log, files, _ = benchmark.train_in_scratch(str(REPO / "td3.py"), run.arguments(["--checkpoint-freq",
+                                                           "100", *extra.split()]), {"OMP_NUM_THREADS": "1"}, inputs)
     assert returncode == 0 and f"resumed runs/{folder.name} at step 250 of 400" in log, log[-3000:]
     assert f"runs/{folder.name}/td3.pt" in files
 
@@ -245,7 +257,8 @@ def test_benchmark_resumes_an_interrupted_run_from_its_last_readable_state(tmp_p
     (folder / "resume.pt").write_bytes(data[: len(data) // 2])
     second = subprocess.run([*study, "--extra", extra], env=ENV, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert f"note: {folder / 'resume.pt'} is unreadable, truncated or corrupt (BadZipFile); trying resume.prev.pt" in second.stdout
+    assert (f"note: {folder / 'resume.pt'} is unreadable, truncated or corrupt (BadZipFile); trying resume.prev.pt"
+            in second.stdout)
     assert "1 to run (1 resumed)" in second.stdout
     assert list(out.glob("runs/*")) == [folder] and (folder / "td3.pt").exists()
     log = (out / "logs" / "Pendulum-v1__td3__1.log").read_text()
@@ -253,12 +266,13 @@ def test_benchmark_resumes_an_interrupted_run_from_its_last_readable_state(tmp_p
 
 
 def test_sigterm_to_benchmark_stops_its_runs_as_ctrl_c_does(tmp_path):
-    """A scheduler's SIGTERM to benchmark.py reaches its runs (each in its own session) as SIGTERM: each saves its state,
-    benchmark.py waits for them and exits with one line; none is left training on unwatched."""
+    """A scheduler's SIGTERM to benchmark.py reaches its runs (each in its own session) as SIGTERM: each saves its
+    state, benchmark.py waits for them and exits with one line; none is left training on unwatched."""
     out = tmp_path / "study"
     extra = "--total-timesteps 100000 --learning-starts 200 --buffer-size 1000 --batch-size 32 --hidden-sizes 64 64"
-    process = subprocess.Popen([sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py", "--env-ids", "Pendulum-v1",
-                                "--seeds", "1", "--out", str(out), "--checkpoint-freq", "250", "--no-report", "--extra", extra],
+    process = subprocess.Popen([sys.executable, str(REPO / "benchmark.py"), "--scripts", "td3.py",
+                                "--env-ids", "Pendulum-v1", "--seeds", "1", "--out", str(out), "--checkpoint-freq",
+                                "250", "--no-report", "--extra", extra],
                                env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not glob.glob(f"{out}/runs/*/resume.pt"):  # the run is training
@@ -270,5 +284,6 @@ def test_sigterm_to_benchmark_stops_its_runs_as_ctrl_c_does(tmp_path):
     assert "interrupted: 0 of 1 runs finished and kept in" in stderr and "Traceback" not in stderr, stderr[-3000:]
     (folder,) = out.glob("runs/*")
     log = (out / "logs" / "Pendulum-v1__td3__1.log").read_text()
-    assert "(SIGTERM): resumable state saved to" in log, log[-3000:]  # the run stopped itself, before benchmark.py exited
+    # the run stopped itself, before benchmark.py exited
+    assert "(SIGTERM): resumable state saved to" in log, log[-3000:]
     assert load(folder / "resume.pt")["global_step"] > 250 and not (folder / "td3.pt").exists()

@@ -21,7 +21,8 @@ def _actor(dtype=torch.float32, seed=0):
 
 
 def test_log_prob_is_the_change_of_variables_density():
-    """log pi(a|s) = log N(u; mean, std^2) - log |det da/du| at u = atanh(a), the Jacobian taken by autograd (float64)."""
+    """log pi(a|s) = log N(u; mean, std^2) - log |det da/du| at u = atanh(a), the Jacobian taken by autograd
+    (float64)."""
     actor, obs = _actor(torch.float64)
     with torch.no_grad():
         a, log_prob, _ = actor.get_action(obs)
@@ -34,7 +35,8 @@ def test_log_prob_is_the_change_of_variables_density():
 
 
 def test_log_prob_stays_finite_where_log_of_one_minus_tanh_squared_fails():
-    """mean 12, std e^-20: tanh(u) rounds to 1 in float32, so log(1 - a^2) = -inf; the stable form matches float64 math."""
+    """mean 12, std e^-20: tanh(u) rounds to 1 in float32, so log(1 - a^2) = -inf; the stable form matches float64
+    math."""
     actor, obs = _actor()
     head = actor.net[-1]  # mean rows first, log-std rows second
     with torch.no_grad():
@@ -72,8 +74,9 @@ def test_deterministic_action_is_tanh_of_the_mean():
     assert not torch.equal(sampled, deterministic) and deterministic.abs().max() <= 1
 
 
-TABLE_8 = {"LunarLanderContinuous-v3": (0.1, 0.5, 0.05), "Pendulum-v1": (0.1, 0.005, 0.5), "Reacher-v5": (0.1, 5e-4, 1.0),
-           "Ant-v5": (0.1, 5e-4, 1.0), "Hopper-v5": (2.0, 5e-4, 3.0), "Walker2d-v5": (2.0, 0.005, 2.0)}
+TABLE_8 = {"LunarLanderContinuous-v3": (0.1, 0.5, 0.05), "Pendulum-v1": (0.1, 0.005, 0.5),
+           "Reacher-v5": (0.1, 5e-4, 1.0), "Ant-v5": (0.1, 5e-4, 1.0), "Hopper-v5": (2.0, 5e-4, 3.0),
+           "Walker2d-v5": (2.0, 0.005, 2.0)}
 
 
 def test_presets_are_table_8_and_fill_only_unset_fields():
@@ -89,7 +92,8 @@ def test_presets_are_table_8_and_fill_only_unset_fields():
 
 def test_defaults_are_the_reference_protocol():
     args = sac.Args()
-    assert (args.learning_rate, args.batch_size, args.learning_starts, args.train_freq, args.gradient_steps) == (1e-3, 100, 10_000, 50, 50)
+    assert ((args.learning_rate, args.batch_size, args.learning_starts, args.train_freq, args.gradient_steps)
+            == (1e-3, 100, 10_000, 50, 50))
     assert (args.alpha, args.autotune, args.policy_frequency, args.target_network_frequency) == (0.2, False, 1, 1)
     assert (args.hidden_sizes, args.actor_activation, args.critic_activation) == ((256, 256), "silu", "silu")
     assert (sac_pave.Args().actor_activation, sac_pave.Args().critic_activation) == ("silu", "silu")
@@ -97,14 +101,17 @@ def test_defaults_are_the_reference_protocol():
 
 # ---- real runs ------------------------------------------------------------------------------------------------------
 
-COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/action_change", "charts/SPS", "charts/SPS_train",
-               "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "losses/alpha", "eval/return", "eval/sm",
-               "geometry/mpr", "geometry/vfc", "geometry/curv", "geometry/grad_norm", "geometry/vhv"]
+COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/action_change", "charts/SPS",
+               "charts/SPS_train", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "losses/alpha",
+               "eval/return", "eval/sm", "geometry/mpr", "geometry/vfc", "geometry/curv", "geometry/grad_norm",
+               "geometry/vhv"]
 # sac.py on Pendulum learns alpha, on Hopper runs the paper text's ReLU variant; sac_pave.py on Pendulum overrides one
 # Table 8 lambda, and takes PAVE's terms on the first 64 transitions of each batch (--pave-batch; the default run is
 # test_bit_identity.py's).
-EXTRA = {("sac.py", "Pendulum-v1"): ["--autotune"], ("sac.py", "Hopper-v5"): ["--actor-activation", "relu", "--critic-activation", "relu"],
-         ("sac_pave.py", "Pendulum-v1"): ["--lambda1", "0.5", "--pave-batch", "64"], ("sac_pave.py", "Hopper-v5"): ["--pave-batch", "64"]}
+EXTRA = {("sac.py", "Pendulum-v1"): ["--autotune"],
+         ("sac.py", "Hopper-v5"): ["--actor-activation", "relu", "--critic-activation", "relu"],
+         ("sac_pave.py", "Pendulum-v1"): ["--lambda1", "0.5", "--pave-batch", "64"],
+         ("sac_pave.py", "Hopper-v5"): ["--pave-batch", "64"]}
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])
@@ -114,15 +121,18 @@ def test_short_real_run_writes_checkpoint_and_scalars(script, env_id, tmp_path):
     run_dir, ckpt = train(script, env_id, tmp_path, *EXTRA.get((script, env_id), []))
     assert ckpt["format"] == sac.CHECKPOINT_FORMAT
     assert (ckpt["script"], ckpt["algo"], ckpt["env_id"], ckpt["global_step"]) == (script, "sac", env_id, 400)
-    assert ckpt["args"]["exp_name"] == script[:-3] and ckpt["args"]["seed"] == 1 and ckpt["args"]["autotune"] == autotune
+    assert (ckpt["args"]["exp_name"] == script[:-3] and ckpt["args"]["seed"] == 1
+            and ckpt["args"]["autotune"] == autotune)
     for net in ("actor", "qf1", "qf2"):
         assert all(torch.isfinite(t).all() for t in ckpt[net].values()), net
     # the checkpoint rebuilds with the script's own classes
     module = sac_pave if script == "sac_pave.py" else sac
     args = ckpt["args"]
     assert tuple(args["hidden_sizes"]) == (256, 256)
-    module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["actor_activation"]).load_state_dict(ckpt["actor"])
-    module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["critic_activation"]).load_state_dict(ckpt["qf1"])
+    module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"],
+                 args["actor_activation"]).load_state_dict(ckpt["actor"])
+    module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"],
+                    args["critic_activation"]).load_state_dict(ckpt["qf1"])
 
     scalars = read_scalars(run_dir)
     tags = COMMON_TAGS + (["losses/mpr", "losses/vfc", "losses/curv"] if script == "sac_pave.py" else [])

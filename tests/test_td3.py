@@ -1,4 +1,5 @@
-"""td3.py and td3_pave.py: presets, flags, real short runs, reproducibility, clear errors (the terms: test_pave_regularizer.py)."""
+"""td3.py and td3_pave.py: presets, flags, real short runs, reproducibility, clear errors (the terms:
+test_pave_regularizer.py)."""
 
 
 import pytest
@@ -20,7 +21,8 @@ HIDDEN = (64, 48)  # two hidden layers of different widths, as the released [400
 @pytest.mark.parametrize("module", [td3_pave, sac_pave])
 def test_bad_pave_batch_is_refused(module):
     batch = module.Args().batch_size
-    for value, message in [(0, "--pave-batch must be positive"), (batch + 1, f"--pave-batch must be at most --batch-size ({batch})")]:
+    for value, message in [(0, "--pave-batch must be positive"),
+                           (batch + 1, f"--pave-batch must be at most --batch-size ({batch})")]:
         with pytest.raises(BadInput) as error:
             module.resolve_args(module.Args(env_id="Pendulum-v1", pave_batch=value))
         assert message in str(error.value)
@@ -28,12 +30,14 @@ def test_bad_pave_batch_is_refused(module):
 
 @pytest.mark.parametrize("module", [td3, td3_pave, sac, sac_pave])
 def test_critics_of_any_depth_with_or_without_layer_norm(module):
-    """--hidden-sizes of any depth and --critic-layer-norm (LayerNorm after each hidden linear layer) build the critic."""
+    """--hidden-sizes of any depth and --critic-layer-norm (LayerNorm after each hidden linear layer) build the
+    critic."""
     with pytest.raises(BadInput, match="--hidden-sizes must be one or more positive widths"):
         module.resolve_args(module.Args(env_id="Pendulum-v1", hidden_sizes=(64, 0)))
     module.resolve_args(module.Args(env_id="Pendulum-v1", hidden_sizes=(64, 64, 64), critic_layer_norm=True))
     qf = module.QNetwork(OBS_DIM, ACT_DIM, (32, 16, 8))
-    assert [layer.weight.shape for layer in qf.net if isinstance(layer, nn.Linear)] == [(32, 8), (16, 32), (8, 16), (1, 8)]
+    assert ([layer.weight.shape for layer in qf.net if isinstance(layer, nn.Linear)]
+            == [(32, 8), (16, 32), (8, 16), (1, 8)])
     assert not any(isinstance(layer, nn.LayerNorm) for layer in qf.net)
     qf = module.QNetwork(OBS_DIM, ACT_DIM, (32, 16, 8), "silu", layer_norm=True)
     assert [type(layer).__name__ for layer in qf.net][:3] == ["Linear", "LayerNorm", "SiLU"]
@@ -69,7 +73,8 @@ def test_presets_fill_only_unset_fields():
     args = td3_pave.resolve_args(td3_pave.Args(env_id="Pendulum-v1", lambda1=0.0, total_timesteps=5))
     assert (args.lambda1, args.lambda2, args.lambda3, args.total_timesteps) == (0.0, 0.005, 2.0, 5)
     args = td3_pave.resolve_args(td3_pave.Args(env_id="HalfCheetah-v5"))  # not in the paper: documented defaults
-    assert (args.lambda1, args.lambda2, args.lambda3) == tuple(td3_pave.DEFAULT_PRESET[k] for k in ("lambda1", "lambda2", "lambda3"))
+    assert ((args.lambda1, args.lambda2, args.lambda3)
+            == tuple(td3_pave.DEFAULT_PRESET[k] for k in ("lambda1", "lambda2", "lambda3")))
     assert td3.resolve_args(td3.Args(env_id="Pendulum-v1")).total_timesteps == 100_000
 
 
@@ -86,12 +91,14 @@ COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/actio
                "geometry/mpr", "geometry/vfc", "geometry/curv", "geometry/grad_norm", "geometry/vhv"]
 
 
-# the paper text's ReLU variant of the base on Hopper; the Hopper PAVE run overrides one preset lambda (the compiled path
-# is trained for real in test_same_seed_gives_identical_weights and checked term by term in test_pave_regularizer.py).
+# the paper text's ReLU variant of the base on Hopper; the Hopper PAVE run overrides one preset lambda (the compiled
+# path is trained for real in test_same_seed_gives_identical_weights and checked term by term in
+# test_pave_regularizer.py).
 # PAVE's terms on the first 64 transitions of each batch (--pave-batch), where they cost most: the default run is
 # test_bit_identity.py's.
 EXTRA = {("td3.py", "Hopper-v5"): ["--actor-activation", "relu", "--critic-activation", "relu"],
-         ("td3_pave.py", "Pendulum-v1"): ["--pave-batch", "64"], ("td3_pave.py", "Hopper-v5"): ["--lambda3", "0.01", "--pave-batch", "64"]}
+         ("td3_pave.py", "Pendulum-v1"): ["--pave-batch", "64"],
+         ("td3_pave.py", "Hopper-v5"): ["--lambda3", "0.01", "--pave-batch", "64"]}
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])
@@ -107,8 +114,10 @@ def test_short_real_run_writes_checkpoint_and_scalars(script, env_id, tmp_path):
     module = td3_pave if script == "td3_pave.py" else td3
     args = ckpt["args"]
     assert tuple(args["hidden_sizes"]) == (400, 300) and ckpt["qf1"]["net.2.weight"].shape == (300, 400)
-    module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["actor_activation"]).load_state_dict(ckpt["actor"])
-    module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"], args["critic_activation"]).load_state_dict(ckpt["qf1"])
+    module.Actor(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"],
+                 args["actor_activation"]).load_state_dict(ckpt["actor"])
+    module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], args["hidden_sizes"],
+                    args["critic_activation"]).load_state_dict(ckpt["qf1"])
 
     scalars = read_scalars(run_dir)
     tags = COMMON_TAGS + (["losses/mpr", "losses/vfc", "losses/curv"] if script == "td3_pave.py" else [])
@@ -132,8 +141,10 @@ def test_short_real_run_writes_checkpoint_and_scalars(script, env_id, tmp_path):
 def test_same_seed_gives_identical_weights(script, extra, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    # reproducibility does not depend on size or length: a shorter run than TINY (the last flag wins), 100 gradient steps
-    small = ["--batch-size", "64", "--hidden-sizes", "64", "64", "--total-timesteps", "300", "--eval-episodes", "1", *extra]
+    # reproducibility does not depend on size or length: a shorter run than TINY (the last flag wins), 100 gradient
+    # steps
+    small = ["--batch-size", "64", "--hidden-sizes", "64", "64", "--total-timesteps", "300", "--eval-episodes", "1",
+             *extra]
     _, first = train(script, "Pendulum-v1", tmp_path / "a", *small, seed=7)
     _, second = train(script, "Pendulum-v1", tmp_path / "b", *small, seed=7)
     for net in ("actor", "qf1", "qf2"):
@@ -176,14 +187,16 @@ def test_track_without_wandb_says_how_to_install(tmp_path):
         pytest.skip("wandb is installed: --track would really log")
     except ImportError:
         pass
-    assert_one_line_error(run_in_process("td3.py", "--env-id", "Pendulum-v1", "--track", cwd=tmp_path), "pip install wandb")
+    assert_one_line_error(run_in_process("td3.py", "--env-id", "Pendulum-v1", "--track", cwd=tmp_path),
+                          "pip install wandb")
 
 
 def test_any_critic_trains_saves_and_is_read_by_the_tools(tmp_path):
     """td3_pave.py with a critic the speed path is not written for (3 hidden layers, LayerNorm) takes the general
-    pave_regularizer, trains, saves a checkpoint that records it, and eval_smoothness.py and critic_geometry.py read it."""
-    run_dir, ckpt = train("td3_pave.py", "Pendulum-v1", tmp_path, "--hidden-sizes", "64", "64", "64", "--critic-layer-norm",
-                          "--batch-size", "64")
+    pave_regularizer, trains, saves a checkpoint that records it, and eval_smoothness.py and critic_geometry.py read
+    it."""
+    run_dir, ckpt = train("td3_pave.py", "Pendulum-v1", tmp_path, "--hidden-sizes", "64", "64", "64",
+                          "--critic-layer-norm", "--batch-size", "64")
     assert ckpt["args"]["critic_layer_norm"] and tuple(ckpt["args"]["hidden_sizes"]) == (64, 64, 64)
     assert "net.1.weight" in ckpt["qf1"]  # the first LayerNorm's gain
     scalars = read_scalars(run_dir)
@@ -198,17 +211,20 @@ def test_any_critic_trains_saves_and_is_read_by_the_tools(tmp_path):
 def test_which_pave_path_runs_is_said_at_start(tmp_path):
     small = ["--env-id", "Pendulum-v1", "--total-timesteps", "260", "--learning-starts", "250", "--no-progress-bar"]
     result = run_script("td3_pave.py", *small, "--hidden-sizes", "64", "64", cwd=tmp_path)
-    assert result.returncode == 0 and "PAVE terms: the speed path (written-out derivatives, pave_speed.py)" in result.stdout
+    assert (result.returncode == 0
+            and "PAVE terms: the speed path (written-out derivatives, pave_speed.py)" in result.stdout)
     assert "device: cpu (1 torch threads)" in result.stdout  # the device the run uses, not the --cuda flag
     result = run_script("td3_pave.py", *small, "--hidden-sizes", "32", "32", "32", "--torch-threads", "2", cwd=tmp_path)
     assert result.returncode == 0 and "PAVE terms: pave_regularizer (autograd)" in result.stdout
     assert "device: cpu (2 torch threads)" in result.stdout
-    assert_one_line_error(run_in_process("td3_pave.py", *small, "--critic-layer-norm", "--pave-impl", "fused", cwd=tmp_path),
+    assert_one_line_error(run_in_process("td3_pave.py", *small, "--critic-layer-norm", "--pave-impl", "fused",
+                                         cwd=tmp_path),
                           "--pave-impl written-out (alias fused)")
 
 
 @pytest.mark.parametrize("old,new", [("Hopper-v2", "Hopper-v5"), ("Walker2d-v3", "Walker2d-v5"), ("Ant-v2", "Ant-v5"),
-                                     ("Reacher-v2", "Reacher-v5"), ("LunarLanderContinuous-v2", "LunarLanderContinuous-v3")])
+                                     ("Reacher-v2", "Reacher-v5"),
+                                     ("LunarLanderContinuous-v2", "LunarLanderContinuous-v3")])
 def test_paper_era_ids_run_as_their_current_version(old, new, capsys):
     """The -v2/-v3 MuJoCo ids need the retired mujoco-py: they map to -v5, with a note, and are never suggested."""
     assert td3.resolve_args(td3.Args(env_id=old)).env_id == new

@@ -15,10 +15,12 @@ SCRIPTS = ["td3.py", "td3_pave.py", "td3_caps.py", "td3_gradcaps.py", "td3_asap.
            "sac.py", "sac_pave.py", "sac_caps.py", "sac_gradcaps.py", "sac_asap.py"]
 # the default flags, 100 gradient steps, with geometry probes at steps 350, 700 and 1050 (one between gradient steps)
 DEFAULT = ["--env-id", "Pendulum-v1", "--total-timesteps", "1100", "--learning-starts", "1000", "--seed", "7",
-           "--geometry-freq", "350", "--save-model", "--eval-episodes", "1", "--no-progress-bar", "--exp-name", "default"]
+           "--geometry-freq", "350", "--save-model", "--eval-episodes", "1", "--no-progress-bar",
+           "--exp-name", "default"]
 # tiny networks; probes at 300 (random phase), 350 (where the state is saved) and 400
-SMALL = ["--env-id", "Pendulum-v1", "--total-timesteps", "400", "--learning-starts", "300", "--hidden-sizes", "16", "16",
-         "--seed", "7", "--geometry-freq", "50", "--no-progress-bar", "--exp-name", "small"]
+SMALL = ["--env-id", "Pendulum-v1", "--total-timesteps", "400", "--learning-starts", "300",
+         "--hidden-sizes", "16", "16", "--seed", "7", "--geometry-freq", "50", "--no-progress-bar",
+         "--exp-name", "small"]
 
 
 def fingerprint(checkpoint):
