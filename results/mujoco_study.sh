@@ -6,6 +6,8 @@
 # Start it, or continue it from wherever it stopped (the same command; SIGTERM stops it, every run saving its state):
 #     setsid nohup bash results/mujoco_study.sh >> ~/.cache/pave/studies/mujoco/study.log 2>&1 < /dev/null &
 # Its progress:  bash results/mujoco_study.sh --status
+# What git keeps of it at a stage (events, logs, the model checkpoints of that step; never a resumable state), copied
+# into results/mujoco/study for publishing:  bash results/mujoco_study.sh --export 100000
 #
 # The study folder (PAVE_STUDY, default ~/.cache/pave/studies/mujoco) lives outside the work tree: resumable states of
 # MuJoCo runs are 30-170 MB and stay out of git. Its code/ is this repository at one commit (STUDY_COMMIT, git archive),
@@ -18,6 +20,25 @@ python="${PYTHON:-python}"
 flags=(--scripts td3.py td3_pave.py --env-ids Walker2d-v5 Hopper-v5 --seeds 178132 410580 922852 --out "$study/study")
 if [ "${1:-}" = "--status" ]; then  # read by today's benchmark.py (the study's copy may predate --status)
     exec "$python" "$repo/benchmark.py" "${flags[@]}" --status
+fi
+if [ "${1:-}" = "--export" ]; then  # --export STEP: what git keeps of the runs at STEP, into results/mujoco/study
+    step="${2:?--export needs a step}"
+    dest="${PAVE_EXPORT_TO:-$repo/results/mujoco/study}"
+    mkdir -p "$dest/logs"
+    cp "$study/study/logs/"*.log "$dest/logs/"
+    for run in "$study/study/runs/"*/; do
+        name="$(basename "$run")"
+        variant="$(echo "$name" | awk -F'__' '{print $2}')"
+        mkdir -p "$dest/runs/$name"
+        cp "$run"events.out.tfevents.* "$dest/runs/$name/"
+        if [ -f "$run/checkpoints/${variant}_step$step.pt" ]; then
+            mkdir -p "$dest/runs/$name/checkpoints"
+            cp "$run/checkpoints/${variant}_step$step.pt" "$dest/runs/$name/checkpoints/"
+        fi
+        if [ -f "$run/$variant.pt" ]; then cp "$run/$variant.pt" "$dest/runs/$name/"; fi  # the final checkpoint
+    done
+    echo "copied the events, logs and step-$step model checkpoints of $study/study into $dest (no resumable state)"
+    exit 0
 fi
 if [ ! -f "$study/code/benchmark.py" ]; then
     mkdir -p "$study/code"

@@ -154,3 +154,27 @@ def test_status_shows_every_runs_step_and_speed(staged):
         _, logged, saved, wall, sps = rows[f"Pendulum-v1__td3__{seed}"]
         assert int(logged) >= 300 and saved == "400 (finished)" and wall.endswith(" h") and float(sps.strip(" |")) > 0
     assert "not started" in rows["Pendulum-v1__td3_pave__1"][1]
+
+
+def test_the_mujoco_study_exports_a_stage_without_resumable_states(tmp_path):
+    """results/mujoco_study.sh --export STEP copies what git keeps of the study at a stage: every run's events and log,
+    its model checkpoint at STEP and its final checkpoint if it has one, never a resumable state."""
+    study, dest = tmp_path / "kept", tmp_path / "export"
+    runs = {"Hopper-v5__td3__1__100": ["events.out.tfevents.1", "resume.pt", "resume.prev.pt",
+                                       "checkpoints/td3_step100.pt", "checkpoints/td3_step200.pt", "td3.pt"],
+            "Hopper-v5__td3_pave__1__100": ["events.out.tfevents.1", "events.out.tfevents.2", "resume.pt"]}
+    for name, files in runs.items():
+        for file in files:
+            (study / "study" / "runs" / name / file).parent.mkdir(parents=True, exist_ok=True)
+            (study / "study" / "runs" / name / file).write_text(file)
+        (study / "study" / "logs").mkdir(exist_ok=True)
+        (study / "study" / "logs" / f"{name.rsplit('__', 1)[0]}.log").write_text("log")
+    result = subprocess.run(["bash", str(REPO / "results" / "mujoco_study.sh"), "--export", "100"], capture_output=True,
+                            text=True, env={**ENV, "PAVE_STUDY": str(study), "PAVE_EXPORT_TO": str(dest)}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    copied = sorted(str(path.relative_to(dest)) for path in dest.rglob("*") if path.is_file())
+    assert copied == ["logs/Hopper-v5__td3__1.log", "logs/Hopper-v5__td3_pave__1.log",
+                      "runs/Hopper-v5__td3__1__100/checkpoints/td3_step100.pt",
+                      "runs/Hopper-v5__td3__1__100/events.out.tfevents.1", "runs/Hopper-v5__td3__1__100/td3.pt",
+                      "runs/Hopper-v5__td3_pave__1__100/events.out.tfevents.1",
+                      "runs/Hopper-v5__td3_pave__1__100/events.out.tfevents.2"]
