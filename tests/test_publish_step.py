@@ -1,47 +1,29 @@
 """benchmark.py publish --step: a stage of a study published from the runs' model checkpoints at that step, with their
 curves, steps, wall times and SPS cut there, and --env-ids keeping one env's runs, on a tiny hand-written study."""
 
-import csv
 import json
-import time
 
 import torch
 from test_benchmark import benchmark
-from test_publish import ENV, LEARNING_STARTS, STEPS, episode_values
+from test_publish import ENV, LEARNING_STARTS, read_csv, write_run
 from tiny_checkpoints import write_checkpoint
-from torch.utils.tensorboard import SummaryWriter
 
-STAGE = 400  # the stage published: STEPS are 200, 400, 600, 800
+STAGE = 400  # the stage published: test_publish's runs log episodes at steps 200, 400, 600, 800
 SEEDS = (178132, 410580)
 
 
 def write_staged_run(study, method, seed, stage_checkpoint=True):
-    """A run that went past the stage: events to step 800 (SPS_train 50.25 at 400, 60.5 at 800), a model checkpoint at
-    the stage (unless told not), and its final checkpoint at 800."""
-    folder = study / "runs" / f"{ENV}__{method}__{seed}__{1_700_000_000 + seed}"
-    start = time.time()
-    writer = SummaryWriter(str(folder))
-    for tag, values in episode_values(method, seed).items():
-        for k, (step, value) in enumerate(zip(STEPS, values)):
-            writer.add_scalar(tag, value, step, walltime=start + 10 * k)
-    writer.add_scalar("charts/SPS_train", 50.25, 400, walltime=start + 20)
-    writer.add_scalar("charts/SPS_train", 60.5, 800, walltime=start + 100)
-    writer.close()
-    for path, step, init in ((folder / f"{method}.pt", 800, seed),
-                             *([(folder / "checkpoints" / f"{method}_step{STAGE}.pt", STAGE, seed + 1)]
-                               if stage_checkpoint else [])):
-        path.parent.mkdir(exist_ok=True)
-        write_checkpoint(path, f"{method}.py", seed=seed, exp_name=method, init_seed=init, step=step)
+    """test_publish's finished run (events to step 800: SPS_train 50.25 at 400, 60.5 at 800; its final checkpoint), and
+    a model checkpoint at the stage unless told not."""
+    write_run(study, method, seed)
+    if stage_checkpoint:
+        (folder,) = (study / "runs").glob(f"{ENV}__{method}__{seed}__*")
+        path = folder / "checkpoints" / f"{method}_step{STAGE}.pt"
+        path.parent.mkdir()
+        write_checkpoint(path, f"{method}.py", seed=seed, exp_name=method, init_seed=seed + 1, step=STAGE)
         checkpoint = torch.load(path, weights_only=True)
         checkpoint["args"]["learning_starts"] = LEARNING_STARTS
         torch.save(checkpoint, path)
-    (study / "logs").mkdir(exist_ok=True)
-    (study / "logs" / f"{ENV}__{method}__{seed}.log").write_text(f"$ python {method}.py --seed {seed}\n")
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_publish_at_a_step_reads_the_checkpoints_and_curves_of_that_step(tmp_path):
