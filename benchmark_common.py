@@ -4,6 +4,7 @@ list, running one process, reading a run's TensorBoard scalars and wall time, le
 how every command stops on SIGINT and SIGTERM."""
 
 import glob
+import logging
 import shlex
 import signal
 import subprocess
@@ -113,11 +114,19 @@ def short_env(env_id):
 
 
 def run_events(run_dir):
-    """A run's TensorBoard events, read once, every scalar point kept (an EventAccumulator)."""
+    """A run's TensorBoard events, read once, every scalar point kept (an EventAccumulator). A resumed run repeats the
+    steps after its last saved state in a new events file; the reader keeps the later file's points and drops the
+    earlier ones (TensorBoard's purge), which is right, so its warning about it is not printed."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
+    tensorboard_log = logging.getLogger("tensorboard")
+    level = tensorboard_log.level
+    tensorboard_log.setLevel(logging.ERROR)
+    try:
+        events.Reload()
+    finally:
+        tensorboard_log.setLevel(level)
     return events
 
 

@@ -72,3 +72,26 @@ def test_the_papers_table_3_is_kept_as_printed():
     pave = [row for row in rows if (row["method"], row["env_id"]) == ("td3_pave", "Walker2d-v5")]
     assert [round(float(row["return_mean"]), -1) for row in pave] == [5570.0, 5580.0, 5580.0]
     assert [row["sm_mean"] for row in pave] == ["1.293", "1.478", "1.775"]
+
+
+def test_a_resumed_runs_repeated_steps_are_read_from_its_later_segment_without_a_warning(tmp_path, capfd, caplog):
+    """A resumed run logs again the steps after its last saved state, in a second events file: the reader keeps the
+    second file's points for them, and TensorBoard's purge warning is not printed."""
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    import benchmark_common
+
+    run_dir = tmp_path / "run"
+    segments = ((None, {100: 1.0, 200: 2.0, 300: 3.0}), (201, {201: 20.0, 300: 30.0, 400: 40.0}))  # saved at 200
+    for purge_step, values in segments:  # the scripts open a resumed run's writer with purge_step = saved step + 1
+        writer = SummaryWriter(run_dir, purge_step=purge_step)
+        for step, value in values.items():
+            writer.add_scalar("charts/episodic_return", value, step)
+        writer.close()
+        time.sleep(1.1)  # events file names carry the second they were opened in
+    with caplog.at_level("WARNING"):
+        steps, values = benchmark_common.scalars(run_dir, "charts/episodic_return")
+    assert steps.tolist() == [100, 200, 201, 300, 400] and values.tolist() == [1.0, 2.0, 20.0, 30.0, 40.0]
+    assert "out of order" not in capfd.readouterr().err and not caplog.records
