@@ -26,12 +26,12 @@ concave_rate_pooled). They run float32; we run float64.
 Every record also holds the mean return and smoothness score sm of the same episodes (eval_smoothness.py's score).
 
 Along training (--during): the files a training script saves with --model-checkpoints N (each a checkpoint like the
-final one, at N evenly spaced steps) are grouped by (method, env, training step) instead, a (run, step) given twice
-counted once (a run's final checkpoint is its last such file). during.png plots the evaluation return, sm, M_sup,
-mu_inf, the concavity rate and the flip rate against the step, a panel per statistic and a row per env, a line per
-method: the mean over seeds with a band of +- one std. The released code measured M_sup and the concavity rates this
-way, on the five intermediate models its runs keep (eval_during_training_full.py), for Base and PAVE TD3 on LunarLander
-and Walker.
+final one, at N evenly spaced steps) or --model-checkpoint-every N (at every multiple of N) are grouped by (method, env,
+training step) instead, a (run, step) given twice counted once (a run's final checkpoint is its last such file).
+during.png plots the evaluation return, sm, M_sup, mu_inf, the concavity rate and the flip rate against the step, a
+panel per statistic and a row per env, a line per method: the mean over seeds with a band of +- one std. The released
+code measured M_sup and the concavity rates this way, on the five intermediate models its runs keep
+(eval_during_training_full.py), for Base and PAVE TD3 on LunarLander and Walker.
 
 Every input is checked before anything is written, as in eval_smoothness.py (a directory given as a checkpoint stands
 for the *.pt files directly in it): bad input gets one error line per problem and a non-zero exit, and an earlier report
@@ -315,8 +315,8 @@ class Args:
     critic: Literal["qf1", "qf2"] = "qf1"
     """which twin critic to analyze (released: Q1)"""
     during: bool = False
-    """checkpoints along training (--model-checkpoints): group by (method, env, training step), add sm, draw
-    during.png"""
+    """checkpoints along training (--model-checkpoints, --model-checkpoint-every): group by (method, env, training
+    step), add sm, draw during.png"""
     out_dir: str = "reports/geometry"
     """where table.csv (per method and env, with --during per step too), checkpoints.csv (per checkpoint) and table.md
     go"""
