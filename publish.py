@@ -9,12 +9,12 @@ published with the seeds it has: every table says how many. --step N publishes a
 each run's model checkpoint at step N (checkpoints/<variant>_step<N>.pt, or its final checkpoint if it ended there)
 instead of its final one, its curves, steps, wall time and SPS up to N; --env-ids keeps those envs' runs (one results
 folder per env out of one study). Every input is checked before anything is written (the study folder and its runs,
---seeds, --out, --paper-tables, --released-starts, --qfield-seed, every checkpoint's readability): a problem is one line
-and exit status 2, with earlier outputs untouched. Written into --out (default: the study folder's parent):
-eval_smoothness.py's tables and figures, the start-state checks, the statistics over seeds (rliable), the comparison
-with the paper, per-seed tables, learning curves, Q-gradient fields, critic geometry and the runs' wall time and SPS;
-docs/studies.md lists every file and how it is made. It prints one line per file written; exit status 0 when every step
-succeeded, 1 when any failed (one line each, the others still run), 2 on bad input.
+--seeds, --out, --paper-tables, --paper-table3, --released-starts, --qfield-seed, every checkpoint's readability): a
+problem is one line and exit status 2, with earlier outputs untouched. Written into --out (default: the study folder's
+parent): eval_smoothness.py's tables and figures, the start-state checks, the statistics over seeds (rliable), the
+comparison with the paper, per-seed tables, learning curves, Q-gradient fields, critic geometry and the runs' wall time
+and SPS; docs/studies.md lists every file and how it is made. It prints one line per file written; exit status 0 when
+every step succeeded, 1 when any failed (one line each, the others still run), 2 on bad input.
 """
 
 import argparse
@@ -429,33 +429,36 @@ def plot_return_vs_sm(rows, path):
     plt.close(fig)
 
 
-def publish_paper_comparison(out, paper_csv, released_table=None, estimates=None):
+def publish_paper_comparison(out, paper_csv, released_table=None, estimates=None, noisy=False):
     """vs_paper.md and vs_paper.csv: each clean row of out/table.csv (eval_smoothness.py's, pooled episodes) whose
     method and env are in the paper's Tables 1-2 (paper_csv: results/paper_tables.csv, the tables as printed, env ids
     mapped to Gymnasium 1.x), beside the paper's numbers, with each sm as a ratio to its family's Base sm (same env); a
     -relu run (the paper text's ReLU Base) beside its script's row of the paper. With released_table (the same
     evaluation on the released start states), its return and sm too; with estimates (seed_statistics), our IQM over
-    seeds and its CI. Ours are printed with the paper's digits."""
-    def read(path):  # {(method, env_id): row}, clean rows only (table.csv has a row per noise level)
+    seeds and its CI. Ours are printed with the paper's digits. noisy: vs_paper_noise.md and .csv instead, each noisy
+    row beside Table 3's at the same sigma (paper_csv: results/paper_table3.csv), sm / Base at that sigma."""
+    def read(path):  # {(method, env_id, sigma): row}, the clean rows only or, noisy, the noisy ones
         rows = csv.DictReader(Path(path).read_text().splitlines())
-        return {(row["method"], row["env_id"]): row for row in rows if float(row.get("obs_noise", 0)) == 0}
+        keyed = {(row["method"], row["env_id"], float(row.get("obs_noise", 0))): row for row in rows}
+        return {key: row for key, row in keyed.items() if (key[2] > 0) == noisy}
 
     paper, ours = read(paper_csv), read(out / "table.csv")
     released = read(released_table) if released_table else {}
     order = list(paper)  # the paper's: TD3 then SAC; Base, CAPS, Grad-CAPS, ASAP, PAVE
+    tables, stem = ("Table 3", "vs_paper_noise") if noisy else ("Tables 1-2", "vs_paper")
 
     def in_paper(key):  # the paper's row for one of ours: the same method, or the script a -relu run ran
-        return key[0].removesuffix("-relu"), key[1]
+        return key[0].removesuffix("-relu"), *key[1:]
 
     keys = sorted((key for key in ours if in_paper(key) in paper),
                   key=lambda key: (key[1], order.index(in_paper(key)), key[0]))
     if not keys:
-        print(f"note: no method and env of {out / 'table.csv'} is in the paper's Tables 1-2; vs_paper.md not written")
+        print(f"note: no method and env of {out / 'table.csv'} is in the paper's {tables}; {stem}.md not written")
         return
 
-    def sm_to_base(table, method, env_id):  # sm over the same env's Base sm (td3 or sac), None without that Base
-        base = table.get((family(method), env_id))
-        return float(table[method, env_id]["sm_mean"]) / float(base["sm_mean"]) if base else None
+    def sm_to_base(table, method, env_id, sigma):  # sm over the same env's Base sm (td3 or sac), None without it
+        base = table.get((family(method), env_id, sigma))
+        return float(table[method, env_id, sigma]["sm_mean"]) / float(base["sm_mean"]) if base else None
 
     def cell(row, paper_row, side, name):  # "mean (std)" of one side, with the paper's digits for that number
         if side == "paper":
@@ -464,42 +467,45 @@ def publish_paper_comparison(out, paper_csv, released_table=None, estimates=None
         return f"{row[f'{side}_{name}_mean']:.{digits}f} ({row[f'{side}_{name}_std']:.{digits}f})"
 
     rows, lines = [], [
-        "Ours beside the paper's Tables 1-2: clean evaluation, mean (std over the pooled episodes of all seeds; the "
-        "paper: 5 seeds x 10 episodes); sm / Base is a method's sm over its family's Base sm on the same env (a -relu "
-        "run, the paper text's ReLU Base, is beside the paper's Base)"
+        f"Ours beside the paper's {tables}: "
+        + ("Gaussian noise of std sigma on every observation the policy sees, " if noisy else "clean evaluation, ")
+        + "mean (std over the pooled episodes of all seeds; the paper: 5 seeds x 10 episodes); sm / Base is a method's "
+        "sm over its family's Base sm on the same env" + (" and sigma" if noisy else " (a -relu run, the paper text's "
+                                                           "ReLU Base, is beside the paper's Base)")
         + ("; IQM: the interquartile mean over our seeds' means with its 95% stratified-bootstrap CI over seeds"
            if estimates else "")
         + ("; \"released starts\": ours on the released evaluation's start states (released_starts/)."
            if released else "."),
-        "", "| env | method | seeds | re (ours) | re (paper) | sm (ours) | sm (paper) | sm / Base (ours) "
-        "| sm / Base (paper) |"
+        "", "| env | method |" + (" sigma |" if noisy else "") + " seeds | re (ours) | re (paper) | sm (ours) "
+        "| sm (paper) | sm / Base (ours) | sm / Base (paper) |"
         + (" re IQM over seeds [95% CI] (ours) | sm IQM over seeds [95% CI] (ours) |" if estimates else "")
         + (" re (ours, released starts) | sm (ours, released starts) |" if released else ""),
-        "|---" * (9 + 2 * bool(estimates) + 2 * bool(released)) + "|"]
-    for method, env_id in keys:
-        mine, theirs = ours[method, env_id], paper[in_paper((method, env_id))]
-        row = {"method": method, "env_id": env_id, "seeds": int(mine["seeds"]), "episodes": int(mine["episodes"]),
+        "|---" * (9 + noisy + 2 * bool(estimates) + 2 * bool(released)) + "|"]
+    for key in keys:
+        (method, env_id, sigma), mine, theirs = key, ours[key], paper[in_paper(key)]
+        row = {"method": method, "env_id": env_id, **({"obs_noise": sigma} if noisy else {}),
+               "seeds": int(mine["seeds"]), "episodes": int(mine["episodes"]),
                **{f"{side}_{name}_{stat}": float(source[f"{name}_{stat}"])
                   for side, source in (("ours", mine), ("paper", theirs))
                   for name in ("return", "sm") for stat in ("mean", "std")},
-               "ours_sm_to_base": sm_to_base(ours, method, env_id),
-               "paper_sm_to_base": sm_to_base(paper, *in_paper((method, env_id)))}
+               "ours_sm_to_base": sm_to_base(ours, *key), "paper_sm_to_base": sm_to_base(paper, *in_paper(key))}
         if estimates:
             row.update({f"ours_{name}_iqm{suffix}": value for name in ("return", "sm") for suffix, value in
-                        zip(("", "_low", "_high"), estimates["table", env_id, method, 0.0, name])})
+                        zip(("", "_low", "_high"), estimates["table", env_id, method, sigma, name])})
         if released:
-            row.update({f"released_starts_{name}_{stat}": float(released[method, env_id][f"{name}_{stat}"])
+            row.update({f"released_starts_{name}_{stat}": float(released[key][f"{name}_{stat}"])
                         for name in ("return", "sm") for stat in ("mean", "std")})
         rows.append(row)
         cells = [cell(row, theirs, side, name) for name in ("return", "sm") for side in ("ours", "paper")]
-        cells += ["" if row[key] is None else f"{row[key]:.2f}" for key in ("ours_sm_to_base", "paper_sm_to_base")]
+        cells += ["" if row[r] is None else f"{row[r]:.2f}" for r in ("ours_sm_to_base", "paper_sm_to_base")]
         cells += [format_interval(*(row[f"ours_{name}_iqm{suffix}"] for suffix in ("", "_low", "_high")),
                                   len(theirs[f"{name}_mean"].partition(".")[2]))
                   for name in ("return", "sm")] if estimates else []
         cells += [cell(row, theirs, "released_starts", name) for name in ("return", "sm")] if released else []
-        lines.append(f"| {short_env(env_id)} | {method} | {row['seeds']} | {' | '.join(cells)} |")
-    write_rows(out / "vs_paper.csv", rows)
-    (out / "vs_paper.md").write_text("\n".join(lines) + "\n")
+        lines.append(f"| {short_env(env_id)} | {method} |" + (f" {sigma:g} |" if noisy else "")
+                     + f" {row['seeds']} | {' | '.join(cells)} |")
+    write_rows(out / f"{stem}.csv", rows)
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def publish_per_seed(out, rows, estimates, reps):
@@ -550,6 +556,9 @@ def add_arguments(parser):
                         help="clean episodes per checkpoint of the start-state check in more_episodes/ (0: skip it)")
     parser.add_argument("--paper-tables", type=Path, default=REPO / "results" / "paper_tables.csv",
                         help="the paper's Tables 1-2 as CSV, for vs_paper.md (default: results/paper_tables.csv)")
+    parser.add_argument("--paper-table3", type=Path, default=REPO / "results" / "paper_table3.csv",
+                        help="the paper's Table 3 (observation noise) as CSV, for vs_paper_noise.md (default: "
+                             "results/paper_table3.csv)")
     parser.add_argument("--released-starts", type=Path, default=REPO / "results" / "released_eval_seeds.txt",
                         help="env seeds of the released evaluation's start states, one per line ('#' comments), for "
                              "released_starts/ (default: results/released_eval_seeds.txt; 'none' skips it)")
@@ -577,8 +586,9 @@ def parse_publish_args(argv):
     return parser.parse_args(argv)
 
 
-def publish_statistics(out, evaluated, paper_tables, reps):
-    """Publish's statistics step: intervals, paired, vs_paper, per_seed and return_vs_sm from the per-seed means of the
+def publish_statistics(out, evaluated, paper_tables, reps, paper_table3=None):
+    """Publish's statistics step: intervals, paired, vs_paper (and vs_paper_noise with paper_table3), per_seed and
+    return_vs_sm from the per-seed means of the
     evaluations that succeeded in this publish (evaluated = {evaluation: its folder}; never an older publish's files);
     returns the exit status (1 without the table's evaluation)."""
     if "table" not in evaluated:
@@ -590,6 +600,8 @@ def publish_statistics(out, evaluated, paper_tables, reps):
     publish_paired(out, paired_comparisons(per_seed))
     released_table = evaluated["released_starts"] / "table.csv" if "released_starts" in evaluated else None
     publish_paper_comparison(out, paper_tables, released_table, estimates)
+    if paper_table3 is not None:
+        publish_paper_comparison(out, paper_table3, estimates=estimates, noisy=True)
     publish_per_seed(out, per_seed["table"], estimates, reps)
     plot_return_vs_sm([row for row in per_seed["table"] if row["obs_noise"] == 0], out / "return_vs_sm.png")
     return 0
@@ -612,12 +624,13 @@ def publish_inputs(args):
                                                                                        for sigma in args.noise):
         return ("--episodes and --bootstrap-reps must be positive, --more-episodes and every --noise level "
                 "non-negative"), None
-    if not args.paper_tables.is_file():
-        return f"--paper-tables {args.paper_tables}: no such file", None
-    missing = [c for c in PAPER_COLUMNS if c not in next(csv.reader(args.paper_tables.read_text().splitlines()), [])]
-    if missing:
-        return (f"--paper-tables {args.paper_tables}: no {', '.join(missing)} column "
-                "(results/paper_tables.csv's layout)"), None
+    for flag, path, columns in (("--paper-tables", args.paper_tables, PAPER_COLUMNS),
+                                ("--paper-table3", args.paper_table3, (*PAPER_COLUMNS, "obs_noise"))):
+        if not path.is_file():
+            return f"{flag} {path}: no such file", None
+        missing = [c for c in columns if c not in next(csv.reader(path.read_text().splitlines()), [])]
+        if missing:
+            return f"{flag} {path}: no {', '.join(missing)} column (results/{path.name}'s layout)", None
     released_starts = []
     if str(args.released_starts) != "none":
         try:
@@ -727,8 +740,9 @@ def run(args):
         steps.append((f"start-state check, {args.more_episodes} episodes (eval_smoothness.py)",
                       lambda: evaluate("more_episodes", out / "more_episodes",
                                        ["--episodes", str(args.more_episodes)])))
-    steps += [("statistics over seeds (rliable): intervals.md, paired.md, vs_paper.md, per_seed.md, return_vs_sm.png",
-               lambda: publish_statistics(out, evaluated, args.paper_tables, args.bootstrap_reps)),
+    steps += [("statistics over seeds (rliable): intervals.md, paired.md, vs_paper.md, vs_paper_noise.md, per_seed.md, "
+               "return_vs_sm.png",
+               lambda: publish_statistics(out, evaluated, args.paper_tables, args.bootstrap_reps, args.paper_table3)),
               ("learning curves", lambda: publish_learning_curves(finished, events, learning_starts, out))]
     for algo in dict.fromkeys(algo_of(run) for run in finished):
         family_checkpoints = [str(path) for run, path in finished.items() if algo_of(run) == algo

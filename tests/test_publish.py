@@ -81,10 +81,13 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
             write_run(study, method, seed)
     write_run(study, "td3_caps", 178132, finished=False)  # a run that did not finish: listed as missing, left out
     write_run(study, "td3-relu", 178132)  # a method with one finished seed of two: published with its seed count
+    table3 = tmp_path / "table3.csv"  # Table 3 has no Pendulum row: a made-up one, and a sigma not evaluated here
+    table3.write_text("table,algo,method,env_id,paper_env_id,obs_noise,return_mean,return_std,sm_mean,sm_std\n"
+                      + "".join(f"Table 3,td3,{method},{ENV},{ENV},{sigma},-170.5,80.25,{sm},0.125\n"
+                                for method, sm in (("td3", "2.500"), ("td3_pave", "0.500")) for sigma in (0.05, 0.1)))
     start = time.time()
     result = benchmark("publish", "--study", study, "--out", out, "--episodes", 2, "--noise", 0.05, "--more-episodes",
-                       3,
-                       "--bootstrap-reps", 200, cwd=tmp_path)
+                       3, "--bootstrap-reps", 200, "--paper-table3", table3, cwd=tmp_path)
     print(f"publish on 9 tiny runs: {time.time() - start:.1f} s")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -93,7 +96,8 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
                 "qfield_sac.csv", "runs.csv", "geometry/table.md", "geometry/table.csv", "geometry/checkpoints.csv",
                 "more_episodes/table.md", "more_episodes/table.csv", "more_episodes/episodes.csv",
                 "more_episodes/results.json",
-                "vs_paper.md", "vs_paper.csv", "per_seed.md", "per_seed.csv", "released_starts/table.md",
+                "vs_paper.md", "vs_paper.csv", "vs_paper_noise.md", "vs_paper_noise.csv",
+                "per_seed.md", "per_seed.csv", "released_starts/table.md",
                 "released_starts/table.csv", "released_starts/episodes.csv", "released_starts/results.json",
                 "intervals.md", "intervals.csv", "paired.md", "paired.csv", "return_vs_sm.png"]
     wrote = [line.removeprefix("wrote ") for line in result.stdout.splitlines() if line.startswith("wrote ")]
@@ -121,8 +125,7 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     assert len(read_csv(out / "episodes.csv")) == len(results["episodes"])
 
     # beside the paper's Tables 1-2: our clean rows as table.csv has them, the paper's as printed, sm over the Base's
-    # sm;
-    # td3-relu (the paper text's Base) beside the paper's td3 row, its sm over the SiLU Base's
+    # sm; td3-relu (the paper text's Base) beside the paper's td3 row, its sm over the SiLU Base's
     ours = {r["method"]: r for r in table if float(r["obs_noise"]) == 0}
     paper = {r["method"]: r for r in read_csv(REPO / "results" / "paper_tables.csv") if r["env_id"] == ENV}
     compared = read_csv(out / "vs_paper.csv")
@@ -136,9 +139,23 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
             float(ours[r["method"]]["sm_mean"]) / float(ours[base]["sm_mean"]), rel=1e-12)
         assert float(r["paper_sm_to_base"]) == pytest.approx(
             float(paper[in_paper]["sm_mean"]) / float(paper[base]["sm_mean"]), rel=1e-12)
+    # beside Table 3: our noisy rows (sigma 0.05) beside the paper's at the same sigma, sm over the Base's at that sigma
+    noisy = {r["method"]: r for r in table if float(r["obs_noise"]) == 0.05}
+    compared_noisy = read_csv(out / "vs_paper_noise.csv")
+    assert [(r["method"], float(r["obs_noise"])) for r in compared_noisy] == [
+        ("td3", 0.05), ("td3-relu", 0.05), ("td3_pave", 0.05)]  # td3-relu beside the paper's td3 row, as in vs_paper
+    for r in compared_noisy:
+        for key in ("return_mean", "return_std", "sm_mean", "sm_std"):
+            assert float(r[f"ours_{key}"]) == float(noisy[r["method"]][key])
+        assert (float(r["paper_return_mean"]), float(r["paper_sm_std"])) == (-170.5, 0.125)
+        assert r["seeds"] == ("1" if r["method"] == "td3-relu" else "2")
+        assert float(r["ours_sm_to_base"]) == pytest.approx(
+            float(noisy[r["method"]]["sm_mean"]) / float(noisy["td3"]["sm_mean"]), rel=1e-12)
+    assert [float(r["paper_sm_to_base"]) for r in compared_noisy] == pytest.approx([1.0, 1.0, 0.2], rel=1e-12)
+    assert "| Pendulum | td3_pave | 0.05 | 2 |" in (out / "vs_paper_noise.md").read_text()
+
     # the released evaluation's start states: every checkpoint on the 50 env seeds of results/released_eval_seeds.txt,
-    # in
-    # vs_paper beside the rest
+    # in vs_paper beside the rest
     starts = [int(line) for line in (REPO / "results" / "released_eval_seeds.txt").read_text().splitlines()
               if not line.startswith("#")]
     released = json.loads((out / "released_starts" / "results.json").read_text())
@@ -293,6 +310,9 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     ("out is a file", "--out taken.txt: exists and is not a folder"),
     ("no paper tables", "--paper-tables nowhere.csv: no such file"),
     ("paper tables without numbers", "--paper-tables columns.csv: no return_mean, return_std, sm_mean, sm_std column"),
+    ("no paper table 3", "--paper-table3 nowhere.csv: no such file"),
+    ("paper table 3 without sigma",
+     "--paper-table3 columns.csv: no return_mean, return_std, sm_mean, sm_std, obs_noise"),
     ("no released starts", "--released-starts nowhere.txt: No such file or directory"),
     ("bad released starts", "--released-starts seeds.txt: not a list of non-negative integer env seeds"),
     ("no run of the qfield seed", "--qfield-seed 410580: no finished run of that seed in"),
@@ -316,6 +336,8 @@ def test_publish_bad_input_gets_one_line_and_exit_2_and_writes_nothing(tmp_path,
     flags = {"no run of the seeds": ("--seeds", 922852), "no finished run of the seeds": ("--seeds", 410580),
              "out is a file": ("--out", "taken.txt"), "no paper tables": ("--paper-tables", "nowhere.csv"),
              "paper tables without numbers": ("--paper-tables", "columns.csv"),
+             "no paper table 3": ("--paper-table3", "nowhere.csv"),
+             "paper table 3 without sigma": ("--paper-table3", "columns.csv"),
              "no released starts": ("--released-starts", "nowhere.txt"),
              "bad released starts": ("--released-starts", "seeds.txt"),
              "no run of the qfield seed": ("--qfield-seed", 410580),
@@ -376,9 +398,8 @@ def broken(argv):
 @pytest.mark.parametrize("tool, failed", [
     ("critic_geometry", {"critic geometry (critic_geometry.py)": BROKEN}),
     ("eval_smoothness", {"evaluation (eval_smoothness.py: the tables, released start states)": BROKEN,
-                         "statistics over seeds (rliable): intervals.md, paired.md, vs_paper.md, per_seed.md, "
-                         "return_vs_sm.png":
-                         "its messages are above"}),
+                         "statistics over seeds (rliable): intervals.md, paired.md, vs_paper.md, vs_paper_noise.md, "
+                         "per_seed.md, return_vs_sm.png": "its messages are above"}),
 ])
 def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path, monkeypatch, capsys, tool, failed):
     """A step that breaks is one line; the others still run. Without this publish's evaluation, the statistics are not
