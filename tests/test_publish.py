@@ -22,6 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 import benchmark_common
 import eval_smoothness
 import publish as pub
+import statistics_over_seeds as over_seeds
 
 ENV = "Pendulum-v1"
 METHODS = ("td3", "td3_pave", "sac", "sac_pave")  # two methods per algorithm family
@@ -192,7 +193,7 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     # intervals: table.csv's mean and stds beside rliable's IQM over the per-seed means with its bootstrap CI, per
     # evaluation and noise level; no CI for the one-seed method
     intervals = read_csv(out / "intervals.csv")
-    seed_means = {name: pub.seed_means(folder) for name, folder in
+    seed_means = {name: over_seeds.seed_means(folder) for name, folder in
                   (("table", out), ("more_episodes", out / "more_episodes"),
                    ("released_starts", out / "released_starts"))}
     assert sorted((r["evaluation"], r["method"], float(r["obs_noise"])) for r in intervals) == sorted(
@@ -444,37 +445,38 @@ def test_interval_estimates_are_rliables_iqm_and_stratified_bootstrap():
     import itertools
 
     sm = [1.310, 1.722, 0.972, 4.037, 1.065]  # TD3 Base's five seeds: one chatters
-    estimates = pub.interval_estimates({"sm": sm, "one seed": [0.5]}, reps=500)
+    estimates = over_seeds.interval_estimates({"sm": sm, "one seed": [0.5]}, reps=500)
     iqms = [metrics.aggregate_iqm(np.array(sm)[list(index)][:, None])
             for index in itertools.product(range(5), repeat=5)]
     assert len(iqms) == 3125 and estimates["sm"] == pytest.approx((float(metrics.aggregate_iqm(np.array(sm)[:, None])),
                                                                    *np.percentile(iqms, [2.5, 97.5])), rel=1e-12)
     assert estimates["sm"][0] == pytest.approx((1.310 + 1.722 + 1.065) / 3, rel=1e-12)  # the middle three of five
-    assert estimates["sm"] == pub.interval_estimates({"sm": sm}, reps=7)["sm"]  # exact: no resample count, no seed
+    # exact: no resample count, no seed
+    assert estimates["sm"] == over_seeds.interval_estimates({"sm": sm}, reps=7)["sm"]
     assert estimates["one seed"][0] == 0.5 and all(math.isnan(v) for v in estimates["one seed"][1:])
 
     seven = [*sm, 1.2, 0.9]  # 7^7 resamples: too many to take all, so rliable's seeded bootstrap
     np.random.seed(123)
     state = np.random.get_state()
-    estimate = pub.interval_estimates({"sm": seven}, reps=500)["sm"]
+    estimate = over_seeds.interval_estimates({"sm": seven}, reps=500)["sm"]
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), state))
-    np.random.seed(pub.BOOTSTRAP_SEED)
+    np.random.seed(over_seeds.BOOTSTRAP_SEED)
     point, interval = rly.get_interval_estimates({"sm": np.array(seven)[:, None]},
                                                  lambda s: np.array([metrics.aggregate_iqm(s)]), reps=500)
     assert estimate == pytest.approx((float(point["sm"][0]), *interval["sm"][:, 0]), rel=1e-12)
-    assert estimate == pub.interval_estimates({"sm": seven}, reps=500)["sm"]  # reproducible: seeded per bootstrap
+    assert estimate == over_seeds.interval_estimates({"sm": seven}, reps=500)["sm"]  # reproducible: seeded each time
 
 
 def test_t_interval_and_the_reading_of_a_difference():
     values = [0.1, -0.05, 0.2, 0.03, 0.12]
     half = stats.t.ppf(0.975, 4) * np.std(values, ddof=1) / np.sqrt(5)
-    assert pub.t_interval(values) == pytest.approx((np.mean(values) - half, np.mean(values) + half), rel=1e-12)
-    assert pub.t_interval([0.3, 0.3]) == (0.3, 0.3)  # no spread: the value itself
-    assert all(math.isnan(v) for v in pub.t_interval([0.3]))
-    assert [pub.verdict(*bounds) for bounds in ((-0.10, 0.23), (-0.3, -0.1), (0.1, 0.4), (math.nan, math.nan))] == [
-        "tie", "PAVE lower", "PAVE higher", "1 seed"]
-    assert pub.format_interval(0.0625, -0.1, 0.23, 3, "+") == "+0.062 [-0.100, +0.230]"
-    assert pub.format_interval(0.5, math.nan, math.nan, 2) == "0.50"
+    assert over_seeds.t_interval(values) == pytest.approx((np.mean(values) - half, np.mean(values) + half), rel=1e-12)
+    assert over_seeds.t_interval([0.3, 0.3]) == (0.3, 0.3)  # no spread: the value itself
+    assert all(math.isnan(v) for v in over_seeds.t_interval([0.3]))
+    bounds = ((-0.10, 0.23), (-0.3, -0.1), (0.1, 0.4), (math.nan, math.nan))
+    assert [over_seeds.verdict(*pair) for pair in bounds] == ["tie", "PAVE lower", "PAVE higher", "1 seed"]
+    assert over_seeds.format_interval(0.0625, -0.1, 0.23, 3, "+") == "+0.062 [-0.100, +0.230]"
+    assert over_seeds.format_interval(0.5, math.nan, math.nan, 2) == "0.50"
 
 
 def test_learning_curves_leave_the_random_action_phase_out():

@@ -9,18 +9,19 @@ from test_publish import ENV, LEARNING_STARTS, read_csv, write_run
 from tiny_checkpoints import write_checkpoint
 
 STAGE = 400  # the stage published: test_publish's runs log episodes at steps 200, 400, 600, 800
+EARLIER = 200  # an earlier stage's model checkpoint, for the critic geometry along training
 SEEDS = (178132, 410580)
 
 
 def write_staged_run(study, method, seed, stage_checkpoint=True):
-    """test_publish's finished run (events to step 800: SPS_train 50.25 at 400, 60.5 at 800; its final checkpoint), and
-    a model checkpoint at the stage unless told not."""
+    """test_publish's finished run (events to step 800: SPS_train 50.25 at 400, 60.5 at 800; its final checkpoint), a
+    model checkpoint at EARLIER and one at the stage unless told not."""
     write_run(study, method, seed)
-    if stage_checkpoint:
-        (folder,) = (study / "runs").glob(f"{ENV}__{method}__{seed}__*")
-        path = folder / "checkpoints" / f"{method}_step{STAGE}.pt"
-        path.parent.mkdir()
-        write_checkpoint(path, f"{method}.py", seed=seed, exp_name=method, init_seed=seed + 1, step=STAGE)
+    (folder,) = (study / "runs").glob(f"{ENV}__{method}__{seed}__*")
+    (folder / "checkpoints").mkdir()
+    for step in (EARLIER, STAGE) if stage_checkpoint else (EARLIER,):
+        path = folder / "checkpoints" / f"{method}_step{step}.pt"
+        write_checkpoint(path, f"{method}.py", seed=seed, exp_name=method, init_seed=seed + step, step=step)
         checkpoint = torch.load(path, weights_only=True)
         checkpoint["args"]["learning_starts"] = LEARNING_STARTS
         torch.save(checkpoint, path)
@@ -48,6 +49,11 @@ def test_publish_at_a_step_reads_the_checkpoints_and_curves_of_that_step(tmp_pat
     for row in runs.values():  # the SPS and wall time of the stage, not of the whole run
         assert row["steps"] == str(STAGE) and row["sps_train"] == "50.2" and 15 < float(row["wall_seconds"]) <= 20
         assert not row["run_folder"].endswith("checkpoints")
+    # the critic geometry along training: each published run's checkpoints up to the stage, none of the later final one
+    during = read_csv(out / "during" / "checkpoints.csv")
+    assert sorted((row["method"], row["train_seed"], row["step"]) for row in during) == sorted(
+        (method, seed, str(step)) for method, seed in runs for step in (EARLIER, STAGE))
+    assert (out / "during" / "during.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_publish_at_a_step_no_run_reached_and_an_unknown_env_are_one_line(tmp_path):
