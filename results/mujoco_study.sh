@@ -31,7 +31,11 @@ if [ "${1:-}" = "--export" ]; then  # --export STEP: what git keeps of the runs 
         variant="$(echo "$name" | awk -F'__' '{print $2}')"
         mkdir -p "$dest/runs/$name"
         cp "$run"events.out.tfevents.* "$dest/runs/$name/"
-        if [ -f "$run/checkpoints/${variant}_step$step.pt" ]; then
+        log="$study/study/logs/${name%__*}.log"
+        total="$({ grep -o -m1 -- '--total-timesteps [0-9]*' "$log" 2>/dev/null || true; } | awk '{print $2}')"
+        last=$([ -f "$run/$variant.pt" ] && [ "$step" = "$total" ] && echo yes || echo no)
+        # at a run's last step its final checkpoint is that model: git keeps it once, as <variant>.pt
+        if [ -f "$run/checkpoints/${variant}_step$step.pt" ] && [ "$last" = no ]; then
             mkdir -p "$dest/runs/$name/checkpoints"
             cp "$run/checkpoints/${variant}_step$step.pt" "$dest/runs/$name/checkpoints/"
         fi

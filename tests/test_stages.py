@@ -168,13 +168,20 @@ def test_the_mujoco_study_exports_a_stage_without_resumable_states(tmp_path):
             (study / "study" / "runs" / name / file).parent.mkdir(parents=True, exist_ok=True)
             (study / "study" / "runs" / name / file).write_text(file)
         (study / "study" / "logs").mkdir(exist_ok=True)
-        (study / "study" / "logs" / f"{name.rsplit('__', 1)[0]}.log").write_text("log")
-    result = subprocess.run(["bash", str(REPO / "results" / "mujoco_study.sh"), "--export", "100"], capture_output=True,
-                            text=True, env={**ENV, "PAVE_STUDY": str(study), "PAVE_EXPORT_TO": str(dest)}, timeout=60)
-    assert result.returncode == 0, result.stderr
-    copied = sorted(str(path.relative_to(dest)) for path in dest.rglob("*") if path.is_file())
-    assert copied == ["logs/Hopper-v5__td3__1.log", "logs/Hopper-v5__td3_pave__1.log",
-                      "runs/Hopper-v5__td3__1__100/checkpoints/td3_step100.pt",
-                      "runs/Hopper-v5__td3__1__100/events.out.tfevents.1", "runs/Hopper-v5__td3__1__100/td3.pt",
-                      "runs/Hopper-v5__td3_pave__1__100/events.out.tfevents.1",
-                      "runs/Hopper-v5__td3_pave__1__100/events.out.tfevents.2"]
+        (study / "study" / "logs" / f"{name.rsplit('__', 1)[0]}.log").write_text(
+            f"$ cd study && python td3.py --total-timesteps 200 --model-checkpoint-every 100\n{name}\n")
+
+    def export(step, to):
+        result = subprocess.run(["bash", str(REPO / "results" / "mujoco_study.sh"), "--export", str(step)],
+                                capture_output=True, text=True,
+                                env={**ENV, "PAVE_STUDY": str(study), "PAVE_EXPORT_TO": str(to)}, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return sorted(str(path.relative_to(to)) for path in to.rglob("*") if path.is_file())
+
+    common = ["logs/Hopper-v5__td3__1.log", "logs/Hopper-v5__td3_pave__1.log",
+              "runs/Hopper-v5__td3__1__100/events.out.tfevents.1", "runs/Hopper-v5__td3__1__100/td3.pt",
+              "runs/Hopper-v5__td3_pave__1__100/events.out.tfevents.1",
+              "runs/Hopper-v5__td3_pave__1__100/events.out.tfevents.2"]
+    assert export(100, dest) == sorted([*common, "runs/Hopper-v5__td3__1__100/checkpoints/td3_step100.pt"])
+    # at the last step (the log's --total-timesteps) the final checkpoint is the model of that step: kept once
+    assert export(200, tmp_path / "last") == common
