@@ -353,7 +353,8 @@ def publish_paper_comparison(out, paper_csv, released_table=None, estimates=None
 
     rows, lines = [], [
         f"Ours beside the paper's {tables}: "
-        + ("Gaussian noise of std sigma on every observation the policy sees, " if noisy else "clean evaluation, ")
+        + ("observation noise of level sigma, Table 3's protocol (table.md says how it is drawn), " if noisy
+           else "clean evaluation, ")
         + "mean (std over the pooled episodes of all seeds; the paper: 5 seeds x 10 episodes); sm / Base is a method's "
         "sm over its family's Base sm on the same env" + (" and sigma" if noisy else " (a -relu run, the paper text's "
                                                            "ReLU Base, is beside the paper's Base)")
