@@ -12,10 +12,10 @@ folder per env out of one study). Every input is checked before anything is writ
 --seeds, --out, --paper-tables, --paper-table3, --released-starts, --qfield-seed, every checkpoint's readability): a
 problem is one line and exit status 2, with earlier outputs untouched. Written into --out (default: the study folder's
 parent): eval_smoothness.py's tables and figures, the start-state checks, the statistics over seeds (rliable), the
-comparison with the paper, per-seed tables, learning curves, Q-gradient fields, critic geometry (along training too,
-from the model checkpoints the runs kept at earlier steps) and the runs' wall time and SPS; docs/studies.md lists every
-file and how it is made. It prints one line per file written; exit status 0 when every step succeeded, 1 when any failed
-(one line each, the others still run), 2 on bad input.
+comparison with the paper, per-seed tables, learning curves, PAVE's terms along training, Q-gradient fields, critic
+geometry (along training too, from the model checkpoints the runs kept at earlier steps) and the runs' wall time and
+SPS; docs/studies.md lists every file and how it is made. It prints one line per file written; exit status 0 when every
+step succeeded, 1 when any failed (one line each, the others still run), 2 on bad input.
 """
 
 import argparse
@@ -24,6 +24,8 @@ import importlib
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from benchmark_common import (
     NOISE_LEVELS,
@@ -40,7 +42,7 @@ from benchmark_common import (
     short_env,
     training_seconds,
 )
-from statistics_over_seeds import BOOTSTRAP_REPS, method_key, publish_statistics
+from statistics_over_seeds import BOOTSTRAP_REPS, method_key, publish_statistics, write_rows
 
 # learning curves: TensorBoard tag -> (panel title, y label); training episodes act with exploration noise (TD3's
 # Gaussian, SAC's sampled actions), so their action change is not the evaluation's deterministic one
@@ -102,6 +104,102 @@ def publish_learning_curves(runs, events, learning_starts, out):
     fig.suptitle("Training episodes, mean +- one std over seeds", fontsize=11)
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=120)
+    plt.close(fig)
+    return 0
+
+
+TERMS = {"mpr": "MPR", "vfc": "VFC", "curv": "Curv", "grad_norm": "||grad_a Q||", "vhv": "v^T grad2_aa Q v"}
+TERMS_PART = 0.2  # critic_terms: each run's geometry/ and losses/ points over this last part of its steps, averaged
+
+
+def publish_critic_terms(runs, events, saved_args, out):
+    """critic_terms.csv, .md and .png: PAVE's terms on each run's first critic as the run logged them every
+    --geometry-freq steps under geometry/ (measured by every script, trained on by the PAVE ones only: the same
+    function and draws), averaged over the last TERMS_PART of its logged steps; per env and family the mean (std over
+    seeds) per method, PAVE over its Base (geometric mean of the per-seed ratios, 95% t-interval on their logs); for a
+    PAVE run its weighted terms lambda_i * term_i (losses/, per critic) over its TD loss (losses/qf1_loss) in the same
+    window; the figure: each term against the step, mean +- one std over seeds. Skipped (0) when no run logged them."""
+    import matplotlib.pyplot as plt
+
+    from eval_smoothness import method_color
+    from statistics_over_seeds import format_interval, t_interval
+
+    def window(tag, run):  # (steps, values) of a tag, and its mean over the run's last TERMS_PART of steps
+        steps, values = scalars(None, tag, events(run))
+        keep = steps >= steps[-1] * (1 - TERMS_PART) if len(steps) else steps > 0
+        return steps, values, float(np.mean(values[keep])) if keep.any() else np.nan
+
+    logged = [run for run in runs if "geometry/mpr" in events(run).Tags()["scalars"]]
+    if not logged:
+        print("note: no run logged geometry/ (PAVE's terms); critic_terms not written")
+        return 0
+    rows, curves = [], {}  # curves: (env, algo) -> term -> method -> [(steps, values) per seed]
+    for run in logged:
+        row = {"method": run.variant.name, "env_id": run.env_id, "seed": run.seed}
+        for term in TERMS:
+            steps, values, row[term] = window(f"geometry/{term}", run)
+            curves.setdefault((run.env_id, algo_of(run)), {}).setdefault(term, {}).setdefault(
+                run.variant.name, []).append((steps, values))
+        lambdas = [saved_args[run].get(f"lambda{k}") for k in (1, 2, 3)]
+        if "losses/mpr" in events(run).Tags()["scalars"] and None not in lambdas:  # PAVE's weighted terms / TD loss
+            row["td_loss"] = window("losses/qf1_loss", run)[2]
+            for weight, term in zip(lambdas, ("mpr", "vfc", "curv")):
+                row[f"weighted_{term}"] = weight * window(f"losses/{term}", run)[2]
+        rows.append(row)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    write_rows(out / "critic_terms.csv", [{key: row.get(key, "") for key in columns} for row in rows])
+
+    lines = [f"PAVE's terms on each run's first critic (geometry/: --geometry-batch replay transitions every "
+             f"--geometry-freq steps, measured by every script, trained on by PAVE's), each run's mean over the last "
+             f"{TERMS_PART:.0%} of its logged steps; per method the mean (std over seeds, ddof 1); PAVE / Base: the "
+             "geometric mean of the per-seed ratios with its 95% t-interval over seeds (on the logs).", ""]
+    for env_id, algo in curves:
+        group = [row for row in rows if (row["env_id"], family(row["method"])) == (env_id, algo)]
+        lines += [f"**{short_env(env_id)}, {algo.upper()}**", "",
+                  "| method | seeds | " + " | ".join(TERMS.values()) + " |", "|---" * (2 + len(TERMS)) + "|"]
+        for method in dict.fromkeys(row["method"] for row in group):
+            mine = [row for row in group if row["method"] == method]
+            cells = [f"{np.mean([r[t] for r in mine]):.4g} ({np.std([r[t] for r in mine], ddof=1):.2g})"
+                     if len(mine) > 1 else f"{mine[0][t]:.4g}" for t in TERMS]
+            lines.append(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
+        base = {row["seed"]: row for row in group if row["method"] == algo}
+        pave = {row["seed"]: row for row in group if row["method"] == f"{algo}_pave"}
+        paired = sorted(set(base) & set(pave))
+        if paired:
+            cells = []
+            for term in TERMS:  # a ratio only where the term is positive on both sides of every seed
+                logs = [np.log(pave[s][term] / base[s][term]) for s in paired if pave[s][term] > 0 < base[s][term]]
+                cells.append(format_interval(*np.exp([np.mean(logs), *t_interval(logs)]), 3)
+                             if logs and len(logs) == len(paired) else "")
+            lines.append(f"| {algo}_pave / {algo} | {len(paired)} | " + " | ".join(cells) + " |")
+        weighted = [row for row in group if "td_loss" in row]
+        if weighted:
+            lines += ["", f"{algo}_pave's weighted terms on one critic over its TD loss (losses/, the same window): "
+                      "lambda1 * MPR, lambda2 * VFC, lambda3 * Curv and their sum, each over losses/qf1_loss", "",
+                      "| method | seed | TD loss | lambda1 MPR / TD | lambda2 VFC / TD | lambda3 Curv / TD "
+                      "| sum / TD |",
+                      "|---|---|---|---|---|---|---|"]
+            for row in weighted:
+                shares = [row[f"weighted_{t}"] / row["td_loss"] for t in ("mpr", "vfc", "curv")]
+                lines.append(f"| {row['method']} | {row['seed']} | {row['td_loss']:.4g} | "
+                             + " | ".join(f"{x:.3g}" for x in [*shares, sum(shares)]) + " |")
+        lines.append("")
+    (out / "critic_terms.md").write_text("\n".join(lines))
+
+    fig, axes = plt.subplots(len(curves), len(TERMS), figsize=(4.6 * len(TERMS), 3.8 * len(curves)), squeeze=False)
+    for ((env_id, algo), by_term), row_axes in zip(curves.items(), axes):
+        start = max(int(saved_args[run].get("learning_starts", 0)) for run in logged  # before it: an untrained critic
+                    if (run.env_id, algo_of(run)) == (env_id, algo))
+        for ax, (term, label) in zip(row_axes, TERMS.items()):
+            plot_mean_curves(ax, by_term[term], label, f"{short_env(env_id)}, {algo.upper()}: {label}", start,
+                             colors={method: method_color(method) for method in by_term[term]})
+            ax.set_xlabel(f"environment steps (from {start:,}, the first update)" if start else "environment steps")
+            if term != "vhv":  # vhv can be negative; the others span decades over training
+                ax.set_yscale("log")
+            ax.legend(fontsize=7)
+    fig.suptitle("PAVE's terms on the first critic (geometry/), mean +- one std over seeds", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out / "critic_terms.png", dpi=110)
     plt.close(fig)
     return 0
 
@@ -180,7 +278,7 @@ PAPER_COLUMNS = ("method", "env_id", "return_mean", "return_std", "sm_mean", "sm
 def publish_inputs(args):
     """Every check of publish's input, made before anything is written: (problem, None) with one line naming the first
     problem found, or (None, inputs) with inputs = (every run found {Run: checkpoint or None}, the finished ones, the
-    released start seeds, {finished run: its --learning-starts})."""
+    released start seeds, {finished run: the flags its checkpoint saved})."""
     if not args.study.is_dir():
         return f"--study {args.study}: no such folder", None
     if not (args.study / "runs").is_dir():
@@ -234,15 +332,14 @@ def publish_inputs(args):
 
     import eval_smoothness
 
-    learning_starts = {}
+    saved_args = {}
     for run, checkpoint in finished.items():  # a checkpoint every step can read, or a line naming the one that is not
         try:
             eval_smoothness.load_policy(checkpoint)
         except eval_smoothness.CheckpointError as error:
             return f"{checkpoint}: {error}", None
-        learning_starts[run] = int(torch.load(checkpoint, map_location="cpu",
-                                              weights_only=True)["args"].get("learning_starts", 0))
-    return None, (runs, finished, released_starts, learning_starts)
+        saved_args[run] = torch.load(checkpoint, map_location="cpu", weights_only=True)["args"]
+    return None, (runs, finished, released_starts, saved_args)
 
 
 def publish(argv):
@@ -256,7 +353,8 @@ def run(args):
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
-    runs, finished, released_starts, learning_starts = inputs
+    runs, finished, released_starts, saved_args = inputs
+    learning_starts = {run: int(saved.get("learning_starts", 0)) for run, saved in saved_args.items()}
     out = args.out or args.study.resolve().parent
     out.mkdir(parents=True, exist_ok=True)
     at_step = f" at step {args.step}" if args.step is not None else ""
@@ -310,7 +408,9 @@ def run(args):
     steps += [("statistics over seeds (rliable): intervals.md, paired.md, vs_paper.md, vs_paper_noise.md, per_seed.md, "
                "return_vs_sm.png",
                lambda: publish_statistics(out, evaluated, args.paper_tables, args.bootstrap_reps, args.paper_table3)),
-              ("learning curves", lambda: publish_learning_curves(finished, events, learning_starts, out))]
+              ("learning curves", lambda: publish_learning_curves(finished, events, learning_starts, out)),
+              ("PAVE's terms along training (TensorBoard geometry/, losses/): critic_terms.md, critic_terms.png",
+               lambda: publish_critic_terms(finished, events, saved_args, out))]
     for algo in dict.fromkeys(algo_of(run) for run in finished):
         family_checkpoints = [str(path) for run, path in finished.items() if algo_of(run) == algo
                               and run.seed == qfield_seed]

@@ -414,7 +414,8 @@ def test_publish_goes_on_past_a_failed_step_and_exits_1(tmp_path, monkeypatch, c
     assert status == 1, output.out[-3000:] + output.err[-3000:]
     assert [line for line in output.err.splitlines() if line.startswith("benchmark.py: error: publish:")] == [
         f"benchmark.py: error: publish: {name} failed (exit status 1; {why})" for name, why in failed.items()]
-    assert f"{len(failed)} of 6 step(s) failed" in output.out
+    # evaluation, statistics, learning curves, PAVE's terms, Q-field, critic geometry, runs table
+    assert f"{len(failed)} of 7 step(s) failed" in output.out
     for name in ("learning_curves.csv", "learning_curves.png", "qfield_td3.png", "runs.csv") + (
             ("table.md", "intervals.md", "per_seed.md", "return_vs_sm.png") if tool == "critic_geometry" else ()):
         assert f"wrote {tmp_path.resolve() / name}" in output.out.splitlines()  # --out defaults to the study's parent

@@ -3,6 +3,8 @@ curves, steps, wall times and SPS cut there, and --env-ids keeping one env's run
 
 import json
 
+import numpy as np
+import pytest
 import torch
 from test_benchmark import benchmark
 from test_publish import ENV, LEARNING_STARTS, read_csv, write_run
@@ -101,3 +103,65 @@ def test_a_resumed_runs_repeated_steps_are_read_from_its_later_segment_without_a
         steps, values = benchmark_common.scalars(run_dir, "charts/episodic_return")
     assert steps.tolist() == [100, 200, 201, 300, 400] and values.tolist() == [1.0, 2.0, 20.0, 30.0, 40.0]
     assert "out of order" not in capfd.readouterr().err and not caplog.records
+
+
+TERMS = ("mpr", "vfc", "curv", "grad_norm", "vhv")
+LAMBDAS = (2.0, 0.5, 0.25)
+
+
+def term_value(method, seed, term, step):
+    """A distinct positive geometry/ value per run, term and step (vhv negative), exact in float32."""
+    value = (1 + TERMS.index(term)) * (2.0 if method == "td3" else 1.0) * (1 + SEEDS.index(seed) / 4) + step / 1024
+    return -value if term == "vhv" else value
+
+
+def test_publish_draws_paves_terms_from_the_runs_geometry_and_losses(tmp_path):
+    """critic_terms: each run's geometry/ terms averaged over the last 20% of its steps up to the stage, PAVE over Base
+    as the geometric mean of the per-seed ratios, and a PAVE run's lambda-weighted losses/ terms over its TD loss."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    study, out = tmp_path / "study", tmp_path / "stage400"
+    steps = range(50, 801, 50)
+    for method in ("td3", "td3_pave"):
+        for seed in SEEDS:
+            write_staged_run(study, method, seed)
+            (folder,) = (study / "runs").glob(f"{ENV}__{method}__{seed}__*")
+            writer = SummaryWriter(folder)
+            for step in steps:
+                for term in TERMS:
+                    writer.add_scalar(f"geometry/{term}", term_value(method, seed, term, step), step)
+                if method == "td3_pave":
+                    writer.add_scalar("losses/qf1_loss", 8.0 + step / 64, step)
+                    for term in ("mpr", "vfc", "curv"):
+                        writer.add_scalar(f"losses/{term}", term_value(method, seed, term, step) / 2, step)
+            writer.close()
+            if method == "td3_pave":
+                checkpoint = torch.load(folder / "checkpoints" / f"td3_pave_step{STAGE}.pt", weights_only=True)
+                checkpoint["args"].update(zip(("lambda1", "lambda2", "lambda3"), LAMBDAS))
+                torch.save(checkpoint, folder / "checkpoints" / f"td3_pave_step{STAGE}.pt")
+    result = benchmark("publish", "--study", study, "--out", out, "--step", STAGE, "--episodes", 1, "--noise", 0.05,
+                       "--more-episodes", 0, "--released-starts", "none", "--bootstrap-reps", 50, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    window = [step for step in steps if 0.8 * STAGE <= step <= STAGE]  # the last 20% of the steps up to the stage
+    assert window == [350, 400]
+    rows = {(row["method"], int(row["seed"])): row for row in read_csv(out / "critic_terms.csv")}
+    assert set(rows) == {(method, seed) for method in ("td3", "td3_pave") for seed in SEEDS}
+    for (method, seed), row in rows.items():
+        for term in TERMS:
+            assert float(row[term]) == pytest.approx(np.mean([term_value(method, seed, term, s) for s in window]))
+        if method == "td3_pave":
+            td_loss = np.mean([8.0 + s / 64 for s in window])
+            assert float(row["td_loss"]) == pytest.approx(td_loss)
+            for weight, term in zip(LAMBDAS, ("mpr", "vfc", "curv")):
+                assert float(row[f"weighted_{term}"]) == pytest.approx(
+                    weight * np.mean([term_value(method, seed, term, s) / 2 for s in window]))
+        else:
+            assert row["td_loss"] == "" and row["weighted_mpr"] == ""
+    text = (out / "critic_terms.md").read_text()
+    ratio = np.exp(np.mean([np.log(float(rows["td3_pave", s]["vfc"]) / float(rows["td3", s]["vfc"])) for s in SEEDS]))
+    assert "| td3_pave / td3 | 2 | " in text and f"{ratio:.3f} [" in text
+    pave = rows["td3_pave", SEEDS[0]]
+    shares = [float(pave[f"weighted_{t}"]) / float(pave["td_loss"]) for t in ("mpr", "vfc", "curv")]
+    assert f"| td3_pave | {SEEDS[0]} | {float(pave['td_loss']):.4g} | " + " | ".join(
+        f"{x:.3g}" for x in [*shares, sum(shares)]) + " |" in text
+    assert (out / "critic_terms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
