@@ -75,6 +75,7 @@ from eval_smoothness import (  # noqa: E402
     hidden_sizes_of,
     load_checkpoints,
     load_policy,
+    method_color,
     output_problem,
     reason,
     refuse,
@@ -268,8 +269,8 @@ def group_table(rows, during=False):
 
 def plot_during(rows, path):
     """during.png: a row per env and a panel per DURING_COLUMNS statistic against the training step, a line per method
-    (the mean over seeds, marked at each checkpoint) with a band of +- one std over seeds. rows: summarize(records,
-    during=True)."""
+    in its method_color (the mean over seeds, marked at each checkpoint) with a band of +- one std over seeds. rows:
+    summarize(records, during=True)."""
     import matplotlib  # imported here: only --during draws
 
     matplotlib.use("Agg")
@@ -284,8 +285,8 @@ def plot_during(rows, path):
                 points = [row for row in rows if (row["env_id"], row["method"]) == (env_id, method)]  # in step order
                 steps = [row["step"] for row in points]
                 mean, std = (np.array([row[f"{key}_{what}"] for row in points]) for what in ("mean", "std"))
-                ax.plot(steps, mean, marker="o", label=method)
-                ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+                ax.plot(steps, mean, marker="o", label=method, color=method_color(method))
+                ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=method_color(method))
             ax.set(title=f"{env_id}: {title}", xlabel="training step")
             ax.grid(alpha=0.3)
         ax_row[0].legend(fontsize=8)

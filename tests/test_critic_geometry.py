@@ -197,10 +197,16 @@ def test_cli_on_real_td3_and_sac_checkpoints(tmp_path):
     assert table.split("\n\n")[3] in result.stdout  # the across-seeds table is printed too
 
 
-def test_during_training_rows_are_each_checkpoints_own_values_grouped_by_step(tmp_path, capsys):
+def test_during_training_rows_are_each_checkpoints_own_values_grouped_by_step(tmp_path, capsys, monkeypatch):
     """--during on in-process checkpoints of two methods x two seeds at steps 100 and 200, one of them passed twice:
     every per-checkpoint row is what evaluate_checkpoint gives that checkpoint alone, the groups are per (method, env,
-    step) with mean and std over the seeds, the duplicate counts once, and during.png is drawn."""
+    step) with mean and std over the seeds, the duplicate counts once, and during.png is drawn, each method's lines in
+    its method_color (the colour it has in every other figure)."""
+    import matplotlib.colors
+    import matplotlib.pyplot as plt
+
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
     paths = {(method, seed, step): write_checkpoint(tmp_path / f"{method}_{seed}_{step}.pt", f"{method}.py", seed=seed,
                                                     init_seed=seed + step + len(method), step=step)
              for method in ("td3", "td3_pave") for seed in (1, 2) for step in (100, 200)}
@@ -225,6 +231,12 @@ def test_during_training_rows_are_each_checkpoints_own_values_grouped_by_step(tm
             assert float(group[f"{key}_std"]) == pytest.approx(np.std(values))
     assert "| td3_pave | Pendulum-v1 | 200 " in (out / "table.md").read_text()
     assert (out / "during.png").read_bytes()[:4] == b"\x89PNG"
+    (figure,) = figures
+    lines = [line for ax in figure.axes for line in ax.get_lines()]
+    assert len(lines) == 2 * len(figure.axes) == 2 * len(critic_geometry.DURING_COLUMNS)
+    for line in lines:
+        assert matplotlib.colors.same_color(line.get_color(),
+                                            critic_geometry.method_color(line.get_label())), line.get_label()
 
 
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys):
