@@ -122,12 +122,13 @@ def publish_critic_terms(runs, events, saved_args, out):
     import matplotlib.pyplot as plt
 
     from eval_smoothness import method_color
-    from statistics_over_seeds import format_interval, t_interval
+    from statistics_over_seeds import format_interval, ratio_interval
 
     def window(tag, run):  # (steps, values) of a tag, and its mean over the run's last TERMS_PART of steps
         steps, values = scalars(None, tag, events(run))
-        keep = steps >= steps[-1] * (1 - TERMS_PART) if len(steps) else steps > 0
-        return steps, values, float(np.mean(values[keep])) if keep.any() else np.nan
+        if not len(steps):
+            return steps, values, np.nan
+        return steps, values, float(np.mean(values[steps >= steps[-1] * (1 - TERMS_PART)]))
 
     logged = [run for run in runs if "geometry/mpr" in events(run).Tags()["scalars"]]
     if not logged:
@@ -168,9 +169,9 @@ def publish_critic_terms(runs, events, saved_args, out):
         if paired:
             cells = []
             for term in TERMS:  # a ratio only where the term is positive on both sides of every seed
-                logs = [np.log(pave[s][term] / base[s][term]) for s in paired if pave[s][term] > 0 < base[s][term]]
-                cells.append(format_interval(*np.exp([np.mean(logs), *t_interval(logs)]), 3)
-                             if logs and len(logs) == len(paired) else "")
+                positive = all(pave[s][term] > 0 < base[s][term] for s in paired)
+                cells.append(format_interval(*ratio_interval([pave[s][term] / base[s][term] for s in paired]), 3)
+                             if positive else "")
             lines.append(f"| {algo}_pave / {algo} | {len(paired)} | " + " | ".join(cells) + " |")
         weighted = [row for row in group if "td_loss" in row]
         if weighted:
@@ -428,8 +429,9 @@ def run(args):
     for run, published in finished.items():
         along[str(published)] = args.step
         for path in Path(run_folder(published), "checkpoints").glob(f"{run.variant.name}_step*.pt"):
-            if args.step is None or int(path.stem.rpartition("_step")[2]) <= args.step:
-                along[str(path)] = int(path.stem.rpartition("_step")[2])
+            step = int(path.stem.rpartition("_step")[2])
+            if args.step is None or step <= args.step:
+                along[str(path)] = step
     if len(set(along.values())) > 1:  # critic_geometry.py counts a (run, step) given twice once
         steps.append(("critic geometry along training (critic_geometry.py --during)", lambda: tool("critic_geometry",
             ["--during", *along, "--episodes", str(args.episodes), "--out-dir", str(out / "during")])))

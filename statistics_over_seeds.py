@@ -175,11 +175,17 @@ def paired_comparisons(per_seed):
                     row[f"{metric}_pave_better_seeds"] = int(np.sum(better * (x - y) > 0))
                     row[f"{metric}_probability_of_improvement"] = float(
                         metrics.probability_of_improvement(better * x[:, None], better * y[:, None]))
-                log_ratios = np.log(values["sm"][0] / values["sm"][1])
-                row["sm_ratio_geomean"] = float(np.exp(np.mean(log_ratios)))
-                row["sm_ratio_low"], row["sm_ratio_high"] = (float(np.exp(bound)) for bound in t_interval(log_ratios))
+                row["sm_ratio_geomean"], row["sm_ratio_low"], row["sm_ratio_high"] = ratio_interval(
+                    values["sm"][0] / values["sm"][1])
                 comparisons.append(row)
     return comparisons
+
+
+def ratio_interval(ratios):
+    """(geometric mean, low, high) of positive per-seed ratios: the mean of their logs and its t-interval, mapped
+    back."""
+    log_ratios = np.log(np.asarray(ratios, dtype=float))
+    return tuple(float(np.exp(value)) for value in (np.mean(log_ratios), *t_interval(log_ratios)))
 
 
 def format_interval(value, low, high, digits, sign=""):
