@@ -8,6 +8,9 @@
 # Its progress:  bash results/mujoco_study.sh --status
 # What git keeps of it at a stage (events, logs, the model checkpoints of that step; never a resumable state), copied
 # into results/mujoco/study for publishing:  bash results/mujoco_study.sh --export 100000
+# Every table and figure of a stage from what git keeps, without training (benchmark.py publish per env into
+# results/<env>/step<STEP>; from the second stage on also the critic along training over both envs, a row per env, into
+# results/mujoco/during):  bash results/mujoco_study.sh --publish 100000
 #
 # The study folder (PAVE_STUDY, default ~/.cache/pave/studies/mujoco) lives outside the work tree: resumable states of
 # MuJoCo runs are 30-170 MB and stay out of git. Its code/ is this repository at one commit (STUDY_COMMIT, git archive),
@@ -43,6 +46,37 @@ if [ "${1:-}" = "--export" ]; then  # --export STEP: what git keeps of the runs 
     done
     echo "copied the events, logs and step-$step model checkpoints of $study/study into $dest (no resumable state)"
     exit 0
+fi
+if [ "${1:-}" = "--publish" ]; then  # --publish STEP: stage STEP's tables and figures from results/mujoco/study
+    step="${2:?--publish needs a step}"
+    src="${PAVE_PUBLISH_FROM:-$repo/results/mujoco/study}"
+    dest="${PAVE_PUBLISH_TO:-$repo/results}"
+    failed=0
+    run() { echo "\$ ${*/#$repo\//}"; "$@" || failed=1; }  # go on to the next env after a failure; exit 1 at the end
+    for env in Walker2d-v5 Hopper-v5; do
+        folder="$(echo "${env%%-v*}" | tr '[:upper:]' '[:lower:]')"
+        run "$python" "$repo/benchmark.py" publish --study "$src" --step "$step" --env-ids "$env" \
+            --out "$dest/$folder/step$step"
+    done
+    along=()  # every run's model checkpoints up to STEP: step checkpoints, and a final one whose step is at most STEP
+    steps=()
+    for run_folder in "$src/runs/"*/; do
+        name="$(basename "$run_folder")"
+        variant="$(echo "$name" | awk -F'__' '{print $2}')"
+        for path in "$run_folder"checkpoints/"${variant}"_step*.pt; do
+            at="${path##*_step}"; at="${at%.pt}"
+            if [ -f "$path" ] && [ "$at" -le "$step" ]; then along+=("$path"); steps+=("$at"); fi
+        done
+        total="$({ grep -o -m1 -- '--total-timesteps [0-9]*' "$src/logs/${name%__*}.log" 2>/dev/null || true; } \
+                  | awk '{print $2}')"
+        if [ -f "$run_folder$variant.pt" ] && [ -n "$total" ] && [ "$total" -le "$step" ]; then
+            along+=("$run_folder$variant.pt"); steps+=("$total")
+        fi
+    done
+    if [ "$(printf '%s\n' "${steps[@]}" | sort -u | wc -l)" -gt 1 ]; then
+        run "$python" "$repo/critic_geometry.py" --during "${along[@]}" --out-dir "$dest/mujoco/during"
+    fi
+    exit "$failed"
 fi
 if [ ! -f "$study/code/benchmark.py" ]; then
     mkdir -p "$study/code"

@@ -185,3 +185,40 @@ def test_the_mujoco_study_exports_a_stage_without_resumable_states(tmp_path):
     assert export(100, dest) == sorted([*common, "runs/Hopper-v5__td3__1__100/checkpoints/td3_step100.pt"])
     # at the last step (the log's --total-timesteps) the final checkpoint is the model of that step: kept once
     assert export(200, tmp_path / "last") == common
+
+
+def test_the_mujoco_study_publishes_a_stage_per_env_and_the_critic_along_training(tmp_path):
+    """results/mujoco_study.sh --publish STEP runs benchmark.py publish per env at STEP from the exported study, and
+    from the second stage on critic_geometry.py --during over both envs on every model checkpoint up to STEP (a final
+    checkpoint counts from its run's --total-timesteps on); a failed env does not stop the other, and the exit is 1."""
+    src, calls = tmp_path / "study", tmp_path / "calls.txt"
+    for env in ("Walker2d-v5", "Hopper-v5"):
+        for variant in ("td3", "td3_pave"):
+            name = f"{env}__{variant}__1"
+            files = [f"checkpoints/{variant}_step100.pt", f"checkpoints/{variant}_step200.pt", f"{variant}.pt"]
+            for file in files:
+                (src / "runs" / f"{name}__9" / file).parent.mkdir(parents=True, exist_ok=True)
+                (src / "runs" / f"{name}__9" / file).write_text(file)
+            (src / "logs").mkdir(exist_ok=True)
+            (src / "logs" / f"{name}.log").write_text(f"$ cd study && python {variant}.py --total-timesteps 300\n")
+    fake_python = tmp_path / "python"  # records each command; "fails" when asked to publish Walker2d-v5
+    fake_python.write_text(f'#!/bin/bash\necho "$*" >> {calls}\n[[ "$*" != *Walker2d-v5* || "$*" != *publish* ]]\n')
+    fake_python.chmod(0o755)
+
+    def publish(step):
+        calls.write_text("")
+        result = subprocess.run(["bash", str(REPO / "results" / "mujoco_study.sh"), "--publish", str(step)],
+                                capture_output=True, text=True, timeout=60,
+                                env={**ENV, "PYTHON": str(fake_python), "PAVE_PUBLISH_FROM": str(src),
+                                     "PAVE_PUBLISH_TO": str(tmp_path / "results")})
+        lines = calls.read_text().splitlines()
+        assert result.returncode == 1 and len(result.stdout.splitlines()) == len(lines), result.stdout + result.stderr
+        for env, folder, line in zip(("Walker2d-v5", "Hopper-v5"), ("walker2d", "hopper"), lines):
+            assert line == (f"{REPO}/benchmark.py publish --study {src} --step {step} --env-ids {env} "
+                            f"--out {tmp_path}/results/{folder}/step{step}")
+        return [sorted(line.split()[2:-2]) for line in lines[2:] if "critic_geometry.py --during" in line]
+
+    assert publish(100) == []  # one step only: nothing along training
+    every = [str(path) for path in src.glob("runs/*/checkpoints/*.pt")]
+    assert publish(200) == [sorted(every)]
+    assert publish(300) == [sorted(every + [str(path) for path in src.glob("runs/*/td3*.pt")])]
