@@ -240,16 +240,16 @@ def missing_runs(runs, study, step=None):
     return missing
 
 
-def mean_over_seeds(curves, bins=CURVE_BINS, start=0):
+def mean_over_seeds(curves, bins=CURVE_BINS, start=0, spread="std"):
     """(steps, mean, std) of one method's learning curve from its seeds' curves [(steps, values)], on a common grid:
     [start, the last step of any seed] cut into equal bins (e_k, e_k+1] (at most `bins`, no more than the longest curve
     has points; an episode counts at the step it ended, and episodes that ended by `start` are left out); each seed's
     points are averaged per bin, then mean and std (ddof 0) go over the seeds with points in the bin. A bin is shown at
-    its centre; bins no seed has points in are left out."""
+    its centre; bins no seed has points in are left out. spread="range": (steps, mean, (lowest, highest seed))."""
     curves = [(np.asarray(steps), np.asarray(values)) for steps, values in curves]
     curves = [(steps[steps > start], values[steps > start]) for steps, values in curves if (steps > start).any()]
     if not curves:
-        return np.array([]), np.array([]), np.array([])
+        return np.array([]), np.array([]), (np.array([]), np.array([])) if spread == "range" else np.array([])
     n = min(bins, max(len(steps) for steps, _ in curves))
     edges = np.linspace(start, max(steps[-1] for steps, _ in curves), n + 1)
     per_seed = np.full((len(curves), n), np.nan)
@@ -258,19 +258,23 @@ def mean_over_seeds(curves, bins=CURVE_BINS, start=0):
         counts = np.bincount(index, minlength=n)
         per_seed[k, counts > 0] = (np.bincount(index, weights=values, minlength=n) / np.maximum(counts, 1))[counts > 0]
     kept = ~np.isnan(per_seed).all(axis=0)
-    return (edges[:-1] + edges[1:])[kept] / 2, np.nanmean(per_seed[:, kept], axis=0), np.nanstd(per_seed[:, kept],
-                                                                                                axis=0)
+    per_seed = per_seed[:, kept]
+    return ((edges[:-1] + edges[1:])[kept] / 2, np.nanmean(per_seed, axis=0),
+            (np.nanmin(per_seed, axis=0), np.nanmax(per_seed, axis=0)) if spread == "range"
+            else np.nanstd(per_seed, axis=0))
 
 
-def plot_mean_curves(ax, curves, ylabel, title, start=0, colors=None):
+def plot_mean_curves(ax, curves, ylabel, title, start=0, colors=None, band="std"):
     """One line per label of curves = {label: [(steps, values) per seed]}: mean_over_seeds (from `start`) with a +- one
-    std band; colors = {label: colour} (default: matplotlib's cycle)."""
+    std band, or with band="range" one from the lowest to the highest seed (it stays positive on a log axis);
+    colors = {label: colour} (default: matplotlib's cycle)."""
     for label, seed_curves in curves.items():
-        steps, mean, std = mean_over_seeds(seed_curves, start=start)
+        steps, mean, spread = mean_over_seeds(seed_curves, start=start, spread=band)
         if len(steps):
             color = (colors or {}).get(label)
             ax.plot(steps, mean, marker="o" if len(steps) == 1 else None, label=label, color=color)
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=ax.get_lines()[-1].get_color())
+            lower, upper = spread if band == "range" else (mean - spread, mean + spread)
+            ax.fill_between(steps, lower, upper, alpha=0.2, color=ax.get_lines()[-1].get_color())
     ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
     ax.grid(alpha=0.3)
 

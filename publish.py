@@ -118,7 +118,8 @@ def publish_critic_terms(runs, events, saved_args, out):
     function and draws), averaged over the last TERMS_PART of its logged steps; per env and family the mean (std over
     seeds) per method, PAVE over its Base (geometric mean of the per-seed ratios, 95% t-interval on their logs); for a
     PAVE run its weighted terms lambda_i * term_i (losses/, per critic) over its TD loss (losses/qf1_loss) in the same
-    window; the figure: each term against the step, mean +- one std over seeds. Skipped (0) when no run logged them."""
+    window; the figure: each term against the step, the mean over seeds with a band from the lowest to the highest
+    seed (on log axes a +- std band would run below 0). Skipped (0) when no run logged them."""
     import matplotlib.pyplot as plt
 
     from eval_smoothness import method_color
@@ -193,12 +194,13 @@ def publish_critic_terms(runs, events, saved_args, out):
                     if (run.env_id, algo_of(run)) == (env_id, algo))
         for ax, (term, label) in zip(row_axes, TERMS.items()):
             plot_mean_curves(ax, by_term[term], label, f"{short_env(env_id)}, {algo.upper()}: {label}", start,
-                             colors={method: method_color(method) for method in by_term[term]})
+                             colors={method: method_color(method) for method in by_term[term]}, band="range")
             ax.set_xlabel(f"environment steps (from {start:,}, the first update)" if start else "environment steps")
             if term != "vhv":  # vhv can be negative; the others span decades over training
                 ax.set_yscale("log")
             ax.legend(fontsize=7)
-    fig.suptitle("PAVE's terms on the first critic (geometry/), mean +- one std over seeds", fontsize=11)
+    fig.suptitle("PAVE's terms on the first critic (geometry/), mean over seeds, band from the lowest to the highest "
+                 "seed", fontsize=11)
     fig.tight_layout()
     fig.savefig(out / "critic_terms.png", dpi=110)
     plt.close(fig)

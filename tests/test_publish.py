@@ -488,6 +488,9 @@ def test_learning_curves_leave_the_random_action_phase_out():
     assert steps.tolist() == [250, 350] and mean.tolist() == [-225.0, -155.0] and std.tolist() == [25.0, 5.0]
     steps, mean, _ = benchmark_common.mean_over_seeds(seeds, bins=2)
     assert steps.tolist() == [100, 300] and mean.tolist() == [-1450.0, -190.0]
+    steps, mean, (lowest, highest) = benchmark_common.mean_over_seeds(seeds, bins=2, start=200, spread="range")
+    assert mean.tolist() == [-225.0, -155.0] and lowest.tolist() == [-250.0, -160.0] and highest.tolist() == [-200.0,
+                                                                                                             -150.0]
 
 
 # How far a re-run of publish on another CPU may move a published per-seed number (results/README.md says why: float
@@ -515,3 +518,19 @@ def test_the_published_pendulum_numbers_reproduce_within_the_cross_cpu_tolerance
         for key in ("return", "sm"):
             assert np.mean(result[key]) == pytest.approx(float(row[key]), rel=tolerance[key]), (row["method"],
                                                                                                 row["seed"], key)
+
+
+def test_a_range_band_stays_between_the_lowest_and_the_highest_seed():
+    """plot_mean_curves(band="range") (critic_terms.png, log axes): the band spans the seeds, positive where the seeds
+    are; a +- std band of the same seeds (one tenfold above the others) would reach below 0."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    seeds = [(np.array([100, 200]), np.array([1.0, 2.0]))] * 2 + [(np.array([100, 200]), np.array([10.0, 20.0]))]
+    fig, ax = plt.subplots()
+    benchmark_common.plot_mean_curves(ax, {"td3_pave": seeds}, "MPR", "t", band="range")
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert ax.get_lines()[0].get_ydata().tolist() == [4.0, 8.0] and band.min() == 1.0 and band.max() == 20.0
+    _, mean, std = benchmark_common.mean_over_seeds(seeds)
+    assert (mean - std).min() < 0
+    plt.close(fig)
