@@ -49,13 +49,14 @@ if [ "${1:-}" = "--export" ]; then  # --export STEP: what git keeps of the runs 
 fi
 if [ "${1:-}" = "--publish" ]; then  # --publish STEP: stage STEP's tables and figures from results/mujoco/study
     step="${2:?--publish needs a step}"
-    src="${PAVE_PUBLISH_FROM:-$repo/results/mujoco/study}"
-    dest="${PAVE_PUBLISH_TO:-$repo/results}"
+    cd "$repo"  # relative paths, so that what publish writes names the checkpoints as in any clone
+    src="${PAVE_PUBLISH_FROM:-results/mujoco/study}"
+    dest="${PAVE_PUBLISH_TO:-results}"
     failed=0
-    run() { echo "\$ ${*/#$repo\//}"; "$@" || failed=1; }  # go on to the next env after a failure; exit 1 at the end
+    run() { echo "\$ $*"; "$@" || failed=1; }  # go on to the next env after a failure; exit 1 at the end
     for env in Walker2d-v5 Hopper-v5; do
         folder="$(echo "${env%%-v*}" | tr '[:upper:]' '[:lower:]')"
-        run "$python" "$repo/benchmark.py" publish --study "$src" --step "$step" --env-ids "$env" \
+        run "$python" benchmark.py publish --study "$src" --step "$step" --env-ids "$env" \
             --out "$dest/$folder/step$step"
     done
     along=()  # every run's model checkpoints up to STEP: step checkpoints, and a final one whose step is at most STEP
@@ -74,7 +75,7 @@ if [ "${1:-}" = "--publish" ]; then  # --publish STEP: stage STEP's tables and f
         fi
     done
     if [ "$(printf '%s\n' "${steps[@]}" | sort -u | wc -l)" -gt 1 ]; then
-        run "$python" "$repo/critic_geometry.py" --during "${along[@]}" --out-dir "$dest/mujoco/during"
+        run "$python" critic_geometry.py --during "${along[@]}" --out-dir "$dest/mujoco/during"
     fi
     exit "$failed"
 fi

@@ -214,7 +214,7 @@ def test_the_mujoco_study_publishes_a_stage_per_env_and_the_critic_along_trainin
         lines = calls.read_text().splitlines()
         assert result.returncode == 1 and len(result.stdout.splitlines()) == len(lines), result.stdout + result.stderr
         for env, folder, line in zip(("Walker2d-v5", "Hopper-v5"), ("walker2d", "hopper"), lines):
-            assert line == (f"{REPO}/benchmark.py publish --study {src} --step {step} --env-ids {env} "
+            assert line == (f"benchmark.py publish --study {src} --step {step} --env-ids {env} "
                             f"--out {tmp_path}/results/{folder}/step{step}")
         return [sorted(line.split()[2:-2]) for line in lines[2:] if "critic_geometry.py --during" in line]
 
@@ -222,3 +222,9 @@ def test_the_mujoco_study_publishes_a_stage_per_env_and_the_critic_along_trainin
     every = [str(path) for path in src.glob("runs/*/checkpoints/*.pt")]
     assert publish(200) == [sorted(every)]
     assert publish(300) == [sorted(every + [str(path) for path in src.glob("runs/*/td3*.pt")])]
+    # by default from the repository's folders, named relative to it, so what publish writes is the same in any clone
+    calls.write_text("")
+    subprocess.run(["bash", str(REPO / "results" / "mujoco_study.sh"), "--publish", "1"], capture_output=True,
+                   timeout=60, env={**ENV, "PYTHON": str(fake_python)})
+    assert calls.read_text().splitlines()[1] == ("benchmark.py publish --study results/mujoco/study --step 1 "
+                                                 "--env-ids Hopper-v5 --out results/hopper/step1")
