@@ -20,6 +20,10 @@ STUDY_COMMIT=88a9444044eda88fa7d45084fe362d563a981880
 study="${PAVE_STUDY:-$HOME/.cache/pave/studies/mujoco}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-python}"
+variant_of() { echo "$1" | awk -F'__' '{print $2}'; }  # a run folder's name: <env>__<variant>__<seed>__<time>
+total_steps_of() {  # a run's --total-timesteps, from its log's command line (empty if none)
+    { grep -o -m1 -- '--total-timesteps [0-9]*' "$1" 2>/dev/null || true; } | awk '{print $2}'
+}
 flags=(--scripts td3.py td3_pave.py --env-ids Walker2d-v5 Hopper-v5 --seeds 178132 410580 922852 --out "$study/study")
 if [ "${1:-}" = "--status" ]; then  # read by today's benchmark.py (the study's copy may predate --status)
     exec "$python" "$repo/benchmark.py" "${flags[@]}" --status
@@ -31,11 +35,11 @@ if [ "${1:-}" = "--export" ]; then  # --export STEP: what git keeps of the runs 
     cp "$study/study/logs/"*.log "$dest/logs/"
     for run in "$study/study/runs/"*/; do
         name="$(basename "$run")"
-        variant="$(echo "$name" | awk -F'__' '{print $2}')"
+        variant="$(variant_of "$name")"
         mkdir -p "$dest/runs/$name"
         cp "$run"events.out.tfevents.* "$dest/runs/$name/"
         log="$study/study/logs/${name%__*}.log"
-        total="$({ grep -o -m1 -- '--total-timesteps [0-9]*' "$log" 2>/dev/null || true; } | awk '{print $2}')"
+        total="$(total_steps_of "$log")"
         last=$([ -f "$run/$variant.pt" ] && [ "$step" = "$total" ] && echo yes || echo no)
         # at a run's last step its final checkpoint is that model: git keeps it once, as <variant>.pt
         if [ -f "$run/checkpoints/${variant}_step$step.pt" ] && [ "$last" = no ]; then
@@ -63,13 +67,12 @@ if [ "${1:-}" = "--publish" ]; then  # --publish STEP: stage STEP's tables and f
     steps=()
     for run_folder in "$src/runs/"*/; do
         name="$(basename "$run_folder")"
-        variant="$(echo "$name" | awk -F'__' '{print $2}')"
+        variant="$(variant_of "$name")"
         for path in "$run_folder"checkpoints/"${variant}"_step*.pt; do
             at="${path##*_step}"; at="${at%.pt}"
             if [ -f "$path" ] && [ "$at" -le "$step" ]; then along+=("$path"); steps+=("$at"); fi
         done
-        total="$({ grep -o -m1 -- '--total-timesteps [0-9]*' "$src/logs/${name%__*}.log" 2>/dev/null || true; } \
-                  | awk '{print $2}')"
+        total="$(total_steps_of "$src/logs/${name%__*}.log")"
         if [ -f "$run_folder$variant.pt" ] && [ -n "$total" ] && [ "$total" -le "$step" ]; then
             along+=("$run_folder$variant.pt"); steps+=("$total")
         fi
