@@ -33,6 +33,16 @@ panel per statistic and a row per env, a line per method: the mean over seeds wi
 code measured M_sup and the concavity rates this way, on the five intermediate models its runs keep
 (eval_during_training_full.py), for Base and PAVE TD3 on LunarLander and Walker.
 
+An earlier report's checkpoints.csv given in place of checkpoints brings its rows as they were measured (it must have
+been measured on --episodes episodes): the tables and during.png are redrawn, or reports joined (say, one per env into
+one figure with a row per env), without evaluating anything again.
+
+Paired by seed (paired.csv, and a table in table.md): each PAVE method (<algo>_pave) against each other method of its
+algorithm and env (with --during, of its training step too), on the training seeds both have: per statistic, the mean
+per-seed difference with its 95% t-interval over seeds, the seeds on which PAVE's value is lower, and for positive sizes
+(M_sup, mu_inf, sm) the geometric mean of the per-seed ratios with its t-interval on the logs, each read as a tie when
+its interval includes 0 (or 1).
+
 Every input is checked before anything is written, as in eval_smoothness.py (a directory given as a checkpoint stands
 for the *.pt files directly in it): bad input gets one error line per problem and a non-zero exit, and an earlier report
 in --out-dir stays as it was.
@@ -43,6 +53,7 @@ one. plot_qfield.py reuses this file's loader and exact derivatives.
 
     python critic_geometry.py runs/*/td3.pt runs/*/td3_pave.pt --out-dir reports/geometry
     python critic_geometry.py --during runs/*/checkpoints/*.pt --out-dir reports/during
+    python critic_geometry.py --during walker/during/checkpoints.csv hopper/during/checkpoints.csv --out-dir both
 """
 
 import copy
@@ -82,6 +93,7 @@ from eval_smoothness import (  # noqa: E402
     rollout,
     seed_order,
 )
+from statistics_over_seeds import ratio_interval, t_interval, verdict  # noqa: E402
 
 PROG = Path(__file__).name
 DELTA = 1.0  # the concavity margin: PAVE's Curv term and the released concavity rate use tr grad2_aa Q < -1.0
@@ -197,6 +209,37 @@ STATISTICS = ("M_sup", "mu_inf", "flip_rate", "cos_mean", "cos_median", "concave
               "sm", "return")
 
 
+IDENTITY = ("checkpoint", "method", "algo", "env_id")  # a record's text fields; train_seed .. pairs are whole numbers
+COUNTS = ("train_seed", "step", "episodes", "steps", "pairs")
+RECORD = ("checkpoint", "method", "algo", "env_id", "train_seed", "step", "episodes", "return", "sm", "steps", "pairs",
+          "M_sup", "M_mean", "mu_inf", "mu_mean", "flip_rate", "cos_mean", "cos_median", "concave_rate", "negdef_rate",
+          "trace_mean")  # evaluate_checkpoint's keys, in its order (checkpoints.csv's columns)
+
+
+def read_records(path, episodes):
+    """The records of an earlier report's checkpoints.csv (this tool's per-checkpoint rows), as evaluate_checkpoint
+    returned them; CheckpointError (one line) when the file cannot be read, lacks a column, or was measured on another
+    number of episodes than `episodes`. Its env seeds, delta and critic are not in the file: the report's table.md says
+    them (publish: the defaults)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise CheckpointError(f"cannot be read as an earlier report's checkpoints.csv ({reason(e)})") from None
+    missing = [key for key in RECORD if not rows or key not in rows[0]]
+    if missing:
+        raise CheckpointError(f"is not an earlier report's checkpoints.csv: no {', '.join(missing)} column"
+                              if rows else "is not an earlier report's checkpoints.csv: no rows")
+    try:
+        records = [{key: row[key] if key in IDENTITY else int(row[key]) if key in COUNTS else float(row[key])
+                    for key in RECORD} for row in rows]
+    except ValueError as e:
+        raise CheckpointError(f"holds a value that is not a number ({e})") from None
+    if other := sorted({r["episodes"] for r in records} - {episodes}):
+        raise CheckpointError(f"was measured on {other[0]} episodes per checkpoint, not --episodes {episodes}")
+    return records
+
+
 def summarize(records, during=False):
     """One row per (env, method), with `during` per (env, method, training step): `<key>_mean` and `<key>_std` over the
     per-seed values of each statistic (ddof 0), the seeds in the released order, and the concavity rate pooled over all
@@ -267,6 +310,71 @@ def group_table(rows, during=False):
     return markdown(lines)
 
 
+# paired by training seed: PAVE against each other method of its algorithm, per statistic (sizes also as a ratio)
+PAIRED = [("return", "evaluation return", "size"), ("sm", "sm", "size"), ("M_sup", "M_sup", "size"),
+          ("mu_inf", "mu_inf", "size"), ("flip_rate", "flip rate", "rate"), ("cos_mean", "cos mean", "rate"),
+          ("concave_rate", "tr < -delta", "rate"), ("negdef_rate", "neg. def.", "rate")]
+
+
+def paired_rows(records, during=False):
+    """PAVE (<algo>_pave) minus each other method of its algorithm and env (with `during` also of its training step),
+    over the training seeds both have: per PAIRED statistic the two means, the mean per-seed difference with its 95%
+    t-interval over seeds, the seeds on which PAVE's value is lower, and for sizes (positive: M_sup, mu_inf, sm, the
+    return when every value is positive) the geometric mean of the per-seed ratios PAVE / other with its t-interval on
+    the logs. One dict per (comparison, statistic)."""
+    cells = defaultdict(dict)  # (env, algo, step, method) -> {train seed: record}
+    for r in records:
+        cells[r["env_id"], r["algo"], r["step"] if during else 0, r["method"]][r["train_seed"]] = r
+    rows = []
+    for (env_id, algo, step, pave), mine in sorted(cells.items()):
+        if pave != f"{algo}_pave":
+            continue
+        for (*where, other), theirs in sorted(cells.items()):
+            seeds = [seed for seed in mine if seed in theirs]
+            if tuple(where) != (env_id, algo, step) or other == pave or not seeds:
+                continue
+            for key, _, kind in PAIRED:
+                x, y = (np.array([side[seed][key] for seed in seeds], dtype=float) for side in (mine, theirs))
+                row = {"env_id": env_id, **({"step": step} if during else {}), "pave": pave, "other": other,
+                       "statistic": key, "seeds": len(seeds), "pave_mean": float(x.mean()),
+                       "other_mean": float(y.mean()),
+                       "diff": float(np.mean(x - y)), **dict(zip(("diff_low", "diff_high"), t_interval(x - y))),
+                       "pave_lower_seeds": int(np.sum(x < y))}
+                ratio = kind == "size" and bool(np.all(x > 0) and np.all(y > 0))
+                row["ratio"], row["ratio_low"], row["ratio_high"] = ratio_interval(x / y) if ratio else (math.nan,) * 3
+                rows.append(row)
+    return rows
+
+
+def paired_table(rows, during=False):
+    """paired_rows as a Markdown table, a row per (comparison, statistic): the difference's reading and, for sizes, the
+    ratio's (a size that spans orders of magnitude over seeds can tie on the difference and not on the ratio)."""
+    lines = [["env", *(["training step"] if during else []), "PAVE vs", "statistic", "seeds", "PAVE", "other",
+              "PAVE - other [95% t-interval]", "PAVE lower on", "reading", "PAVE / other [95% t-interval]",
+              "ratio reading"]]
+    kinds = {key: (title, kind) for key, title, kind in PAIRED}
+
+    def text(value, kind, sign=""):  # sizes of 1000 and more in full, not as 1.178e+04
+        if kind in ("rate", "ratio"):
+            return f"{value:{sign}.{3 if kind == 'rate' else 2}f}"
+        return f"{value:{sign}.0f}" if abs(value) >= 1000 else f"{value:{sign}.4g}"
+
+    def interval(value, low, high, kind, sign=""):
+        ends = "" if math.isnan(low) else f" [{text(low, kind, sign)}, {text(high, kind, sign)}]"
+        return text(value, kind, sign) + ends
+
+    for row in rows:
+        title, kind = kinds[row["statistic"]]
+        ratio = [] if math.isnan(row["ratio"]) else [row["ratio"], row["ratio_low"], row["ratio_high"]]
+        ratio_reading = verdict(*np.log(ratio[1:])) if ratio else ""  # the ratio's interval against 1
+        lines.append([row["env_id"], *([str(row["step"])] if during else []), f"{row['pave']} vs {row['other']}",
+                      title, str(row["seeds"]), text(row["pave_mean"], kind), text(row["other_mean"], kind),
+                      interval(row["diff"], row["diff_low"], row["diff_high"], kind, "+"),
+                      f"{row['pave_lower_seeds']} of {row['seeds']}", verdict(row["diff_low"], row["diff_high"]),
+                      interval(*ratio, "ratio") if ratio else "", ratio_reading])
+    return markdown(lines)
+
+
 def plot_during(rows, path):
     """during.png: a row per env and a panel per DURING_COLUMNS statistic against the training step, a line per method
     in its method_color (the mean over seeds, marked at each checkpoint) with a band of +- one std over seeds. rows:
@@ -306,7 +414,8 @@ def write_csv(path, rows):
 class Args:
     checkpoints: tyro.conf.Positional[list[str]]
     """checkpoint files (.pt) written by the training scripts with --save-model (TD3 or SAC, any methods, envs,
-    seeds); a directory stands for the *.pt files directly in it"""
+    seeds); a directory stands for the *.pt files directly in it; a .csv file is an earlier report's checkpoints.csv,
+    whose rows are taken as measured (redraw tables and figures, or join reports, without evaluating again)"""
     episodes: int = EPISODES
     """deterministic episodes per checkpoint (the released analyses: 10)"""
     seed: int = EVAL_SEED
@@ -339,10 +448,17 @@ def main(argv=None):
         load_critic(path, args.critic)
         return path
 
-    paths, problems = load_checkpoints(args.checkpoints, usable)
+    reports = [path for path in args.checkpoints if path.endswith(".csv")]
+    paths, problems = load_checkpoints([path for path in args.checkpoints if path not in reports], usable)
+    records = []
+    for path in reports:
+        try:
+            records += read_records(path, args.episodes)
+        except CheckpointError as e:
+            problems.append(f"{path}: {e}")
     if problems:
         return refuse(PROG, problems, 1)
-    start, records, failures = time.time(), [], []
+    start, failures = time.time(), []
     for path in paths:
         began = time.time()
         try:
@@ -364,7 +480,7 @@ def main(argv=None):
                       "counted once", file=sys.stderr)
         records = list(unique.values())
 
-    rows = summarize(records, args.during)
+    rows, paired = summarize(records, args.during), paired_rows(records, args.during)
     notes = [
         f"- {args.episodes} deterministic episodes per checkpoint, env seeds {args.seed} .. "
         f"{args.seed + args.episodes - 1}; exact derivatives of {args.critic} (float64) at a = pi(s) in normalized "
@@ -375,20 +491,30 @@ def main(argv=None):
         f"- tr < -delta: share of steps with tr grad2_aa Q < -{args.delta:g}; neg. def.: share of steps with every "
         "eigenvalue of grad2_aa Q < 0.",
         "- per seed: one checkpoint; across seeds: mean (std) over the per-seed values (ddof 0).",
+        "- paired by seed: PAVE's value minus the other method's for each training seed both have, the mean with its "
+        "95% t-interval over those seeds (n - 1 degrees of freedom; an interval that includes 0 reads tie); for "
+        "positive sizes also the geometric mean of the per-seed ratios with its t-interval on the logs.",
     ] + (["- along training: one checkpoint per seed and training step, grouped by step; sm: the smoothness score of "
           "the same episodes (eval_smoothness.py's), mean over them."] if args.during else []) \
       + [f"- failed: {f['checkpoint']}: {f['error']}" for f in failures]
-    text = ("Per seed\n\n" + seed_table(records, args.during) + "\n\nAcross seeds\n\n" + group_table(rows, args.during)
-            + "\n\n" + "\n".join(notes) if records else "\n".join(notes))
+    tables = ["Per seed", seed_table(records, args.during), "Across seeds", group_table(rows, args.during)]
+    if paired:
+        tables += ["Paired by seed", paired_table(paired, args.during)]
+    text = "\n\n".join(tables + ["\n".join(notes)]) if records else "\n".join(notes)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "table.csv", rows)
     write_csv(out_dir / "checkpoints.csv", records)
+    if paired:
+        write_csv(out_dir / "paired.csv", paired)
+    else:  # this report pairs nothing: an earlier report's pairs must not stand beside it
+        (out_dir / "paired.csv").unlink(missing_ok=True)
     (out_dir / "table.md").write_text(text + "\n")
     if args.during and records:
         plot_during(rows, out_dir / "during.png")
     print(text)
-    print(f"{len(records)} checkpoint(s) in {time.time() - start:.1f} s; wrote table.csv, checkpoints.csv, table.md"
+    print(f"{len(records)} checkpoint(s) in {time.time() - start:.1f} s; wrote table.csv, checkpoints.csv, "
+          f"{'paired.csv, ' if paired else ''}table.md"
           f"{', during.png' if args.during and records else ''} to {out_dir}/")
     if failures:
         print(f"{PROG}: {len(failures)} checkpoint problem(s), listed above", file=sys.stderr)

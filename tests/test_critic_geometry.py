@@ -306,3 +306,84 @@ def test_a_directory_stands_for_the_checkpoints_in_it(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines() == [
         f"critic_geometry.py: error: --out-dir {tmp_path / 'taken'}: is a file, not a directory"]
     assert (tmp_path / "taken").read_text() == "a file\n"
+
+
+def test_paired_by_seed_is_pave_minus_its_own_algorithms_methods_on_common_seeds():
+    """PAVE minus TD3 per seed on the seeds both have (seed 3 has no TD3 run: left out), checked against the t-interval
+    written out by hand (mean +- t_0.975,2 * sd / sqrt 3); sizes also as the geometric mean of the ratios; SAC's PAVE is
+    not paired with TD3, and --during pairs within a training step only."""
+    from scipy import stats
+
+    def record(method, seed, value, step=100):
+        algo = method.split("_")[0]
+        return {"method": method, "algo": algo, "env_id": "Hopper-v5", "train_seed": seed, "step": step,
+                **{key: value for key, _, _ in critic_geometry.PAIRED}}
+
+    base = {1: 4.0, 2: 8.0, 4: 2.0}
+    pave = {1: 1.0, 2: 4.0, 3: 9.0, 4: 1.5}
+    records = [record("td3", seed, value) for seed, value in base.items()] + \
+        [record("td3_pave", seed, value) for seed, value in pave.items()] + \
+        [record("sac_pave", 1, 0.5), record("td3", 1, 100.0, step=200), record("td3_pave", 1, 1.0, step=200)]
+    rows = critic_geometry.paired_rows(records)
+    assert {(r["pave"], r["other"]) for r in rows} == {("td3_pave", "td3")}  # sac_pave has no SAC method beside it
+    assert len(rows) == len(critic_geometry.PAIRED)
+    differences = np.array([pave[s] - base[s] for s in (1, 2, 4)])  # -3, -4, -0.5
+    half = stats.t.ppf(0.975, 2) * differences.std(ddof=1) / math.sqrt(3)
+    # without --during: one checkpoint per run, the step-100 records
+    for row in critic_geometry.paired_rows([r for r in records if r["step"] == 100]):
+        assert row["seeds"] == 3 and row["pave_lower_seeds"] == 3
+        assert row["diff"] == pytest.approx(differences.mean())
+        mean = differences.mean()
+        assert (row["diff_low"], row["diff_high"]) == pytest.approx((mean - half, mean + half))
+        if row["statistic"] in ("M_sup", "mu_inf", "sm", "return"):
+            logs = np.log([pave[s] / base[s] for s in (1, 2, 4)])
+            log_half = stats.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
+            assert (row["ratio"], row["ratio_low"], row["ratio_high"]) == pytest.approx(
+                tuple(np.exp([logs.mean(), logs.mean() - log_half, logs.mean() + log_half])))
+        else:
+            assert math.isnan(row["ratio"])
+    during = critic_geometry.paired_rows(records, during=True)
+    at_200 = [row for row in during if row["step"] == 200]
+    assert len(at_200) == len(critic_geometry.PAIRED) and all(row["seeds"] == 1 for row in at_200)
+    assert at_200[0]["diff"] == pytest.approx(-99.0) and math.isnan(at_200[0]["diff_low"])
+    table = critic_geometry.paired_table(during, during=True)
+    assert "| Hopper-v5 | 200           | td3_pave vs td3 | M_sup " in table and "1 seed" in table
+    assert " PAVE lower " in critic_geometry.paired_table([r for r in during if r["step"] == 100])
+
+
+def test_an_earlier_reports_rows_redraw_it_without_evaluating(tmp_path, capsys, monkeypatch):
+    """A --during report of two methods x two seeds x two steps, then the same report from its checkpoints.csv alone
+    (evaluate_checkpoint never called): every file but the figure byte-identical; paired.csv pairs PAVE with TD3 per
+    step. A CSV of another number of episodes, or without a column, is one line and exit 1 before anything is
+    written; a report with nothing to pair removes an earlier paired.csv."""
+    paths = [write_checkpoint(tmp_path / f"{method}_{seed}_{step}.pt", f"{method}.py", seed=seed,
+                              init_seed=seed + step + len(method), step=step)
+             for method in ("td3", "td3_pave") for seed in (1, 2) for step in (100, 200)]
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert critic_geometry.main([*map(str, paths), "--during", "--episodes", "1", "--out-dir", str(first)]) == 0
+    paired = read_csv(first / "paired.csv")
+    assert sorted({(r["step"], r["pave"], r["other"], r["seeds"]) for r in paired}) == [
+        ("100", "td3_pave", "td3", "2"), ("200", "td3_pave", "td3", "2")]
+    monkeypatch.setattr(critic_geometry, "evaluate_checkpoint", lambda *a, **k: pytest.fail("evaluated again"))
+    argv = [str(first / "checkpoints.csv"), "--during", "--episodes", "1", "--out-dir", str(again)]
+    assert critic_geometry.main(argv) == 0
+    for name in ("checkpoints.csv", "table.csv", "paired.csv", "table.md"):
+        assert (again / name).read_bytes() == (first / name).read_bytes(), name
+    assert (again / "during.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    before = snapshot(again)
+    rows = (first / "checkpoints.csv").read_text().splitlines()
+    (tmp_path / "no_sm.csv").write_text("\n".join(line.rsplit(",", 1)[0] for line in rows) + "\n")  # no trace_mean
+    for argv, line in [(["--episodes", "2"], f"{first / 'checkpoints.csv'}: was measured on 1 episodes per "
+                                                "checkpoint, not --episodes 2"),
+                       ([str(tmp_path / "no_sm.csv")], f"{tmp_path / 'no_sm.csv'}: is not an earlier report's "
+                                                       "checkpoints.csv: no trace_mean column")]:
+        base = [str(first / "checkpoints.csv"), "--during", "--episodes", "1"] if argv[0] == "--episodes" else \
+            ["--during", "--episodes", "1"]
+        assert critic_geometry.main([*base, *argv, "--out-dir", str(again)]) == 1
+        assert capsys.readouterr().err.splitlines() == [f"critic_geometry.py: error: {line}"]
+        assert snapshot(again) == before
+    td3_only = tmp_path / "td3_only.csv"
+    td3_only.write_text("\n".join(line for line in rows if ",td3_pave," not in line) + "\n")
+    assert critic_geometry.main([str(td3_only), "--during", "--episodes", "1", "--out-dir", str(again)]) == 0
+    assert not (again / "paired.csv").exists() and "Paired by seed" not in (again / "table.md").read_text()

@@ -95,7 +95,7 @@ def test_publish_regenerates_every_table_and_figure(tmp_path):
     expected = ["table.md", "table.csv", "episodes.csv", "results.json", f"spectrum_{ENV}.png", f"actions_{ENV}.png",
                 "learning_curves.csv", "learning_curves.png", "qfield_td3.png", "qfield_td3.csv", "qfield_sac.png",
                 "qfield_sac.csv", "runs.csv", "geometry/table.md", "geometry/table.csv", "geometry/checkpoints.csv",
-                "more_episodes/table.md", "more_episodes/table.csv", "more_episodes/episodes.csv",
+                "geometry/paired.csv", "more_episodes/table.md", "more_episodes/table.csv", "more_episodes/episodes.csv",
                 "more_episodes/results.json",
                 "vs_paper.md", "vs_paper.csv", "vs_paper_noise.md", "vs_paper_noise.csv",
                 "per_seed.md", "per_seed.csv", "released_starts/table.md",
