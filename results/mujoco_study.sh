@@ -10,7 +10,7 @@
 # into results/mujoco/study for publishing:  bash results/mujoco_study.sh --export 100000
 # Every table and figure of a stage from what git keeps, without training (benchmark.py publish per env into
 # results/<env>/step<STEP>; from the second stage on also the critic along training over both envs, a row per env, into
-# results/mujoco/during):  bash results/mujoco_study.sh --publish 100000
+# results/mujoco/during, joined from each env's during/checkpoints.csv):  bash results/mujoco_study.sh --publish 200000
 #
 # The study folder (PAVE_STUDY, default ~/.cache/pave/studies/mujoco) lives outside the work tree: resumable states of
 # MuJoCo runs are 30-170 MB and stay out of git. Its code/ is this repository at one commit (STUDY_COMMIT, git archive),
@@ -57,28 +57,17 @@ if [ "${1:-}" = "--publish" ]; then  # --publish STEP: stage STEP's tables and f
     src="${PAVE_PUBLISH_FROM:-results/mujoco/study}"
     dest="${PAVE_PUBLISH_TO:-results}"
     failed=0
-    run() { echo "\$ $*"; "$@" || failed=1; }  # go on to the next env after a failure; exit 1 at the end
+    run() { echo "\$ $*"; "$@" && return 0; failed=1; return 1; }  # a failure: go on, exit 1 at the end
+    reports=()  # each env's critic along training as its publish measured it (during/, from the second stage on)
     for env in Walker2d-v5 Hopper-v5; do
         folder="$(echo "${env%%-v*}" | tr '[:upper:]' '[:lower:]')"
-        run "$python" benchmark.py publish --study "$src" --step "$step" --env-ids "$env" \
-            --out "$dest/$folder/step$step"
-    done
-    along=()  # every run's model checkpoints up to STEP: step checkpoints, and a final one whose step is at most STEP
-    steps=()
-    for run_folder in "$src/runs/"*/; do
-        name="$(basename "$run_folder")"
-        variant="$(variant_of "$name")"
-        for path in "$run_folder"checkpoints/"${variant}"_step*.pt; do
-            at="${path##*_step}"; at="${at%.pt}"
-            if [ -f "$path" ] && [ "$at" -le "$step" ]; then along+=("$path"); steps+=("$at"); fi
-        done
-        total="$(total_steps_of "$src/logs/${name%__*}.log")"
-        if [ -f "$run_folder$variant.pt" ] && [ -n "$total" ] && [ "$total" -le "$step" ]; then
-            along+=("$run_folder$variant.pt"); steps+=("$total")
+        if run "$python" benchmark.py publish --study "$src" --step "$step" --env-ids "$env" \
+            --out "$dest/$folder/step$step" && [ -f "$dest/$folder/step$step/during/checkpoints.csv" ]; then
+            reports+=("$dest/$folder/step$step/during/checkpoints.csv")
         fi
     done
-    if [ "$(printf '%s\n' "${steps[@]}" | sort -u | wc -l)" -gt 1 ]; then
-        run "$python" critic_geometry.py --during "${along[@]}" --out-dir "$dest/mujoco/during"
+    if [ "${#reports[@]}" -gt 0 ]; then  # joined, a row per env, without evaluating the checkpoints again
+        run "$python" critic_geometry.py --during "${reports[@]}" --out-dir "$dest/mujoco/during"
     fi
     exit "$failed"
 fi
