@@ -425,8 +425,15 @@ def run(args):
                       a=algo: tool("plot_qfield",
             [*c, "--sweep", "visited", "--out", str(out / f"qfield_{a}.png"),
              "--csv", str(out / f"qfield_{a}.csv")])))
-    steps.append(("critic geometry (critic_geometry.py)", lambda: tool("critic_geometry",
-        [*checkpoints, "--episodes", str(args.episodes), "--out-dir", str(out / "geometry")])))
+    geometry = []  # the published checkpoints' geometry/checkpoints.csv, once written here: --during reuses its rows
+
+    def critic_geometry():
+        status = tool("critic_geometry", [*checkpoints, "--episodes", str(args.episodes), "--out-dir",
+                                          str(out / "geometry")])
+        geometry.extend([] if status else [str(out / "geometry" / "checkpoints.csv")])
+        return status
+
+    steps.append(("critic geometry (critic_geometry.py)", critic_geometry))
     along = {}  # each run's model checkpoints along training up to the published step, and the published one
     for run, published in finished.items():
         along[str(published)] = args.step
@@ -434,9 +441,15 @@ def run(args):
             step = int(path.stem.rpartition("_step")[2])
             if args.step is None or step <= args.step:
                 along[str(path)] = step
+    # before the published step (with --step, a run's model checkpoint at that step stands for the published one)
+    earlier = [path for path, step in along.items() if step != args.step and path not in checkpoints]
+
+    def during():  # the published checkpoints' rows from geometry/ when it succeeded here, else evaluated again
+        return tool("critic_geometry", ["--during", *earlier, *(geometry or checkpoints), "--episodes",
+                                        str(args.episodes), "--out-dir", str(out / "during")])
+
     if len(set(along.values())) > 1:  # critic_geometry.py counts a (run, step) given twice once
-        steps.append(("critic geometry along training (critic_geometry.py --during)", lambda: tool("critic_geometry",
-            ["--during", *along, "--episodes", str(args.episodes), "--out-dir", str(out / "during")])))
+        steps.append(("critic geometry along training (critic_geometry.py --during)", during))
     steps.append(("runs table", lambda: publish_runs_table(finished, events, out, args.step)))
 
     def files():  # what publish writes: files in --out and its more_episodes/, released_starts/, geometry/, during/

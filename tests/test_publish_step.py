@@ -56,6 +56,9 @@ def test_publish_at_a_step_reads_the_checkpoints_and_curves_of_that_step(tmp_pat
     assert sorted((row["method"], row["train_seed"], row["step"]) for row in during) == sorted(
         (method, seed, str(step)) for method, seed in runs for step in (EARLIER, STAGE))
     assert (out / "during" / "during.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the published checkpoints are evaluated once: --during takes their rows from geometry/checkpoints.csv
+    assert [row for row in during if row["step"] == str(STAGE)] == read_csv(out / "geometry" / "checkpoints.csv")
+    assert [result.stderr.count(f"(trained {step} steps)") for step in (EARLIER, STAGE)] == [3, 3]
 
 
 def test_publish_at_a_step_no_run_reached_and_an_unknown_env_are_one_line(tmp_path):
