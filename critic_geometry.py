@@ -396,6 +396,9 @@ def plot_during(rows, path):
                 ax.plot(steps, mean, marker="o", label=method, color=method_color(method))
                 ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=method_color(method))
             ax.set(title=f"{env_id}: {title}", xlabel="training step")
+            steps = sorted({row["step"] for row in rows if row["env_id"] == env_id})
+            if len(steps) <= 8:  # a tick at each checkpoint's step, 100000 written 100k
+                ax.set_xticks(steps, [f"{step / 1000:g}k" if step >= 1000 else str(step) for step in steps])
             ax.grid(alpha=0.3)
         ax_row[0].legend(fontsize=8)
     fig.tight_layout()

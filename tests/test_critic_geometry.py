@@ -234,6 +234,7 @@ def test_during_training_rows_are_each_checkpoints_own_values_grouped_by_step(tm
     (figure,) = figures
     lines = [line for ax in figure.axes for line in ax.get_lines()]
     assert len(lines) == 2 * len(figure.axes) == 2 * len(critic_geometry.DURING_COLUMNS)
+    assert [tick.get_text() for tick in figure.axes[0].get_xticklabels()] == ["100", "200"]  # a tick per checkpoint
     for line in lines:
         assert matplotlib.colors.same_color(line.get_color(),
                                             critic_geometry.method_color(line.get_label())), line.get_label()
@@ -387,3 +388,15 @@ def test_an_earlier_reports_rows_redraw_it_without_evaluating(tmp_path, capsys, 
     td3_only.write_text("\n".join(line for line in rows if ",td3_pave," not in line) + "\n")
     assert critic_geometry.main([str(td3_only), "--during", "--episodes", "1", "--out-dir", str(again)]) == 0
     assert not (again / "paired.csv").exists() and "Paired by seed" not in (again / "table.md").read_text()
+
+
+def test_during_figure_ticks_each_checkpoint_step_in_thousands(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
+    rows = [{"env_id": "Hopper-v5", "method": "td3", "step": step,
+             **{f"{key}_{what}": 1.0 for key, _, _ in critic_geometry.DURING_COLUMNS for what in ("mean", "std")}}
+            for step in (100000, 200000, 300000)]
+    critic_geometry.plot_during(rows, tmp_path / "during.png")
+    assert [tick.get_text() for tick in figures[0].axes[-1].get_xticklabels()] == ["100k", "200k", "300k"]
