@@ -281,7 +281,7 @@ PAPER_COLUMNS = ("method", "env_id", "return_mean", "return_std", "sm_mean", "sm
 def publish_inputs(args):
     """Every check of publish's input, made before anything is written: (problem, None) with one line naming the first
     problem found, or (None, inputs) with inputs = (every run found {Run: checkpoint or None}, the finished ones, the
-    released start seeds, {finished run: the flags its checkpoint saved})."""
+    released start seeds, {finished run: the flags its checkpoint saved}, {finished run: its checkpoint's step})."""
     if not args.study.is_dir():
         return f"--study {args.study}: no such folder", None
     if not (args.study / "runs").is_dir():
@@ -335,14 +335,15 @@ def publish_inputs(args):
 
     import eval_smoothness
 
-    saved_args = {}
+    saved_args, saved_steps = {}, {}
     for run, checkpoint in finished.items():  # a checkpoint every step can read, or a line naming the one that is not
         try:
             eval_smoothness.load_policy(checkpoint)
         except eval_smoothness.CheckpointError as error:
             return f"{checkpoint}: {error}", None
-        saved_args[run] = torch.load(checkpoint, map_location="cpu", weights_only=True)["args"]
-    return None, (runs, finished, released_starts, saved_args)
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        saved_args[run], saved_steps[run] = saved["args"], saved.get("global_step")
+    return None, (runs, finished, released_starts, saved_args, saved_steps)
 
 
 def publish(argv):
@@ -356,7 +357,7 @@ def run(args):
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
-    runs, finished, released_starts, saved_args = inputs
+    runs, finished, released_starts, saved_args, saved_steps = inputs
     learning_starts = {run: int(saved.get("learning_starts", 0)) for run, saved in saved_args.items()}
     out = args.out or args.study.resolve().parent
     out.mkdir(parents=True, exist_ok=True)
@@ -434,15 +435,15 @@ def run(args):
         return status
 
     steps.append(("critic geometry (critic_geometry.py)", critic_geometry))
-    along = {}  # each run's model checkpoints along training up to the published step, and the published one
+    along, earlier = {}, []  # {model checkpoint: its step}: each run's published one and those before it
     for run, published in finished.items():
-        along[str(published)] = args.step
-        for path in Path(run_folder(published), "checkpoints").glob(f"{run.variant.name}_step*.pt"):
+        published_step = saved_steps[run] if args.step is None else args.step
+        along[str(published)] = published_step
+        for path in sorted(Path(run_folder(published), "checkpoints").glob(f"{run.variant.name}_step*.pt")):
             step = int(path.stem.rpartition("_step")[2])
-            if args.step is None or step <= args.step:
+            if published_step is None or step < published_step:  # a copy at the published step is that model
                 along[str(path)] = step
-    # before the published step (with --step, a run's model checkpoint at that step stands for the published one)
-    earlier = [path for path, step in along.items() if step != args.step and path not in checkpoints]
+                earlier.append(str(path))
 
     def during():  # the published checkpoints' rows from geometry/ when it succeeded here, else evaluated again
         return tool("critic_geometry", ["--during", *earlier, *(geometry or checkpoints), "--episodes",

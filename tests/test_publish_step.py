@@ -61,6 +61,27 @@ def test_publish_at_a_step_reads_the_checkpoints_and_curves_of_that_step(tmp_pat
     assert [result.stderr.count(f"(trained {step} steps)") for step in (EARLIER, STAGE)] == [3, 3]
 
 
+def test_publish_without_a_step_evaluates_a_runs_copy_at_its_final_step_once(tmp_path):
+    """A study folder as the runs leave it keeps a model checkpoint at the final step beside the final <variant>.pt:
+    the same model, so the critic along training takes its row from geometry/ and evaluates only the earlier ones."""
+    study, out, final = tmp_path / "study", tmp_path / "published", 800
+    for seed in SEEDS:
+        write_staged_run(study, "td3", seed)
+        (folder,) = (study / "runs").glob(f"{ENV}__td3__{seed}__*")
+        checkpoint = torch.load(folder / "td3.pt", weights_only=True)
+        checkpoint["global_step"] = final
+        torch.save(checkpoint, folder / "td3.pt")
+        torch.save(checkpoint, folder / "checkpoints" / f"td3_step{final}.pt")
+    result = benchmark("publish", "--study", study, "--out", out, "--episodes", 1, "--noise", 0.05,
+                       "--more-episodes", 0, "--released-starts", "none", "--bootstrap-reps", 50, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    during = read_csv(out / "during" / "checkpoints.csv")
+    assert sorted((row["train_seed"], row["step"]) for row in during) == sorted(
+        (str(seed), str(step)) for seed in SEEDS for step in (EARLIER, STAGE, final))
+    assert [row for row in during if row["step"] == str(final)] == read_csv(out / "geometry" / "checkpoints.csv")
+    assert [result.stderr.count(f"(trained {step} steps)") for step in (EARLIER, STAGE, final)] == [2, 2, 2]
+
+
 def test_publish_at_a_step_no_run_reached_and_an_unknown_env_are_one_line(tmp_path):
     study = tmp_path / "study"
     write_staged_run(study, "td3", 178132)
