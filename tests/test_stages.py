@@ -187,14 +187,28 @@ def test_the_mujoco_study_exports_a_stage_without_resumable_states(tmp_path):
     assert export(200, tmp_path / "last") == common
 
 
+def publish_all(python, src, results, calls):
+    """results/mujoco_study.sh --publish all with a stand-in python recording each command into calls."""
+    calls.write_text("")
+    result = subprocess.run(["bash", str(REPO / "results" / "mujoco_study.sh"), "--publish", "all"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**ENV, "PYTHON": str(python), "PAVE_PUBLISH_FROM": str(src),
+                                 "PAVE_PUBLISH_TO": str(results)})
+    if result.returncode == 1 and not calls.read_text():
+        assert result.stderr.strip() == f"mujoco_study.sh: no stage published in {results} yet (publish one first: " \
+                                        "--publish STEP)", result.stderr
+    return result
+
+
 def test_the_mujoco_study_publishes_a_stage_per_env_and_the_critic_along_training(tmp_path):
     """results/mujoco_study.sh --publish STEP runs benchmark.py publish per env at STEP from the exported study, then
     critic_geometry.py --during on the during/checkpoints.csv of each env whose publish succeeded and wrote one (from
     the second stage on): one figure with a row per env, nothing evaluated twice; a failed env does not stop the other,
-    and the exit is 1."""
+    and the exit is 1. --publish all does it again for every stage and env published so far."""
     src, calls, results = tmp_path / "study", tmp_path / "calls.txt", tmp_path / "results"
     # a stand-in python: records each command; "fails" to publish Walker2d-v5 when $FAIL says so; a publish at step
-    # 200 or more writes its env's during/checkpoints.csv, as benchmark.py publish does once a run has two steps (only
+    # 200 or more (but not the study's first, 100000) writes its env's during/checkpoints.csv, as benchmark.py publish
+    # does once a run has two steps (only
     # under tmp_path: an --out relative to the repository is never written)
     fake_python = tmp_path / "python"
     fake_python.write_text(f"""#!/bin/bash
@@ -202,7 +216,7 @@ echo "$*" >> {calls}
 if [[ "$*" == *publish* ]]; then
     [[ -n "$FAIL" && "$*" == *Walker2d-v5* ]] && exit 1
     out="${{@: -1}}"
-    if [[ "$*" != *"--step 100 "* && "$out" == /* ]]; then
+    if [[ "$*" != *"--step 100 "* && "$*" != *"--step 100000 "* && "$out" == /* ]]; then
         mkdir -p "$out/during" && echo csv > "$out/during/checkpoints.csv"
     fi
 fi
@@ -230,6 +244,18 @@ exit 0
     # Walker's publish fails: its during/ (here from the run above) is not joined, Hopper's is
     assert publish(200, fail="yes") == [f"critic_geometry.py --during {results}/hopper/step200/during/checkpoints.csv "
                                         f"--out-dir {results}/mujoco/during"]
+    # --publish all: again every stage and env published so far (a results/<env>/step<STEP> folder), in stage order
+    results = tmp_path / "published"
+    assert publish_all(fake_python, src, results, calls).returncode == 1  # nothing published yet: one line, exit 1
+    for folder in ("walker2d/step100000", "hopper/step100000", "walker2d/step200000"):
+        (results / folder).mkdir(parents=True)
+    assert publish_all(fake_python, src, results, calls).returncode == 0
+    assert calls.read_text().splitlines() == [
+        f"benchmark.py publish --study {src} --step {step} --env-ids {env} --out {results}/{folder}/step{step}"
+        for step, env, folder in ((100000, "Walker2d-v5", "walker2d"), (100000, "Hopper-v5", "hopper"),
+                                  (200000, "Walker2d-v5", "walker2d"))] + [
+        f"critic_geometry.py --during {results}/walker2d/step200000/during/checkpoints.csv "
+        f"--out-dir {results}/mujoco/during"]
     # by default from the repository's folders, named relative to it, so what publish writes is the same in any clone
     calls.write_text("")
     subprocess.run(["bash", str(REPO / "results" / "mujoco_study.sh"), "--publish", "1"], capture_output=True,
