@@ -435,21 +435,18 @@ def run(args):
         return status
 
     steps.append(("critic geometry (critic_geometry.py)", critic_geometry))
-    along, earlier = {}, []  # {model checkpoint: its step}: each run's published one and those before it
+    earlier = []  # each run's model checkpoints before its published step (a copy at that step is the same model)
     for run, published in finished.items():
         published_step = saved_steps[run] if args.step is None else args.step
-        along[str(published)] = published_step
         for path in sorted(Path(run_folder(published), "checkpoints").glob(f"{run.variant.name}_step*.pt")):
-            step = int(path.stem.rpartition("_step")[2])
-            if published_step is None or step < published_step:  # a copy at the published step is that model
-                along[str(path)] = step
+            if published_step is None or int(path.stem.rpartition("_step")[2]) < published_step:
                 earlier.append(str(path))
 
     def during():  # the published checkpoints' rows from geometry/ when it succeeded here, else evaluated again
         return tool("critic_geometry", ["--during", *earlier, *(geometry or checkpoints), "--episodes",
                                         str(args.episodes), "--out-dir", str(out / "during")])
 
-    if len(set(along.values())) > 1:  # critic_geometry.py counts a (run, step) given twice once
+    if earlier:  # along training needs a step before the published one
         steps.append(("critic geometry along training (critic_geometry.py --during)", during))
     steps.append(("runs table", lambda: publish_runs_table(finished, events, out, args.step)))
 

@@ -208,8 +208,7 @@ def test_the_mujoco_study_publishes_a_stage_per_env_and_the_critic_along_trainin
     src, calls, results = tmp_path / "study", tmp_path / "calls.txt", tmp_path / "results"
     # a stand-in python: records each command; "fails" to publish Walker2d-v5 when $FAIL says so; a publish at step
     # 200 or more (but not the study's first, 100000) writes its env's during/checkpoints.csv, as benchmark.py publish
-    # does once a run has two steps (only
-    # under tmp_path: an --out relative to the repository is never written)
+    # does once a run has two steps (only under tmp_path: an --out relative to the repository is never written)
     fake_python = tmp_path / "python"
     fake_python.write_text(f"""#!/bin/bash
 echo "$*" >> {calls}
