@@ -35,10 +35,10 @@ MUST_BE_POSITIVE = {"total_timesteps", "buffer_size", "batch_size", "train_freq"
                     "target_network_frequency", "geometry_freq", "geometry_batch", "log_freq", "pave_batch",
                     "torch_threads"}
 # Flags a resumed run may change: they cannot change what is learned (docs/studies.md says why each); --cuda and
-# --torch-threads are exact only with the values that saved the state.
+# --torch-threads and --flush-denormal are exact only with the values that saved the state.
 RESUME_MAY_CHANGE = {"resume", "stop_at_step", "checkpoint_freq", "model_checkpoints", "model_checkpoint_every",
                      "log_freq", "progress_bar", "total_timesteps", "track", "wandb_project_name", "wandb_entity",
-                     "cuda", "torch_threads", "save_model", "eval_episodes"}
+                     "cuda", "torch_threads", "flush_denormal", "save_model", "eval_episodes"}
 # Flag values renamed since states were saved: the old name still works and means the new one.
 RENAMED_VALUES = {"pave_impl": {"fused": "written-out"}}
 LOOP_KEYS = ("global_step", "n_updates", "last_log", "losses", "recent_returns", "elapsed", "train_elapsed",
@@ -76,6 +76,9 @@ class RunFlags:
     """continue the run that saved this resumable state, in its run directory and with its flags (docs/studies.md)"""
     stop_at_step: Optional[int] = None
     """simulate an interruption at this step: save the resumable state and exit as on SIGTERM (splits a run in two)"""
+    flush_denormal: bool = False
+    """speed path on CPU: compute with floats below 1.2e-38 (denormals) as 0; SiLU critics late in training make them,
+    and each costs the CPU many cycles (docs/performance.md); not bit-identical to a run without it"""
 
 
 class BadInput(ValueError):
@@ -186,14 +189,20 @@ def main(train, Args, prog):
 
 
 def start_logging(args, prog, run_dir, env, device, resumed, note=None):
-    """Check the env's action space, set torch's CPU threads, print the configuration, the device and `note`, and open
-    the TensorBoard writer (and Weights & Biases with --track)."""
+    """Check the env's action space, set torch's CPU threads (and denormal mode), print the configuration, the device
+    and `note`, and open the TensorBoard writer (and Weights & Biases with --track)."""
     if not isinstance(env.action_space, gym.spaces.Box):
         refuse(prog, f"{args.env_id} has a {type(env.action_space).__name__} action space; this algorithm needs "
                "continuous (Box) actions")
     torch.set_num_threads(args.torch_threads or int(os.environ.get("OMP_NUM_THREADS") or 1))
+    # set before torch's thread pool starts (a new thread inherits the floating-point mode of the one creating it);
+    # it stays set in this process after the run
+    flushing = args.flush_denormal and torch.set_flush_denormal(True)
     print(f"{args.exp_name} configuration:\n" + "\n".join(f"  {k} = {v}" for k, v in asdict(args).items()))
-    print(f"device: {device}" + (f" ({torch.get_num_threads()} torch threads)" if device.type == "cpu" else ""))
+    print(f"device: {device}" + (f" ({torch.get_num_threads()} torch threads"
+                                 f"{', denormals flushed to 0' if flushing else ''})" if device.type == "cpu" else ""))
+    if args.flush_denormal and not flushing:
+        print("note: --flush-denormal: this CPU cannot flush denormals (it needs SSE3); the run computes with them")
     if note:
         print(note)
     if args.track:

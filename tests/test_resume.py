@@ -140,6 +140,19 @@ def test_a_split_run_writes_each_model_checkpoint_once_as_the_one_go_run_does(sp
         assert eval_smoothness.load_policy(split_dir / "checkpoints" / name).train_seed == 1
 
 
+def test_a_run_may_be_resumed_with_denormals_flushed(split_runs, tmp_path):
+    """--flush-denormal (the CPU speed path) may be added to a resumed run, as --torch-threads may: it goes on, says so,
+    and stops where asked."""
+    _, split_dir, _ = split_runs("td3.py", "Pendulum-v1", 333)
+    shutil.copytree(split_dir, tmp_path / "runs" / split_dir.name)
+    result = run_script("td3.py", "--resume", f"runs/{split_dir.name}/resume.prev.pt", "--flush-denormal",
+                        "--stop-at-step", "400", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "device: cpu (1 torch threads, denormals flushed to 0)" in result.stdout
+    state = load(tmp_path / "runs" / split_dir.name / "resume.pt")
+    assert state["global_step"] == 400 and state["args"]["flush_denormal"]
+
+
 def test_more_model_checkpoints_than_steps_is_refused():
     with pytest.raises(BadInput, match="--model-checkpoints 11 exceeds --total-timesteps 10"):
         td3.resolve_args(td3.Args(env_id="Pendulum-v1", total_timesteps=10, model_checkpoints=11))

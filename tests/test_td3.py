@@ -8,6 +8,7 @@ import torch.nn as nn
 from runs import all_finite, assert_one_line_error, read_scalars, run_in_process, run_script, train
 
 import pave_speed
+import run_control
 import sac
 import sac_pave
 import td3
@@ -220,6 +221,25 @@ def test_which_pave_path_runs_is_said_at_start(tmp_path):
     assert_one_line_error(run_in_process("td3_pave.py", *small, "--critic-layer-norm", "--pave-impl", "fused",
                                          cwd=tmp_path),
                           "--pave-impl written-out (alias fused)")
+
+
+def test_flush_denormal_makes_the_run_compute_denormals_as_zero(tmp_path):
+    """--flush-denormal sets torch's CPU mode at the start of the run (before torch's thread pool starts), and says so;
+    without it the run computes with denormal floats as IEEE 754 says (1e-40 * 1 stays 1e-40)."""
+    denormal = torch.tensor([1e-40])
+    env = td3.make_env("Pendulum-v1", 1)()
+    try:
+        for flush in (False, True):
+            args = td3.resolve_args(td3.Args(env_id="Pendulum-v1", flush_denormal=flush))
+            run_control.start_logging(args, "td3.py", tmp_path / str(flush), env, torch.device("cpu"), None).close()
+            assert (denormal * 1.0).item() == (0.0 if flush else pytest.approx(1e-40, rel=1e-4))
+    finally:
+        torch.set_flush_denormal(False)  # the mode stays set in the process after a run; the tests after expect it off
+        env.close()
+    assert (denormal * 1.0).item() > 0
+    small = ["--env-id", "Pendulum-v1", "--total-timesteps", "260", "--learning-starts", "250", "--no-progress-bar"]
+    result = run_script("td3_pave.py", *small, "--hidden-sizes", "64", "64", "--flush-denormal", cwd=tmp_path)
+    assert result.returncode == 0 and "device: cpu (1 torch threads, denormals flushed to 0)" in result.stdout
 
 
 @pytest.mark.parametrize("old,new", [("Hopper-v2", "Hopper-v5"), ("Walker2d-v3", "Walker2d-v5"), ("Ant-v2", "Ant-v5"),
