@@ -195,9 +195,9 @@ def start_logging(args, prog, run_dir, env, device, resumed, note=None):
         refuse(prog, f"{args.env_id} has a {type(env.action_space).__name__} action space; this algorithm needs "
                "continuous (Box) actions")
     torch.set_num_threads(args.torch_threads or int(os.environ.get("OMP_NUM_THREADS") or 1))
-    # set before torch's thread pool starts (a new thread inherits the floating-point mode of the one creating it);
-    # it stays set in this process after the run
-    flushing = args.flush_denormal and torch.set_flush_denormal(True)
+    # the mode the flag says, whatever an earlier run in this process set (it stays set after the run); set before
+    # torch's thread pool starts, as a new thread inherits the floating-point mode of the one creating it
+    flushing = torch.set_flush_denormal(args.flush_denormal) and args.flush_denormal
     print(f"{args.exp_name} configuration:\n" + "\n".join(f"  {k} = {v}" for k, v in asdict(args).items()))
     print(f"device: {device}" + (f" ({torch.get_num_threads()} torch threads"
                                  f"{', denormals flushed to 0' if flushing else ''})" if device.type == "cpu" else ""))

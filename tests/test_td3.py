@@ -224,12 +224,12 @@ def test_which_pave_path_runs_is_said_at_start(tmp_path):
 
 
 def test_flush_denormal_makes_the_run_compute_denormals_as_zero(tmp_path):
-    """--flush-denormal sets torch's CPU mode at the start of the run (before torch's thread pool starts), and says so;
-    without it the run computes with denormal floats as IEEE 754 says (1e-40 * 1 stays 1e-40)."""
+    """--flush-denormal sets torch's CPU mode at the start of the run and says so; without it the run computes with
+    denormal floats as IEEE 754 says (1e-40 * 1 stays 1e-40), also after a run in the same process that flushed them."""
     denormal = torch.tensor([1e-40])
     env = td3.make_env("Pendulum-v1", 1)()
     try:
-        for flush in (False, True):
+        for flush in (False, True, False):
             args = td3.resolve_args(td3.Args(env_id="Pendulum-v1", flush_denormal=flush))
             run_control.start_logging(args, "td3.py", tmp_path / str(flush), env, torch.device("cpu"), None).close()
             assert (denormal * 1.0).item() == (0.0 if flush else pytest.approx(1e-40, rel=1e-4))
