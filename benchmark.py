@@ -6,6 +6,7 @@ Commands (`python benchmark.py COMMAND --help` for each one's flags):
     publish      regenerate every table and figure of a finished study, without training (publish.py)
     throughput   training SPS per script and its ratio to the base script (the paper's Table 5; timing.py)
     threads      training SPS per script and torch thread count, idle and beside busy processes (timing.py)
+    denormals    a PAVE critic step from trained checkpoints, denormal floats computed and flushed (timing.py)
 Every command stops on Ctrl-C (SIGINT) and SIGTERM alike, however it was started (also as a background job of a script
 or under nohup, which start it with SIGINT ignored): the runs it started save their resumable states.
 
@@ -711,11 +712,13 @@ COMMANDS = {
                    timing.check_throughput_args, timing.throughput),
     "threads": ("training SPS per torch thread count, idle and busy", timing.add_threads_arguments,
                 timing.check_threads_args, timing.threads),
+    "denormals": ("a PAVE critic step with denormals computed and flushed", timing.add_denormals_arguments,
+                  timing.check_denormals_args, timing.denormals),
 }
 DESCRIPTIONS = {"study": "run a study (training scripts x envs x seeds) on this machine or a Ray cluster, then its "
                          "report",
                 "publish": publish.DESCRIPTION, "throughput": timing.THROUGHPUT_DESCRIPTION,
-                "threads": timing.THREADS_DESCRIPTION}
+                "threads": timing.THREADS_DESCRIPTION, "denormals": timing.DENORMALS_DESCRIPTION}
 
 
 def command_parser():

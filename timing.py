@@ -1,5 +1,5 @@
-"""benchmark.py's timing commands: `throughput` (the paper's Table 5) and `threads` (how many torch threads a run should
-take), run through benchmark.py.
+"""benchmark.py's timing commands: `throughput` (the paper's Table 5), `threads` (how many torch threads a run should
+take) and `denormals` (what --flush-denormal saves on a trained critic), run through benchmark.py.
 
 Throughput (the paper's Table 5): `python benchmark.py throughput --env-id Hopper-v5 --steps 2000` runs each script for
 --learning-starts + --steps steps, one after another in one process each, and prints each one's training SPS (from its
@@ -12,6 +12,11 @@ Threads: `python benchmark.py threads` measures the same training SPS on the CPU
 td3_pave.py sac_pave.py) with each --torch-threads value (--threads 1 2), idle and beside --busy N busy processes
 (0 1 2; a busy process is a pure-Python loop, one core's worth of work like a second single-thread run), and prints
 each cell's ratio to the script's first cell and the run's CPU seconds over wall seconds (docs/performance.md).
+
+Denormals: `python benchmark.py denormals runs/*/td3_pave.pt` times, for each model checkpoint of td3_pave.py or
+sac_pave.py, one critic loss and its backward as the script computes them (TD loss and PAVE's terms, eager, one torch
+thread) on a batch of the checkpoint's own policy's transitions, with denormal floats computed and flushed to 0, the
+two modes interleaved over --rounds (docs/performance.md).
 """
 
 import argparse
@@ -228,3 +233,120 @@ def threads(args):
     return 0 if measured else 1
 
 
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Denormals: what --flush-denormal saves on a trained critic (docs/performance.md)
+# ----------------------------------------------------------------------------------------------------------------------
+DENORMALS_DESCRIPTION = ("one PAVE critic loss and its backward from each model checkpoint, with denormal floats "
+                         "computed and flushed to 0 (--flush-denormal), interleaved")
+PAVE_FLAGS = ("mpr_sigma", "curv_delta", "lambda1", "lambda2", "lambda3", "batch_size", "gamma")
+
+
+def add_denormals_arguments(parser):
+    parser.add_argument("checkpoints", nargs="+", type=Path,
+                        help="--save-model or --model-checkpoints checkpoints of td3_pave.py or sac_pave.py")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds, each timing --updates per mode")
+    parser.add_argument("--updates", type=int, default=10, help="critic losses and backwards per round and mode")
+    parser.add_argument("--seed", type=int, default=0, help="env seed of the episodes whose transitions make the batch")
+
+
+def check_denormals_args(args):
+    if args.rounds <= 0 or args.updates <= 0:
+        fail("--rounds and --updates must be positive")
+
+
+def pave_critic_step(path, seed):
+    """(step, its script, the checkpoint's step, batch size): `step()` computes the checkpoint's twin critics' loss as
+    its script does (TD loss plus PAVE's terms, the speed path where the script takes it) and its backward, on one batch
+    of the checkpoint's own policy's transitions (its actions plus N(0, 0.1) exploration noise, episodes from env seed
+    `seed` on), TD targets from the critics themselves; no optimizer step, so every call does the same work."""
+    import importlib
+    import types
+
+    import torch
+
+    import pave_speed
+    from eval_smoothness import CheckpointError, hidden_sizes_of, load_policy
+    try:
+        policy = load_policy(path)
+    except CheckpointError as error:
+        fail(f"{path}: {error}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    args = ckpt["args"]
+    if policy.script not in ("td3_pave.py", "sac_pave.py") or any(flag not in args for flag in PAVE_FLAGS):
+        fail(f"{path}: a checkpoint of {policy.script} without PAVE's flags; this measures td3_pave.py's and "
+             "sac_pave.py's critic loss")
+    module = importlib.import_module(Path(policy.script).stem)
+    layer_norm = {"layer_norm": True} if args.get("critic_layer_norm") else {}
+    qf = module.Critics(module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args),
+                                        args["critic_activation"], **layer_norm) for _ in range(2))
+    qf[0].load_state_dict(ckpt["qf1"])
+    qf[1].load_state_dict(ckpt["qf2"])
+    run_args = types.SimpleNamespace(**{**args, "hidden_sizes": hidden_sizes_of(args),
+                                        "critic_layer_norm": bool(args.get("critic_layer_norm")),
+                                        "pave_impl": args.get("pave_impl", "auto")})
+    regularize = module.regularize
+    if pave_speed.chosen(run_args):
+        qf, regularize = pave_speed.StackedCritics(qf), pave_speed.written_out
+    # the batch: transitions of the policy's own episodes
+    env = policy.make_env(policy.env_id, seed)()
+    low, high = env.action_space.low, env.action_space.high
+    rows, obs, episode = [], env.reset(seed=seed)[0], 0
+    generator = np.random.default_rng(seed)
+    while len(rows) < args["batch_size"]:
+        with torch.no_grad():
+            action = policy.actor.act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+        action = np.clip(action + generator.normal(0.0, 0.1, action.shape), -1.0, 1.0).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = env.step(low + (action + 1.0) * 0.5 * (high - low))
+        rows.append((obs, action, reward, next_obs, terminated))
+        obs = next_obs
+        if terminated or truncated:
+            episode += 1
+            obs = env.reset(seed=seed + episode)[0]
+    env.close()
+    b_obs, b_actions, b_rewards, b_next_obs, b_terminated = (torch.as_tensor(np.array(column), dtype=torch.float32)
+                                                             for column in zip(*rows))
+    with torch.no_grad():
+        next_actions = policy.actor.act(b_next_obs)
+        td_target = b_rewards + (1.0 - b_terminated) * args["gamma"] * qf(b_next_obs, next_actions).min(0).values
+
+    def step():
+        q, reg = regularize(qf, b_obs, b_actions, b_next_obs, args["mpr_sigma"], args["curv_delta"])
+        loss = ((q - td_target).square().mean(-1).sum() + args["lambda1"] * reg["mpr"].sum()
+                + args["lambda2"] * reg["vfc"].sum() + args["lambda3"] * reg["curv"].sum())
+        loss.backward()
+        qf.zero_grad(set_to_none=True)
+
+    return step, policy.script, int(ckpt.get("global_step", 0)), args["batch_size"]
+
+
+def denormals(args):
+    """`python benchmark.py denormals`: time each checkpoint's PAVE critic step with denormals computed and flushed to
+    0, the two modes interleaved in rounds (a slow spell of a shared machine hits both alike), medians; returns 0."""
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+    for path in args.checkpoints:
+        step, script, trained, batch = pave_critic_step(path, args.seed)
+        seconds = {False: [], True: []}
+        try:
+            for _ in range(args.rounds):
+                for flush in (False, True):
+                    torch.set_flush_denormal(flush)
+                    start = time.perf_counter()
+                    for _ in range(args.updates):
+                        step()
+                    seconds[flush].append((time.perf_counter() - start) / args.updates)
+        finally:
+            torch.set_flush_denormal(False)
+        computed, flushed = (float(np.median(seconds[flush])) * 1e3 for flush in (False, True))
+        rows.append(f"| {path} | {script} | {trained} | {batch} | {computed:.1f} | {flushed:.1f} | "
+                    f"{computed / flushed:.2f} |")
+        print(rows[-1], flush=True)
+    print(f"\nOne critic loss and its backward per checkpoint (eager, 1 torch thread), ms, median of {args.rounds} "
+          f"rounds of {args.updates}; ratio: computed / flushed\n\n| checkpoint | script | step | batch | ms, "
+          "denormals computed | ms, flushed to 0 (--flush-denormal) | ratio |\n|---|---|---|---|---|---|---|\n"
+          + "\n".join(rows))
+    return 0

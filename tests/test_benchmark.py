@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from runs import REPO
+from runs import REPO, assert_one_line_error
 from tiny_checkpoints import write_checkpoint
 
 import eval_smoothness
@@ -441,3 +441,23 @@ def test_throughput_warm_up_is_never_negative():
     0 by noise, and is shown as 0.0 (never "-0.0" or "-0.2")."""
     assert [format_warm_up(seconds) for seconds in (-0.2, -0.04, -0.0, 0.0, 0.04, 1.26, 12.0)] == [
         "0.0", "0.0", "0.0", "0.0", "0.0", "1.3", "12.0"]
+
+
+def test_denormals_times_a_pave_critic_step_both_ways_and_refuses_other_checkpoints(tmp_path):
+    """`benchmark.py denormals`: one row per checkpoint with the step's time with denormals computed and flushed, and
+    their ratio; a checkpoint of a script without PAVE, or no flags of it, gets one line and a non-zero exit."""
+    pave = write_checkpoint(tmp_path / "td3_pave.pt", script="td3_pave.py", step=1234)
+    ckpt = torch.load(pave, weights_only=True)
+    ckpt["args"].update(mpr_sigma=0.05, curv_delta=1.0, lambda1=0.1, lambda2=0.1, lambda3=0.01, batch_size=32,
+                        gamma=0.99)
+    torch.save(ckpt, pave)
+    result = benchmark("denormals", pave, "--rounds", 2, "--updates", 1, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = table_rows(result.stdout)[str(pave)]
+    assert row[:3] == ["td3_pave.py", "1234", "32"]
+    computed, flushed, ratio = map(float, row[3:])
+    assert computed > 0 and flushed > 0 and abs(ratio - computed / flushed) <= 0.01 + 0.05 * ratio  # cells rounded
+    assert_one_line_error(benchmark("denormals", write_checkpoint(tmp_path / "td3.pt"), cwd=tmp_path),
+                          "td3.pt: a checkpoint of td3.py without PAVE's flags")
+    assert_one_line_error(benchmark("denormals", tmp_path / "missing.pt", cwd=tmp_path), "missing.pt: no such file")
+    assert_one_line_error(benchmark("denormals", pave, "--rounds", 0, cwd=tmp_path), "--rounds and --updates")

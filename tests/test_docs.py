@@ -5,6 +5,7 @@ own expansion (globs, `$(...)`), then through the script's parser, and for a tra
 (env id, presets, coefficient checks). Nothing is trained or evaluated: the commands are parsed, not run.
 """
 
+import glob
 import importlib
 import re
 import shlex
@@ -60,6 +61,8 @@ def parse(script, argv):
                 parse(script, [*shlex.split(args.extra), "--torch-threads", str(max(args.threads))])
         elif args.command == "publish":
             assert (REPO / args.study / "runs").is_dir(), f"--study {args.study}: no runs/ folder"
+        elif args.command == "denormals":  # the checkpoints it names are published ones
+            assert all(glob.glob(str(REPO / pattern)) for pattern in args.checkpoints), args.checkpoints
         else:
             runs = {(run.variant, run.env_id): run for run in benchmark.build_study(args).runs}
             for run in runs.values():  # each variant and env's command, as the study would start it, through its script
