@@ -14,9 +14,9 @@ td3_pave.py sac_pave.py) with each --torch-threads value (--threads 1 2), idle a
 each cell's ratio to the script's first cell and the run's CPU seconds over wall seconds (docs/performance.md).
 
 Denormals: `python benchmark.py denormals runs/*/td3_pave.pt` times, for each model checkpoint of td3_pave.py or
-sac_pave.py, one critic loss and its backward as the script computes them (TD loss and PAVE's terms, eager, one torch
-thread) on a batch of the checkpoint's own policy's transitions, with denormal floats computed and flushed to 0, the
-two modes interleaved over --rounds (docs/performance.md).
+sac_pave.py, one critic loss and its backward through the script's PAVE path (TD losses and PAVE's terms, eager, one
+torch thread) on a batch of the checkpoint's own policy's transitions, with denormal floats computed and flushed to 0,
+the two modes interleaved over --rounds (docs/performance.md).
 """
 
 import argparse
