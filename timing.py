@@ -233,8 +233,6 @@ def threads(args):
     return 0 if measured else 1
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Denormals: what --flush-denormal saves on a trained critic (docs/performance.md)
 # ----------------------------------------------------------------------------------------------------------------------
@@ -260,9 +258,9 @@ def pave_critic_step(path, seed):
     """(step, its script, the checkpoint's step, batch size): `step()` computes the checkpoint's twin critics' loss
     (both TD losses plus PAVE's weighted terms, through the speed path where the script takes it) and its backward, on
     one batch of the checkpoint's own policy's transitions (its actions plus N(0, 0.1) exploration noise, episodes from
-    env seed `seed` on). The TD targets are r + gamma min Q'(s', pi(s')) of the checkpoint's own critics, without SAC's
-    entropy term and 0.5 weight: the cost of a step does not depend on them. No optimizer step, so every call does the
-    same work."""
+    env seed `seed` on). The TD targets are r + gamma min_i Q_i(s', pi(s')) of the checkpoint's own critics, without
+    SAC's entropy term and 0.5 weight: the cost of a step does not depend on them. No optimizer step, so every call does
+    the same work."""
     import importlib
     import types
 
