@@ -110,6 +110,17 @@ class Critic:
     step: int
 
 
+def rebuild_critic(ckpt, script, critic="qf1"):
+    """A loaded checkpoint's critic `critic` as the QNetwork of `script` (float32, trainable), its weights loaded."""
+    args = ckpt["args"]
+    module = importlib.import_module(Path(script).stem)
+    layer_norm = {"layer_norm": True} if args.get("critic_layer_norm") else {}  # only scripts with the flag take it
+    qf = module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["critic_activation"],
+                         **layer_norm)
+    qf.load_state_dict(ckpt[critic])
+    return qf
+
+
 def load_critic(path, critic="qf1"):
     """Rebuild a checkpoint's actor and critic `critic` with the script that wrote it; CheckpointError (one line) on
     anything unusable. eval_smoothness.load_policy checks the file and rebuilds the actor; the critic comes from the
@@ -119,12 +130,7 @@ def load_critic(path, critic="qf1"):
     if critic not in ckpt:
         raise CheckpointError(f"holds no {critic!r} state dict: without a critic there is no Q-field to analyze")
     try:
-        args = ckpt["args"]
-        module = importlib.import_module(Path(policy.script).stem)
-        layer_norm = {"layer_norm": True} if args.get("critic_layer_norm") else {}  # only scripts with the flag take it
-        qf = module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args), args["critic_activation"],
-                             **layer_norm)
-        qf.load_state_dict(ckpt[critic])
+        qf = rebuild_critic(ckpt, policy.script, critic)
     except Exception as e:
         raise CheckpointError(f"cannot rebuild its {critic} with {policy.script} ({reason(e)})") from None
     # float64 so that second derivatives measure the network, not round-off; frozen: only the inputs are differentiated

@@ -267,6 +267,7 @@ def pave_critic_step(path, seed):
     import torch
 
     import pave_speed
+    from critic_geometry import rebuild_critic
     from eval_smoothness import CheckpointError, hidden_sizes_of, load_policy
     try:
         policy = load_policy(path)
@@ -278,11 +279,7 @@ def pave_critic_step(path, seed):
         fail(f"{path}: a checkpoint of {policy.script} without PAVE's flags; this measures td3_pave.py's and "
              "sac_pave.py's critic loss")
     module = importlib.import_module(Path(policy.script).stem)
-    layer_norm = {"layer_norm": True} if args.get("critic_layer_norm") else {}
-    qf = module.Critics(module.QNetwork(ckpt["obs_dim"], ckpt["act_dim"], hidden_sizes_of(args),
-                                        args["critic_activation"], **layer_norm) for _ in range(2))
-    qf[0].load_state_dict(ckpt["qf1"])
-    qf[1].load_state_dict(ckpt["qf2"])
+    qf = module.Critics(rebuild_critic(ckpt, policy.script, name) for name in ("qf1", "qf2"))
     run_args = types.SimpleNamespace(**{**args, "hidden_sizes": hidden_sizes_of(args),
                                         "critic_layer_norm": bool(args.get("critic_layer_norm")),
                                         "pave_impl": args.get("pave_impl", "auto")})
