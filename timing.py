@@ -268,7 +268,7 @@ def pave_critic_step(path, seed):
 
     import pave_speed
     from critic_geometry import rebuild_critic
-    from eval_smoothness import CheckpointError, hidden_sizes_of, load_policy
+    from eval_smoothness import CheckpointError, hidden_sizes_of, load_policy, reason
     try:
         policy = load_policy(path)
     except CheckpointError as error:
@@ -279,7 +279,10 @@ def pave_critic_step(path, seed):
         fail(f"{path}: a checkpoint of {policy.script} without PAVE's flags; this measures td3_pave.py's and "
              "sac_pave.py's critic loss")
     module = importlib.import_module(Path(policy.script).stem)
-    qf = module.Critics(rebuild_critic(ckpt, policy.script, name) for name in ("qf1", "qf2"))
+    try:
+        qf = module.Critics([rebuild_critic(ckpt, policy.script, name) for name in ("qf1", "qf2")])
+    except Exception as e:  # a critic missing or of another shape: one line, as critic_geometry.load_critic says it
+        fail(f"{path}: cannot rebuild its critics with {policy.script} ({reason(e)})")
     run_args = types.SimpleNamespace(**{**args, "hidden_sizes": hidden_sizes_of(args),
                                         "critic_layer_norm": bool(args.get("critic_layer_norm")),
                                         "pave_impl": args.get("pave_impl", "auto")})

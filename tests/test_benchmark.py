@@ -445,7 +445,8 @@ def test_throughput_warm_up_is_never_negative():
 
 def test_denormals_times_a_pave_critic_step_both_ways_and_refuses_other_checkpoints(tmp_path):
     """`benchmark.py denormals`: one row per checkpoint with the step's time with denormals computed and flushed, and
-    their ratio; a checkpoint of a script without PAVE, or no flags of it, gets one line and a non-zero exit."""
+    their ratio; a checkpoint of a script without PAVE, or without its flags or critics, gets one line and a non-zero
+    exit."""
     pave = write_checkpoint(tmp_path / "td3_pave.pt", script="td3_pave.py", step=1234)
     ckpt = torch.load(pave, weights_only=True)
     ckpt["args"].update(mpr_sigma=0.05, curv_delta=1.0, lambda1=0.1, lambda2=0.1, lambda3=0.01, batch_size=32,
@@ -461,3 +462,6 @@ def test_denormals_times_a_pave_critic_step_both_ways_and_refuses_other_checkpoi
                           "td3.pt: a checkpoint of td3.py without PAVE's flags")
     assert_one_line_error(benchmark("denormals", tmp_path / "missing.pt", cwd=tmp_path), "missing.pt: no such file")
     assert_one_line_error(benchmark("denormals", pave, "--rounds", 0, cwd=tmp_path), "--rounds and --updates")
+    del ckpt["qf2"]
+    torch.save(ckpt, tmp_path / "no_qf2.pt")
+    assert_one_line_error(benchmark("denormals", tmp_path / "no_qf2.pt", cwd=tmp_path), "cannot rebuild its critics")
